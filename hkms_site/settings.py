@@ -1,0 +1,179 @@
+"""HKMS settings, read from the environment (see README "Configuration").
+
+Every knob has a development default so that ``make run`` works on a fresh
+machine; ``manage.py check`` (system checks ``hkms.E0xx``/``hkms.W0xx`` in
+``hkms_site.checks``) reports settings that are unsafe or inconsistent.
+"""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+from typing import Any
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+from hkms_site.env import env_bool, env_int, env_list, env_path, env_secret, env_str
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+HKMS_DATA_DIR = env_path("HKMS_DATA_DIR", BASE_DIR / "var")
+HKMS_PRODUCTION = env_bool("HKMS_PRODUCTION", False)
+
+
+def _development_secret_key() -> str:
+    """A per-installation key generated into the data dir (0600) on first use."""
+    path = HKMS_DATA_DIR / "django_secret_key"
+    if not path.exists():
+        HKMS_DATA_DIR.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(secrets.token_urlsafe(50))
+    return path.read_text().strip()
+
+
+_secret_key = env_secret("DJANGO_SECRET_KEY")
+if not _secret_key:
+    if HKMS_PRODUCTION:
+        raise ImproperlyConfigured("DJANGO_SECRET_KEY (or DJANGO_SECRET_KEY_FILE) is required when HKMS_PRODUCTION=1")
+    _secret_key = _development_secret_key()
+SECRET_KEY = _secret_key
+DEBUG = env_bool("DJANGO_DEBUG", False)
+ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "guardian",
+    "hkms_site",
+    "keys_app",
+    "secrets_app",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "hkms_site.urls"
+WSGI_APPLICATION = "hkms_site.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- databases ------------------------------------------------------------------------
+# Three aliases: "default" (projects, secrets, key metadata, auth, audit), "kek" (REK
+# metadata, wrapped KEK versions, rotation jobs) and "dek" (wrapped DEKs). See routers.py.
+DATABASE_ROUTERS = ["hkms_site.routers.HierarchyRouter"]
+_DB_FILES = {"default": "default.sqlite3", "kek": "kek.sqlite3", "dek": "dek.sqlite3"}
+_DB_URL_VARS = {"default": "DATABASE_URL", "kek": "KEK_DATABASE_URL", "dek": "DEK_DATABASE_URL"}
+_PG_NAMES = {"default": "hkms", "kek": "hkms_kek", "dek": "hkms_dek"}
+
+
+def _sqlite(alias: str) -> dict[str, Any]:
+    return {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": str(HKMS_DATA_DIR / _DB_FILES[alias]),
+        "OPTIONS": {
+            # Writers take the lock up front (no upgrade deadlocks); WAL lets readers
+            # go on while a rotation writes; wait rather than fail when locked.
+            "transaction_mode": "IMMEDIATE",
+            "timeout": 30,
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL",
+        },
+        "TEST": {"NAME": None},
+    }
+
+
+def _postgres_from_pg_env(alias: str) -> dict[str, Any]:
+    return {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": env_str(f"HKMS_PG_{alias.upper()}_NAME", _PG_NAMES[alias]),
+        "USER": env_str("PGUSER", "postgres"),
+        "PASSWORD": env_str("PGPASSWORD", ""),
+        "HOST": env_str("PGHOST", "127.0.0.1"),
+        "PORT": env_str("PGPORT", "5432"),
+        "CONN_MAX_AGE": 60,
+        "CONN_HEALTH_CHECKS": True,
+    }
+
+
+def _database(alias: str) -> dict[str, Any]:
+    url = env_str(_DB_URL_VARS[alias])
+    if url:
+        try:
+            config: dict[str, Any] = dict(dj_database_url.parse(url, conn_max_age=60))
+        except ValueError as exc:
+            raise ImproperlyConfigured(f"{_DB_URL_VARS[alias]} is not a database URL: {exc}") from None
+        if config["ENGINE"] == "django.db.backends.sqlite3":
+            config["OPTIONS"] = _sqlite(alias)["OPTIONS"]
+            config["CONN_MAX_AGE"] = 0
+        return config
+    if env_bool("HKMS_TEST_POSTGRES", False):
+        return _postgres_from_pg_env(alias)
+    return _sqlite(alias)
+
+
+DATABASES = {alias: _database(alias) for alias in ("default", "kek", "dek")}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- root key provider ----------------------------------------------------------------
+HKMS_ROOT_KEY_PROVIDER = env_str("HKMS_ROOT_KEY_PROVIDER", "file")
+HKMS_ROOT_KEY_OPTIONS: dict[str, dict[str, Any]] = {
+    "file": {"path": str(env_path("HKMS_ROOT_KEY_FILE", HKMS_DATA_DIR / "root_keyring.json"))},
+}
+
+# --- unwrapped-key cache (process memory only) ----------------------------------------
+HKMS_KEY_CACHE_SIZE = env_int("HKMS_KEY_CACHE_SIZE", 10_000, minimum=0)
+HKMS_KEY_CACHE_SECONDS = env_int("HKMS_KEY_CACHE_SECONDS", 300, minimum=0)
+
+# --- auth, i18n, static ---------------------------------------------------------------
+AUTHENTICATION_BACKENDS = [
+    "django.contrib.auth.backends.ModelBackend",
+    "guardian.backends.ObjectPermissionBackend",
+]
+ANONYMOUS_USER_NAME = None  # guardian: no anonymous user with permissions
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+STATIC_URL = "static/"
+STATIC_ROOT = HKMS_DATA_DIR / "static"
+
+REST_FRAMEWORK: dict[str, Any] = {
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "UNAUTHENTICATED_USER": None,
+}
+
+LOGGING: dict[str, Any] = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "root": {"handlers": ["console"], "level": env_str("HKMS_LOG_LEVEL", "INFO")},
+}

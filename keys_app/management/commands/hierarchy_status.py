@@ -1,0 +1,36 @@
+from __future__ import annotations
+
+from typing import Any
+
+from keys_app.management.base import HierarchyCommand
+from keys_app.services.inspection import hierarchy_status
+
+
+class Command(HierarchyCommand):
+    help = "Counts per level and per key version, and what older KEK versions still wrap."
+
+    def run(self, **options: Any) -> dict[str, Any]:
+        return hierarchy_status()
+
+    def render(self, result: dict[str, Any]) -> str:
+        root = result["root"]
+        lines = [
+            f"root key: provider {root['provider'].get('provider', '?')}, current version "
+            f"{root['current_version']}, sealed: {root['provider'].get('sealed', '?')}",
+        ]
+        for row in root["versions"]:
+            lines.append(f"  REK v{row['version']} [{row['provider']}] {row['state']}: wraps {row['kek_versions']} KEK versions")
+        lines.append(f"keys: {result['kek']['keys']}, KEK versions: {result['kek']['versions']}")
+        lines.append(f"DEKs: {result['dek']['total']}, still wrapped by older KEK versions: "
+                     f"{result['dek']['wrapped_by_older_kek_versions']}")
+        for key in result["keys"]:
+            lines.append(f"  key {key['id']} {key['name']} [{key['state']}] primary v{key['primary_version']}")
+            for v in key["versions"]:
+                mark = "*" if v["primary"] else " "
+                lines.append(f"    {mark} v{v['version']} {v['state']} (REK v{v['rek_version']}): {v['deks']} DEKs")
+        counts = ", ".join(f"{k} {n}" for k, n in sorted(result["secret_versions"].items())) or "none"
+        lines.append(f"secret versions: {counts}")
+        for job in result["running_jobs"]:
+            lines.append(f"unfinished job {job['kind']} [{job['scope']}] {job['processed']}/{job['total']} "
+                         "(re-run the command to continue)")
+        return "\n".join(lines)

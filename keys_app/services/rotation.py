@@ -1,0 +1,404 @@
+"""Rotation and revocation at every level of the hierarchy.
+
+There is no transaction across the three databases, so each operation is
+ordered to be crash-safe and resumable (see DESIGN.md §1):
+
+* new key material is created and committed first;
+* references are moved in committed batches, each row by compare-and-set
+  (``UPDATE … WHERE id = ? AND <old reference>``), so a concurrent writer or a
+  re-run never clobbers newer state;
+* old material is retired or destroyed only when nothing references it.
+
+A ``kill -9`` at any instant therefore leaves every secret readable, and
+re-running the same command continues the interrupted job (``services.jobs``).
+Reads and writes go on during every rotation.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from django.db import connections, models, transaction
+from django.db.models import Count, F
+from django.utils import timezone
+
+from keys_app import crypto
+from keys_app.errors import HierarchyError, IntegrityError, KeyMaterialUnavailable
+from keys_app.models import Dek, KekVersion, Key, RootKeyVersion, RotationJob
+from keys_app.services import root
+from keys_app.services.jobs import JobBusy, Progress, job_advance, job_claim, job_finish, job_running
+from keys_app.services.material import (
+    dek_context,
+    dek_unwrap,
+    kek_material,
+    kek_version_create,
+    key_cache,
+)
+
+
+def _bulk_update(
+    model: type[models.Model], using: str, set_fields: Sequence[str], where_fields: Sequence[str], rows: Iterable[Sequence[Any]]
+) -> None:
+    """``UPDATE … SET set_fields WHERE where_fields`` for many rows in one executemany.
+
+    The ORM's per-row ``update()`` costs more than the cryptography it
+    surrounds; this keeps batch rotation fast on SQLite and PostgreSQL alike.
+    """
+    connection = connections[using]
+    quote = connection.ops.quote_name
+    fields = [model._meta.get_field(name) for name in (*set_fields, *where_fields)]
+    sql = "UPDATE {} SET {} WHERE {}".format(  # noqa: S608  (identifiers from model metadata)
+        quote(model._meta.db_table),
+        ", ".join(f"{quote(f.column)} = %s" for f in fields[: len(set_fields)]),
+        " AND ".join(f"{quote(f.column)} = %s" for f in fields[len(set_fields) :]),
+    )
+    params = [
+        [field.get_db_prep_value(value, connection) for field, value in zip(fields, row, strict=True)] for row in rows
+    ]
+    if params:
+        with connection.cursor() as cursor:
+            cursor.executemany(sql, params)
+
+
+# --- REK -------------------------------------------------------------------------------------
+def rek_rotate(
+    *, to_provider: str | None = None, batch_size: int = 500, dry_run: bool = False, progress: Progress | None = None
+) -> dict[str, Any]:
+    """New REK version; re-wrap every KEK version under it; retire the old versions.
+
+    Touches only the kek database and the providers: its cost grows with the
+    number of KEK versions, never with the number of secrets.
+    """
+    pending = KekVersion.objects.using("kek").exclude(state=KekVersion.State.DESTROYED)
+    if dry_run:
+        current = root.rek_current()
+        return {"dry_run": True, "current_rek_version": current.version,
+                "kek_versions_to_rewrap": pending.count()}
+    job, resumed = job_claim(RotationJob.Kind.ROTATE_ROOT_KEY, "root")
+    if "target" not in job.params:
+        old = root.rek_current()
+        root.rek_check(old)  # refuse to start with a wrong current REK
+        target_row = root.rek_create_version(to_provider)
+        job_advance(job, params={"target": target_row.version, "from": old.version}, phase="rewrap",
+                    total=pending.count())
+    target = RootKeyVersion.objects.using("kek").get(version=job.params["target"])
+    root.rek_check(target)
+    rewrapped = 0
+    while True:
+        batch = list(pending.exclude(rek_version=target.version).order_by("id")[:batch_size])
+        if not batch:
+            break
+        with transaction.atomic(using="kek"):
+            for row in batch:
+                material = root.rek_unwrap(row.rek_version, bytes(row.wrapped_material or b""),
+                                           key_id=row.key_id, kek_version=row.version)
+                wrapped = root.rek_wrap(target, material, key_id=row.key_id, kek_version=row.version)
+                KekVersion.objects.using("kek").filter(id=row.id, rek_version=row.rek_version).update(
+                    wrapped_material=wrapped, rek_version=target.version
+                )
+            rewrapped += len(batch)
+            job_advance(job, processed=len(batch), cursor=str(batch[-1].id))
+        if progress:
+            progress(job.processed, job.total)
+    retired = []
+    for row in RootKeyVersion.objects.using("kek").filter(state=RootKeyVersion.State.ACTIVE,
+                                                           version__lt=target.version):
+        if not pending.filter(rek_version=row.version).exists():
+            root.rek_retire(row)
+            retired.append(row.version)
+    job_finish(job)
+    return {"job": str(job.id), "resumed": resumed, "rek_version": target.version, "provider": target.provider,
+            "kek_versions_rewrapped": rewrapped, "total_rewrapped": job.processed, "retired_rek_versions": retired}
+
+
+# --- KEK -------------------------------------------------------------------------------------
+def kek_rotate(*, key: Key, now: datetime | None = None) -> Key:
+    """Make a new KEK version primary for ``key``; old DEKs are left to :func:`deks_rewrap`.
+
+    Step 1 commits version ``primary + 1`` on kek (idempotent); step 2 moves
+    ``primary_version`` on default by compare-and-set, so two concurrent
+    rotations of the same key produce exactly one new version.
+    """
+    now = now or timezone.now()
+    current = key.primary_version
+    kek_version_create(key_id=key.id, version=current + 1, algorithm=key.algorithm)
+    updates: dict[str, Any] = {"primary_version": current + 1, "rotation_count": F("rotation_count") + 1,
+                               "rotated_at": now, "updated_at": now}
+    if key.rotation_period:
+        updates["next_rotation_at"] = now + key.rotation_period
+    with transaction.atomic():
+        Key.objects.filter(id=key.id, primary_version=current).update(**updates)
+    key.refresh_from_db()
+    return key
+
+
+# --- DEK re-wrap -----------------------------------------------------------------------------
+def deks_pending_rewrap(keys: Iterable[Key]) -> dict[uuid.UUID, dict[int, int]]:
+    """Per key, the number of DEKs per KEK version older than its primary version."""
+    primaries = {key.id: key.primary_version for key in keys}
+    counts: dict[uuid.UUID, dict[int, int]] = defaultdict(dict)
+    rows = (Dek.objects.using("dek").filter(key_id__in=list(primaries)).values("key_id", "kek_version")
+            .annotate(n=Count("id")).order_by())
+    for row in rows:
+        if row["kek_version"] != primaries[row["key_id"]]:
+            counts[row["key_id"]][row["kek_version"]] = row["n"]
+    return counts
+
+
+def deks_rewrap(
+    *, key: Key | None = None, batch_size: int = 1000, dry_run: bool = False, progress: Progress | None = None
+) -> dict[str, Any]:
+    """Re-wrap every DEK not wrapped by its key's primary KEK version.
+
+    Batches walk ``(key_id, kek_version, id)`` in index order; each batch is
+    one dek transaction of compare-and-set updates, then the job cursor is
+    committed on kek.  A batch replayed after a crash updates nothing (the CAS
+    on the old version fails), so running this twice re-wraps nothing the
+    second time.  Old KEK versions that no DEK references any more are marked
+    retired (their material stays, to decrypt Key Manager ciphertexts).
+    """
+    keys = [key] if key is not None else list(Key.objects.filter(usage="symmetric_encryption"))
+    pending = deks_pending_rewrap(keys)
+    total = sum(sum(v.values()) for v in pending.values())
+    if dry_run:
+        return {"dry_run": True, "deks_to_rewrap": total,
+                "per_key": {str(k): {str(v): n for v, n in versions.items()} for k, versions in pending.items()}}
+    scope = f"key:{key.id}" if key is not None else "all"
+    job, resumed = job_claim(RotationJob.Kind.REWRAP_DEKS, scope)
+    job_advance(job, total=job.processed + total)
+    rewrapped = 0
+    for k in keys:
+        for old_version in sorted(pending.get(k.id, {})):
+            rewrapped += _rewrap_version(job, k, old_version, batch_size, progress)
+        if k.id in pending:
+            KekVersion.objects.using("kek").filter(
+                key_id=k.id, version__lt=k.primary_version, state=KekVersion.State.ENABLED
+            ).update(state=KekVersion.State.RETIRED)
+    job_finish(job)
+    return {"job": str(job.id), "resumed": resumed, "deks_rewrapped": rewrapped}
+
+
+def _rewrap_version(job: RotationJob, key: Key, old_version: int, batch_size: int, progress: Progress | None) -> int:
+    new_version = key.primary_version
+    new_kek = kek_material(key.id, new_version)
+    old_kek = kek_material(key.id, old_version)
+    cursor_prefix = f"{key.id}:{old_version}:"
+    after = job.cursor[len(cursor_prefix):] if job.cursor.startswith(cursor_prefix) else ""
+    done = 0
+    while True:
+        rows = Dek.objects.using("dek").filter(key_id=key.id, kek_version=old_version)
+        if after:
+            rows = rows.filter(id__gt=uuid.UUID(after))
+        batch = list(rows.order_by("id").values_list("id", "wrapped")[:batch_size])
+        if not batch:
+            return done
+        updates = []
+        for dek_id, wrapped in batch:
+            try:
+                material = crypto.open_(old_kek, bytes(wrapped), context=dek_context(dek_id, key.id, old_version))
+            except crypto.InvalidCiphertext:
+                raise IntegrityError(f"DEK {dek_id} failed authentication under version {old_version} "
+                                     f"of key {key.id}; nothing after it was re-wrapped") from None
+            rewrapped = crypto.seal(new_kek, material, context=dek_context(dek_id, key.id, new_version),
+                                    key_version=new_version)
+            updates.append((rewrapped, new_version, dek_id, old_version))
+        with transaction.atomic(using="dek"):
+            _bulk_update(Dek, "dek", ["wrapped", "kek_version"], ["id", "kek_version"], updates)
+        after = str(batch[-1][0])
+        done += len(batch)
+        job_advance(job, processed=len(batch), cursor=cursor_prefix + after)
+        if progress:
+            progress(job.processed, job.total)
+
+
+# --- DEK rotation (re-encryption of secret versions) -----------------------------------------
+def _deks_scope(key: Key | None, secret_id: uuid.UUID | None) -> str:
+    if secret_id is not None:
+        return f"secret:{secret_id}"
+    if key is not None:
+        return f"key:{key.id}"
+    return "all"
+
+
+def deks_rotate(
+    *,
+    key: Key | None = None,
+    secret_id: uuid.UUID | None = None,
+    batch_size: int = 500,
+    dry_run: bool = False,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Re-encrypt secret versions under fresh DEKs (wrapped by the key's primary version).
+
+    Per batch of versions (ordered by id, after the job cursor):
+
+    1. delete DEKs owned by a batch version but not referenced by it (left by a
+       crash of an earlier attempt), and skip versions whose DEK is already
+       newer than the job (rotated before the crash);
+    2. decrypt, then commit the new DEKs on dek;
+    3. compare-and-set ``(ciphertext, dek_id)`` on default ``WHERE dek_id = old``;
+    4. delete the old DEKs of versions that moved, and the new DEKs of those
+       that did not (a concurrent change won); then advance the cursor.
+
+    Only one DEK rotation runs at a time (step 1 must not race another job).
+    """
+    from secrets_app.models import SecretVersion  # secrets_app builds on keys_app
+
+    versions = SecretVersion.objects.filter(dek_id__isnull=False)
+    if secret_id is not None:
+        versions = versions.filter(secret_id=secret_id)
+    elif key is not None:
+        versions = versions.filter(secret__key_id=key.id)
+    if dry_run:
+        return {"dry_run": True, "versions_to_rotate": versions.count()}
+    scope = _deks_scope(key, secret_id)
+    for kind in (RotationJob.Kind.ROTATE_DEKS,):
+        other = job_running(kind)
+        if other is not None and other.scope != scope:
+            raise JobBusy(f"an unfinished rotate_deks job exists for {other.scope}; "
+                          f"finish it first (run rotate_deks again with that scope)")
+    job, resumed = job_claim(RotationJob.Kind.ROTATE_DEKS, scope)
+    if not resumed:
+        job_advance(job, total=versions.count())
+    rotated = 0
+    while True:
+        batch_qs = versions.select_related("secret__key").order_by("id")
+        if job.cursor:
+            batch_qs = batch_qs.filter(id__gt=uuid.UUID(job.cursor))
+        batch = list(batch_qs[:batch_size])
+        if not batch:
+            break
+        rotated += _rotate_batch(job, batch)
+        job_advance(job, processed=len(batch), cursor=str(batch[-1].id))
+        if progress:
+            progress(job.processed, job.total)
+    job_finish(job)
+    return {"job": str(job.id), "resumed": resumed, "versions_rotated": rotated}
+
+
+def _rotate_batch(job: RotationJob, batch: list[Any]) -> int:
+    from secrets_app.models import SecretVersion
+    from secrets_app.services import payload_open, payload_seal
+
+    owned: dict[uuid.UUID, list[Dek]] = defaultdict(list)
+    for dek in Dek.objects.using("dek").filter(owner_id__in=[v.id for v in batch]):
+        owned[dek.owner_id].append(dek)
+    current: dict[uuid.UUID, Dek] = {}
+    orphans: list[uuid.UUID] = []
+    for version in batch:
+        for dek in owned.get(version.id, []):
+            if dek.id == version.dek_id:
+                current[version.id] = dek
+            else:
+                orphans.append(dek.id)
+    # A version whose DEK row is missing cannot be rotated (nor read): report, don't guess.
+    missing = [v for v in batch if v.id not in current and v.dek_id is not None]
+    for version in missing:
+        if not Dek.objects.using("dek").filter(id=version.dek_id).exists():
+            raise KeyMaterialUnavailable(f"DEK {version.dek_id} of secret {version.secret_id} revision "
+                                         f"{version.revision} is missing")
+    if orphans:
+        Dek.objects.using("dek").filter(id__in=orphans).delete()
+
+    new_deks: list[Dek] = []
+    updates: list[tuple[Any, ...]] = []
+    for version in batch:
+        dek = current.get(version.id)
+        if dek is None or dek.created_at >= job.started_at:
+            continue  # already rotated by this job before an interruption
+        key = version.secret.key
+        plaintext = payload_open(material=dek_unwrap(dek), version=version)
+        new_id = uuid.uuid4()
+        material = crypto.generate_key()
+        wrapped = crypto.seal(kek_material(key.id, key.primary_version), material.reveal(),
+                              context=dek_context(new_id, key.id, key.primary_version),
+                              key_version=key.primary_version)
+        new_deks.append(Dek(id=new_id, key_id=key.id, kek_version=key.primary_version, wrapped=wrapped,
+                            owner_id=version.id))
+        ciphertext = payload_seal(material=material, data=plaintext, secret_id=version.secret_id,
+                                  revision=version.revision, dek_id=new_id)
+        updates.append((ciphertext, new_id, version.id, version.dek_id))
+    if not updates:
+        return 0
+    with transaction.atomic(using="dek"):
+        Dek.objects.using("dek").bulk_create(new_deks)
+    with transaction.atomic():
+        _bulk_update(SecretVersion, "default", ["ciphertext", "dek_id"], ["id", "dek_id"], updates)
+    now_refs = dict(SecretVersion.objects.filter(id__in=[u[2] for u in updates]).values_list("id", "dek_id"))
+    moved = [u for u in updates if now_refs.get(u[2]) == u[1]]
+    lost = [u[1] for u in updates if now_refs.get(u[2]) != u[1]]
+    Dek.objects.using("dek").filter(id__in=[u[3] for u in moved] + lost).delete()
+    cache = key_cache()
+    for u in moved:
+        cache.drop_name(("dek", u[3]))
+    return len(moved)
+
+
+# --- revocation ------------------------------------------------------------------------------
+def key_exposure_report(key: Key) -> dict[str, Any]:
+    """What a compromise of ``key``'s current material reached: projects, secrets, versions."""
+    from secrets_app.models import Secret, SecretVersion
+
+    secrets = Secret.objects.filter(key_id=key.id)
+    versions = SecretVersion.objects.filter(secret__key_id=key.id, dek_id__isnull=False)
+    dek_counts = dict(Dek.objects.using("dek").filter(key_id=key.id).values_list("kek_version")
+                      .annotate(n=Count("id")).order_by())
+    return {
+        "key_id": str(key.id),
+        "key_name": key.name,
+        "project_id": str(key.project_id),
+        "kek_versions": sorted(KekVersion.objects.using("kek").filter(key_id=key.id)
+                               .exclude(state=KekVersion.State.DESTROYED).values_list("version", flat=True)),
+        "deks_per_kek_version": {str(v): n for v, n in sorted(dek_counts.items())},
+        "secrets": [{"id": str(s.id), "path": s.path, "name": s.name} for s in secrets.order_by("path", "name")],
+        "secret_versions": versions.count(),
+    }
+
+
+def key_revoke(
+    *, key: Key, reason: str, batch_size: int = 500, progress: Progress | None = None
+) -> dict[str, Any]:
+    """Revoke a compromised key: rotate, re-encrypt everything under it, destroy old material.
+
+    Phases (each resumable; the revoke job remembers the compromised versions):
+    ``rotate`` makes a fresh version primary, so the compromised versions wrap
+    nothing new; ``reencrypt`` rotates the DEKs of every secret version under
+    the key (re-wrapping is not enough: the attacker may hold the dek
+    database); ``destroy`` shreds each compromised version once no DEK
+    references it.  Key Manager ciphertexts made by those versions become
+    undecryptable, which is the point of revocation.
+    """
+    job, resumed = job_claim(RotationJob.Kind.REVOKE_KEY, f"key:{key.id}")
+    if "compromised" not in job.params:
+        report = key_exposure_report(key)
+        compromised = [v for v in report["kek_versions"] if v <= key.primary_version]
+        job_advance(job, params={"compromised": compromised, "reason": reason, "report": report}, phase="rotate")
+    compromised = list(job.params["compromised"])
+    key.refresh_from_db()
+    if key.primary_version in compromised:
+        key = kek_rotate(key=key)
+    job_advance(job, phase="reencrypt")
+    deks_rotate(key=key, batch_size=batch_size, progress=progress)
+    job_advance(job, phase="destroy")
+    destroyed = []
+    for version in compromised:
+        if Dek.objects.using("dek").filter(key_id=key.id, kek_version=version).exists():
+            deks_rewrap(key=key, batch_size=batch_size)  # DEKs not owned by a secret version
+        KekVersion.objects.using("kek").filter(key_id=key.id, version=version).update(
+            state=KekVersion.State.DESTROYED, wrapped_material=None, destroyed_at=timezone.now()
+        )
+        destroyed.append(version)
+    key_cache().drop_owner(str(key.id))
+    job_finish(job)
+    report = dict(job.params["report"])
+    report.update({"reason": job.params["reason"], "destroyed_kek_versions": destroyed,
+                   "new_primary_version": key.primary_version, "job": str(job.id), "resumed": resumed})
+    return report
+
+
+__all__ = ["HierarchyError", "deks_rewrap", "deks_rotate", "kek_rotate", "key_exposure_report", "key_revoke",
+           "rek_rotate"]
