@@ -50,6 +50,8 @@ INSTALLED_APPS = [
     "rest_framework",
     "guardian",
     "hkms_site",
+    "hkms_site.access",
+    "hkms_site.audit",
     "keys_app",
     "secrets_app",
 ]
@@ -166,8 +168,28 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = HKMS_DATA_DIR / "static"
 
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "hkms"}}
+
+# Failed X-Auth-Token attempts allowed per client address per minute before 429.
+HKMS_AUTH_FAILURES_PER_MINUTE = env_int("HKMS_AUTH_FAILURES_PER_MINUTE", 30, minimum=1)
+
 REST_FRAMEWORK: dict[str, Any] = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "hkms_site.api.authentication.ApiKeyAuthentication",
+        "hkms_site.api.authentication.ConsoleSessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_THROTTLE_CLASSES": [
+        "hkms_site.api.throttling.ClientIpThrottle",
+        "hkms_site.api.throttling.PrincipalThrottle",
+    ],
+    "DEFAULT_THROTTLE_RATES": {
+        "anon": env_str("HKMS_THROTTLE_ANON", "60/minute"),
+        "user": env_str("HKMS_THROTTLE_USER", "100000/minute"),
+    },
+    "EXCEPTION_HANDLER": "hkms_site.api.exceptions.exception_handler",
     "UNAUTHENTICATED_USER": None,
 }
 

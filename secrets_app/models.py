@@ -29,6 +29,18 @@ class Project(models.Model):
 
     class Meta:
         ordering = ["name", "id"]
+        # Project-wide grants of every role (see hkms_site.access.roles).
+        permissions = [
+            ("view_secret_metadata", "View secret metadata in the project"),
+            ("read_secret_payload", "Read secret payloads in the project"),
+            ("write_secret", "Add versions and edit secrets in the project"),
+            ("admin_secret", "Delete, protect and manage secrets in the project"),
+            ("view_key_metadata", "View key metadata in the project"),
+            ("use_key", "Use keys of the project"),
+            ("manage_key", "Create, rotate and manage keys in the project"),
+            ("view_audit_log", "Read the project's audit log"),
+            ("manage_roles", "Grant and revoke roles in the project"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.name} ({self.id})"

@@ -1,0 +1,1 @@
+"""Principals (users, API keys), per-object roles (django-guardian) and authorization."""

@@ -1,0 +1,105 @@
+"""API keys: creation (secret shown once), authentication, revocation.
+
+Scaleway's model: the *access key* (``SCW`` + 17 upper-case letters/digits)
+names the key and is not secret; the *secret key* (a random UUID) is sent in
+the ``X-Auth-Token`` header.  Only ``sha256(secret_key)`` is stored.
+Authentication looks the digest up by its unique index and confirms it with
+``hmac.compare_digest``; unknown, malformed, expired and revoked tokens all
+fail the same way (no hint which).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import string
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+from django.views.decorators.debug import sensitive_variables
+
+from hkms_site.access.models import ApiKey
+from hkms_site.access.principal import Principal
+from hkms_site.errors import InvalidArgument, ObjectNotFound, PermissionDenied
+
+_ALPHABET = string.ascii_uppercase + string.digits
+
+
+@dataclass(frozen=True)
+class IssuedApiKey:
+    api_key: ApiKey
+    secret_key: str  # shown once, never stored
+
+    def __repr__(self) -> str:
+        return f"<IssuedApiKey {self.api_key.access_key}>"
+
+
+def new_access_key() -> str:
+    return "SCW" + "".join(secrets.choice(_ALPHABET) for _ in range(17))
+
+
+@sensitive_variables("secret_key")
+def secret_digest(secret_key: str) -> str:
+    return hashlib.sha256(secret_key.strip().lower().encode()).hexdigest()
+
+
+@sensitive_variables("secret_key")
+def api_key_create(*, principal: Principal, user: Any, project: Any = None, expires_in: timedelta | None = None,
+                   description: str = "") -> IssuedApiKey:
+    """Issue a key for ``user`` (oneself, or anyone for a superuser); audited."""
+    from hkms_site.audit.services import audit_record
+
+    if not principal.is_superuser and principal.user_id != user.pk:
+        raise PermissionDenied("api_key.create", "user", user.pk)
+    if expires_in is not None and expires_in <= timedelta(0):
+        raise InvalidArgument("expires_in", "must be a positive duration")
+    secret_key = str(uuid.uuid4())
+    with transaction.atomic():
+        api_key = ApiKey.objects.create(
+            access_key=new_access_key(), secret_digest=secret_digest(secret_key), user=user,
+            default_project=project, description=description,
+            expires_at=timezone.now() + expires_in if expires_in else None,
+        )
+        audit_record(principal, "api_key.create", ("api_key", api_key.access_key, project.pk if project else ""),
+                     owner=user.get_username())
+    return IssuedApiKey(api_key=api_key, secret_key=secret_key)
+
+
+@sensitive_variables("token")
+def api_key_authenticate(token: str) -> ApiKey | None:
+    """The active key whose secret is ``token``, or None (for every kind of failure)."""
+    try:
+        canonical = str(uuid.UUID(token.strip()))
+    except (ValueError, AttributeError):
+        return None
+    digest = secret_digest(canonical)
+    api_key = ApiKey.objects.select_related("user").filter(secret_digest=digest).first()
+    if api_key is None or not hmac.compare_digest(api_key.secret_digest, digest):
+        return None
+    if not api_key.is_active or not api_key.user.is_active:
+        return None
+    return api_key
+
+
+def api_key_revoke(*, principal: Principal, access_key: str) -> ApiKey:
+    from hkms_site.audit.services import audit_record
+
+    api_key = ApiKey.objects.filter(access_key=access_key).first()
+    if api_key is None or not (principal.is_superuser or principal.user_id == api_key.user_id):
+        raise ObjectNotFound("api_key", access_key)
+    with transaction.atomic():
+        if api_key.revoked_at is None:
+            api_key.revoked_at = timezone.now()
+            api_key.save(update_fields=["revoked_at"])
+        audit_record(principal, "api_key.revoke", ("api_key", api_key.access_key, ""))
+    return api_key
+
+
+def api_keys_visible(principal: Principal) -> Any:
+    qs = ApiKey.objects.select_related("user", "default_project")
+    return qs if principal.is_superuser else qs.filter(user_id=principal.user_id)

@@ -1,0 +1,198 @@
+"""Authorization: "may this principal do X on Y" and "which Ys may it see".
+
+Rules (DESIGN.md §5):
+
+* superusers and command-line operators may do everything;
+* otherwise an action on a secret or key is allowed when the principal holds
+  the action's permission on that object *or on its project*;
+* an object the principal may not even see raises :class:`ObjectNotFound`
+  (404), never a 403, so ids cannot be probed; an object it sees but may not
+  act on raises :class:`PermissionDenied`.
+
+Cost: the principal's grants are loaded with one query and cached on the
+principal; list filters are two ``IN`` clauses, never a query per object.
+Every denial is audited by the caller through :func:`authorize`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group, Permission
+from django.contrib.contenttypes.models import ContentType
+from django.db import transaction
+from django.db.models import Q, QuerySet
+from guardian.models import UserObjectPermission
+from guardian.shortcuts import assign_perm, remove_perm
+
+from hkms_site.access.models import RoleGrant
+from hkms_site.access.principal import Grants, Principal
+from hkms_site.access.roles import GRANTING_ACTION, PERMISSIONS_BY_MODEL, ROLES, ROLES_FOR_MODEL, Action
+from hkms_site.errors import InvalidArgument, ObjectNotFound, PermissionDenied
+
+_VIEW_ACTION = {
+    "secrets_app.project": Action.PROJECT_VIEW,
+    "secrets_app.secret": Action.SECRET_VIEW,
+    "keys_app.key": Action.KEY_VIEW,
+}
+_RESOURCE = {"secrets_app.project": "project", "secrets_app.secret": "secret", "keys_app.key": "key"}
+
+
+def _label(obj_or_model: Any) -> str:
+    return str(obj_or_model._meta.label_lower)
+
+
+def _project_id(obj: Any) -> uuid.UUID:
+    return obj.id if _label(obj) == "secrets_app.project" else obj.project_id
+
+
+def principal_grants(principal: Principal) -> Grants:
+    """``{(content_type_id, object_pk): codenames}`` for the principal's user (one query, cached)."""
+    if principal._grants is None:
+        grants: dict[tuple[int, str], set[str]] = {}
+        if principal.user is not None and principal.user.is_active:
+            rows = UserObjectPermission.objects.filter(user_id=principal.user.pk).values_list(
+                "content_type_id", "object_pk", "permission__codename"
+            )
+            for ct_id, pk, codename in rows:
+                grants.setdefault((ct_id, str(pk)), set()).add(codename)
+        principal._grants = {k: frozenset(v) for k, v in grants.items()}
+    return principal._grants
+
+
+def forget_grants(principal: Principal) -> None:
+    principal._grants = None
+
+
+def _ct_id(label: str) -> int:
+    app_label, model = label.split(".")
+    return ContentType.objects.get_by_natural_key(app_label, model).id  # cached by Django
+
+
+def can(principal: Principal, action: Action, obj: Any) -> bool:
+    if principal.is_superuser:
+        return True
+    grants = principal_grants(principal)
+    label = _label(obj)
+    if action in grants.get((_ct_id(label), str(obj.pk)), frozenset()):
+        return True
+    if label == "secrets_app.project":
+        return False
+    return action in grants.get((_ct_id("secrets_app.project"), str(_project_id(obj))), frozenset())
+
+
+def can_see(principal: Principal, obj: Any) -> bool:
+    return can(principal, _VIEW_ACTION[_label(obj)], obj)
+
+
+def authorize(principal: Principal, action: Action, obj: Any) -> None:
+    """Raise ``ObjectNotFound`` if the principal cannot see ``obj``, ``PermissionDenied`` if it
+    sees it but may not perform ``action``.  Callers audit the outcome."""
+    if can(principal, action, obj):
+        return
+    label = _label(obj)
+    if not can_see(principal, obj):
+        raise ObjectNotFound(_RESOURCE[label], obj.pk)
+    raise PermissionDenied(str(action), _RESOURCE[label], obj.pk)
+
+
+def project_ids_with(principal: Principal, action: Action) -> set[str]:
+    """Projects on which the principal holds ``action`` project-wide."""
+    ct = _ct_id("secrets_app.project")
+    return {pk for (ct_id, pk), codes in principal_grants(principal).items() if ct_id == ct and action in codes}
+
+
+def visible(principal: Principal, queryset: QuerySet[Any], action: Action | None = None) -> QuerySet[Any]:
+    """Filter ``queryset`` (projects, secrets or keys) to what the principal may see (or do ``action`` on)."""
+    if principal.is_superuser:
+        return queryset
+    label = _label(queryset.model)
+    action = action or _VIEW_ACTION[label]
+    project_ids = project_ids_with(principal, action)
+    if label == "secrets_app.project":
+        return queryset.filter(pk__in=[uuid.UUID(p) for p in project_ids])
+    ct = _ct_id(label)
+    own = [uuid.UUID(pk) for (ct_id, pk), codes in principal_grants(principal).items()
+           if ct_id == ct and action in codes]
+    return queryset.filter(Q(project_id__in=[uuid.UUID(p) for p in project_ids]) | Q(pk__in=own))
+
+
+# --- role grants ----------------------------------------------------------------------------
+def role_group(role: str) -> Group:
+    if role not in ROLES:
+        raise InvalidArgument("role", f"unknown role {role!r}; roles are: {', '.join(ROLES)}")
+    return Group.objects.get(name=role)
+
+
+def _sync_object_permissions(user: Any, obj: Any) -> None:
+    """Make the user's guardian permissions on ``obj`` equal to the union of its role grants."""
+    label = _label(obj)
+    ct = ContentType.objects.get_for_model(obj)
+    roles = RoleGrant.objects.filter(user=user, content_type=ct, object_pk=str(obj.pk)).values_list("role", flat=True)
+    wanted = {str(a) for role in roles for a in ROLES[role] if a in PERMISSIONS_BY_MODEL[label]}
+    current = set(UserObjectPermission.objects.filter(user=user, content_type=ct, object_pk=str(obj.pk))
+                  .values_list("permission__codename", flat=True))
+    for codename in current - wanted:
+        remove_perm(codename, user, obj)
+    for codename in wanted - current:
+        assign_perm(Permission.objects.get(content_type=ct, codename=codename), user, obj)
+
+
+def _check_grantable(principal: Principal, role: str, obj: Any) -> None:
+    label = _label(obj)
+    if role not in ROLES:
+        raise InvalidArgument("role", f"unknown role {role!r}; roles are: {', '.join(ROLES)}")
+    if role not in ROLES_FOR_MODEL[label]:
+        raise InvalidArgument("role", f"role {role} can only be granted on a project")
+    authorize(principal, GRANTING_ACTION[role], obj)
+
+
+def role_grant(*, principal: Principal, user: Any, role: str, obj: Any) -> RoleGrant:
+    """Grant ``role`` on a project, secret or key to ``user`` (idempotent), audited."""
+    from hkms_site.audit.services import audit_denied, audit_record
+
+    try:
+        _check_grantable(principal, role, obj)
+    except (ObjectNotFound, PermissionDenied) as exc:
+        audit_denied(principal, "role.grant", obj, exc, role=role, grantee=user.get_username())
+        raise
+    with transaction.atomic():
+        grant, _ = RoleGrant.objects.get_or_create(
+            user=user, role=role, content_type=ContentType.objects.get_for_model(obj), object_pk=str(obj.pk),
+            defaults={"project_id": _project_id(obj), "granted_by": principal.username},
+        )
+        _sync_object_permissions(user, obj)
+        audit_record(principal, "role.grant", obj, role=role, grantee=user.get_username())
+    return grant
+
+
+def role_revoke(*, principal: Principal, user: Any, role: str, obj: Any) -> bool:
+    """Revoke ``role`` on ``obj`` from ``user``; returns whether it was held."""
+    from hkms_site.audit.services import audit_denied, audit_record
+
+    try:
+        _check_grantable(principal, role, obj)
+    except (ObjectNotFound, PermissionDenied) as exc:
+        audit_denied(principal, "role.revoke", obj, exc, role=role, grantee=user.get_username())
+        raise
+    with transaction.atomic():
+        deleted, _ = RoleGrant.objects.filter(
+            user=user, role=role, content_type=ContentType.objects.get_for_model(obj), object_pk=str(obj.pk)
+        ).delete()
+        _sync_object_permissions(user, obj)
+        audit_record(principal, "role.revoke", obj, role=role, grantee=user.get_username(), held=bool(deleted))
+    return bool(deleted)
+
+
+def role_grants_on(obj: Any) -> QuerySet[RoleGrant]:
+    return RoleGrant.objects.filter(content_type=ContentType.objects.get_for_model(obj),
+                                    object_pk=str(obj.pk)).select_related("user")
+
+
+def user_by_name(username: str) -> Any:
+    user = get_user_model().objects.filter(username=username).first()
+    if user is None:
+        raise InvalidArgument("user", f"user {username!r} does not exist")
+    return user

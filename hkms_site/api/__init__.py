@@ -1,0 +1,1 @@
+"""REST plumbing shared by the Secret Manager and Key Manager APIs."""

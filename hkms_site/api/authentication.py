@@ -1,0 +1,76 @@
+"""DRF authentication by Scaleway's ``X-Auth-Token`` header, and the request principal."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from django.conf import settings
+from django.core.cache import cache
+from rest_framework.authentication import BaseAuthentication, SessionAuthentication
+from rest_framework.exceptions import AuthenticationFailed, Throttled
+from rest_framework.request import Request
+
+from hkms_site.access.apikeys import api_key_authenticate
+from hkms_site.access.models import ApiKey
+from hkms_site.access.principal import Principal
+
+TOKEN_HEADER = "HTTP_X_AUTH_TOKEN"
+
+
+def client_ip(request: Any) -> str:
+    return str(request.META.get("REMOTE_ADDR", ""))
+
+
+def request_id(request: Any) -> str:
+    raw = str(request.META.get("HTTP_X_REQUEST_ID", ""))[:64]
+    return raw if raw and raw.replace("-", "").isalnum() else uuid.uuid4().hex
+
+
+class ApiKeyAuthentication(BaseAuthentication):
+    """Authenticate an API key's secret key; every failure is the same 401 and is audited."""
+
+    def authenticate(self, request: Request) -> tuple[Any, ApiKey] | None:
+        token = request.META.get(TOKEN_HEADER)
+        if token is None:
+            return None
+        failures_key = f"hkms:auth-failures:{client_ip(request)}"
+        if cache.get(failures_key, 0) >= settings.HKMS_AUTH_FAILURES_PER_MINUTE:
+            raise Throttled(wait=60)
+        api_key = api_key_authenticate(token)
+        if api_key is None:
+            from hkms_site.audit.services import audit_denied
+
+            cache.add(failures_key, 0, timeout=60)
+            try:
+                cache.incr(failures_key)
+            except ValueError:
+                cache.set(failures_key, 1, timeout=60)
+            anonymous = Principal(user=None, source_ip=client_ip(request), request_id=request_id(request))
+            audit_denied(anonymous, "auth.api_key", None, AuthenticationFailed())
+            raise AuthenticationFailed("authentication is denied")
+        return api_key.user, api_key
+
+    def authenticate_header(self, request: Request) -> str:
+        return "X-Auth-Token"
+
+
+class ConsoleSessionAuthentication(SessionAuthentication):
+    """Session authentication for the browser console (CSRF enforced by DRF)."""
+
+
+def request_principal(request: Request) -> Principal:
+    """The principal of an authenticated DRF request, cached on the request."""
+    cached = getattr(request, "_hkms_principal", None)
+    if cached is not None:
+        return cached  # type: ignore[no-any-return]
+    api_key = request.auth if isinstance(request.auth, ApiKey) else None
+    principal = Principal(
+        user=request.user if getattr(request.user, "is_authenticated", False) else None,
+        api_key=api_key,
+        source_ip=client_ip(request),
+        request_id=request_id(request),
+        via="api" if api_key is not None else "console",
+    )
+    request._hkms_principal = principal  # type: ignore[attr-defined]
+    return principal

@@ -1,0 +1,14 @@
+"""Create the single audit chain head row (seq 0, genesis hash)."""
+
+from django.db import migrations
+
+
+def create_head(apps, schema_editor):
+    if schema_editor.connection.alias != "default":
+        return
+    apps.get_model("audit", "AuditChainHead").objects.get_or_create(id=1)
+
+
+class Migration(migrations.Migration):
+    dependencies = [("audit", "0001_initial")]
+    operations = [migrations.RunPython(create_head, migrations.RunPython.noop)]

@@ -1,0 +1,147 @@
+"""Appending to, verifying and exporting the audit log.
+
+Fail closed: :func:`audit_record` runs inside the caller's transaction on the
+default database, so if the event cannot be written the change it records is
+rolled back too (for payload reads, the payload is not returned).  Events
+never contain payloads, keys or API secrets: ``detail`` accepts only short
+strings, numbers, booleans and lists of those, and values of type ``bytes``
+are refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from hkms_site.access.principal import Principal
+from hkms_site.audit.models import AuditChainHead, AuditEvent
+
+GENESIS = "0" * 64
+_FIELDS = ("seq", "created_at", "actor", "actor_user_id", "api_key", "via", "action", "object_type", "object_id",
+           "project_id", "outcome", "source_ip", "request_id", "detail")
+
+
+def _canonical(values: dict[str, Any]) -> bytes:
+    document = {name: values[name] for name in _FIELDS}
+    if isinstance(document["created_at"], datetime):
+        document["created_at"] = document["created_at"].isoformat(timespec="microseconds")
+    return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+def event_hash(prev_hash: str, values: dict[str, Any]) -> str:
+    return hashlib.sha256(prev_hash.encode() + _canonical(values)).hexdigest()
+
+
+def _clean_detail(detail: dict[str, Any]) -> dict[str, Any]:
+    clean: dict[str, Any] = {}
+    for name, value in detail.items():
+        if value is None or isinstance(value, bool | int | float):
+            clean[name] = value
+        elif isinstance(value, str):
+            clean[name] = value[:500]
+        elif isinstance(value, list | tuple) and all(isinstance(v, str | int) for v in value):
+            clean[name] = list(value)[:50]
+        else:
+            raise TypeError(f"audit detail {name!r} has a type that is not allowed in an event")
+    return clean
+
+
+def _describe(obj: Any) -> tuple[str, str, str]:
+    if obj is None:
+        return "", "", ""
+    if isinstance(obj, tuple):  # (object_type, object_id, project_id)
+        return obj[0], str(obj[1]), str(obj[2] or "")
+    label = obj._meta.model_name
+    project = obj.pk if label == "project" else getattr(obj, "project_id", "")
+    return label, str(obj.pk), str(project or "")
+
+
+def audit_record(principal: Principal, action: str, obj: Any = None, *, outcome: str = AuditEvent.Outcome.ALLOWED,
+                 **detail: Any) -> AuditEvent:
+    """Append one event, linked to its predecessor, in the caller's transaction (default db)."""
+    object_type, object_id, project_id = _describe(obj)
+    now = timezone.now()
+    with transaction.atomic():
+        head, _ = AuditChainHead.objects.select_for_update().get_or_create(id=1)
+        values: dict[str, Any] = {
+            "seq": head.last_seq + 1,
+            "created_at": now,
+            "actor": principal.username,
+            "actor_user_id": principal.user_id,
+            "api_key": principal.api_key.access_key if principal.api_key is not None else "",
+            "via": principal.via,
+            "action": action,
+            "object_type": object_type,
+            "object_id": object_id,
+            "project_id": project_id,
+            "outcome": str(outcome),
+            "source_ip": principal.source_ip or "",
+            "request_id": principal.request_id or "",
+            "detail": _clean_detail(detail),
+        }
+        digest = event_hash(head.last_hash, values)
+        event = AuditEvent.objects.create(prev_hash=head.last_hash, hash=digest, **values)
+        head.last_seq, head.last_hash = values["seq"], digest
+        head.save(update_fields=["last_seq", "last_hash"])
+    return event
+
+
+def audit_denied(principal: Principal, action: str, obj: Any, error: Exception, **detail: Any) -> AuditEvent:
+    """Record a refused attempt in its own committed transaction (the operation itself fails)."""
+    with transaction.atomic():
+        return audit_record(principal, action, obj, outcome=AuditEvent.Outcome.DENIED,
+                            error=type(error).__name__, **detail)
+
+
+def audit_verify(*, batch_size: int = 2000) -> dict[str, Any]:
+    """Walk the chain in ``seq`` order; report the first broken link.
+
+    Detects an edited event (its hash no longer matches its content), a deleted
+    or inserted event (a gap or a link to the wrong predecessor), reordering,
+    and a truncated tail (the head no longer matches the last event).
+    """
+    prev_hash, expected_seq, checked = GENESIS, 1, 0
+    last_seq = 0
+    qs = AuditEvent.objects.order_by("seq")
+    after = 0
+    while True:
+        batch = list(qs.filter(seq__gt=after).values(*_FIELDS, "prev_hash", "hash")[:batch_size])
+        if not batch:
+            break
+        for row in batch:
+            if row["seq"] != expected_seq:
+                return _broken(checked, row["seq"], f"expected event #{expected_seq}, found #{row['seq']} "
+                                                    "(an event was deleted, inserted or reordered)")
+            if row["prev_hash"] != prev_hash:
+                return _broken(checked, row["seq"], "does not link to its predecessor")
+            if event_hash(prev_hash, row) != row["hash"]:
+                return _broken(checked, row["seq"], "content does not match its hash (edited)")
+            prev_hash, expected_seq, last_seq = row["hash"], expected_seq + 1, row["seq"]
+            checked += 1
+        after = batch[-1]["seq"]
+    head = AuditChainHead.objects.filter(id=1).first()
+    if head is not None and (head.last_seq != last_seq or head.last_hash != prev_hash):
+        return _broken(checked, last_seq + 1, f"chain head says #{head.last_seq}, log ends at #{last_seq} "
+                                              "(events were removed from the end)")
+    return {"ok": True, "checked": checked, "first_broken": None}
+
+
+def _broken(checked: int, seq: int, reason: str) -> dict[str, Any]:
+    return {"ok": False, "checked": checked, "first_broken": {"seq": seq, "reason": reason}}
+
+
+def audit_export(*, since: datetime | None = None, batch_size: int = 2000) -> Iterator[dict[str, Any]]:
+    """Events as JSON-ready dicts in chain order, for shipping to an external store."""
+    qs = AuditEvent.objects.order_by("seq")
+    if since is not None:
+        qs = qs.filter(created_at__gte=since)
+    for event in qs.iterator(chunk_size=batch_size):
+        row = {name: getattr(event, name) for name in (*_FIELDS, "prev_hash", "hash")}
+        row["created_at"] = event.created_at.isoformat(timespec="microseconds")
+        yield row

@@ -1,0 +1,88 @@
+"""Errors every service may raise, shaped after Scaleway's API errors.
+
+Services raise these; the REST layer renders them as Scaleway's JSON
+(``{"type": …, "message": …}``), commands as a one-line ``CommandError`` and
+the console as an inline message.  Messages never contain payloads or keys.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ServiceError(Exception):
+    status = 400
+    type = "invalid_request_error"
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+    def as_scaleway(self) -> dict[str, Any]:
+        return {"type": self.type, "message": self.message, **self.details}
+
+
+class ObjectNotFound(ServiceError):
+    """The object does not exist *or the caller may not see it* (never a 403, so ids cannot be probed)."""
+
+    status = 404
+    type = "not_found"
+
+    def __init__(self, resource: str, resource_id: object) -> None:
+        super().__init__(f"{resource} {resource_id} not found", resource=resource, resource_id=str(resource_id))
+
+
+class PermissionDenied(ServiceError):
+    """The caller can see the object but may not perform this action on it."""
+
+    status = 403
+    type = "permissions_denied"
+
+    def __init__(self, action: str, resource: str = "", resource_id: object = "") -> None:
+        super().__init__(
+            "insufficient permissions",
+            details=[{"resource": resource, "resource_id": str(resource_id), "action": action}],
+        )
+
+
+class Unauthenticated(ServiceError):
+    status = 401
+    type = "denied_authentication"
+
+    def __init__(self) -> None:
+        super().__init__("authentication is denied", method="api_key", reason="invalid_argument")
+
+
+class InvalidArgument(ServiceError):
+    """One or more arguments are invalid; rendered as Scaleway's validation error."""
+
+    status = 400
+    type = "invalid_arguments"
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"invalid argument {field}: {reason}",
+                         details=[{"argument_name": field, "reason": "constraint", "help_message": reason}])
+        self.field = field
+        self.reason = reason
+
+
+class PreconditionFailed(ServiceError):
+    status = 412
+    type = "precondition_failed"
+
+    def __init__(self, precondition: str, message: str) -> None:
+        super().__init__(message, precondition=precondition, help_message=message)
+
+
+class Conflict(ServiceError):
+    status = 409
+    type = "conflict"
+
+
+class Sealed(ServiceError):
+    status = 503
+    type = "sealed"
+
+    def __init__(self, message: str = "the service is sealed: root key custodians must unseal it") -> None:
+        super().__init__(message)
