@@ -61,8 +61,10 @@ class InvalidArgument(ServiceError):
     type = "invalid_arguments"
 
     def __init__(self, field: str, reason: str) -> None:
-        super().__init__(f"invalid argument {field}: {reason}",
-                         details=[{"argument_name": field, "reason": "constraint", "help_message": reason}])
+        super().__init__(
+            f"invalid argument {field}: {reason}",
+            details=[{"argument_name": field, "reason": "constraint", "help_message": reason}],
+        )
         self.field = field
         self.reason = reason
 

@@ -33,7 +33,7 @@ class HierarchyRouter:
     """Send key material to its own database; keep everything else on default."""
 
     def _db(self, model: Any) -> str:
-        return database_for(model._meta.app_label, model._meta.model_name)
+        return database_for(str(model._meta.app_label), str(model._meta.model_name))
 
     def db_for_read(self, model: Any, **hints: Any) -> str:
         return self._db(model)
@@ -47,5 +47,5 @@ class HierarchyRouter:
     def allow_migrate(self, db: str, app_label: str, model_name: str | None = None, **hints: Any) -> bool | None:
         if model_name is None:
             # RunPython/RunSQL without a model: only on default unless told otherwise.
-            return hints.get("target_db", "default") == db
+            return bool(hints.get("target_db", "default") == db)
         return database_for(app_label, model_name) == db

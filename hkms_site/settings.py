@@ -168,6 +168,9 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = HKMS_DATA_DIR / "static"
 
+# Regions this server answers for in /…/regions/{region}/ paths.
+HKMS_REGIONS = env_list("HKMS_REGIONS", ["fr-par", "nl-ams", "pl-waw"])
+
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "hkms"}}
 
 # Failed X-Auth-Token attempts allowed per client address per minute before 429.

@@ -17,5 +17,6 @@ def health(request: HttpRequest) -> JsonResponse:
     except HierarchyError as exc:
         return JsonResponse({"status": "error", "message": str(exc)}, status=503)
     status = "ok" if initialised and not sealed else ("sealed" if sealed else "uninitialised")
-    return JsonResponse({"status": status, "initialised": initialised, "sealed": sealed},
-                        status=200 if status == "ok" else 503)
+    return JsonResponse(
+        {"status": status, "initialised": initialised, "sealed": sealed}, status=200 if status == "ok" else 503
+    )

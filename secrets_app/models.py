@@ -22,9 +22,7 @@ class Project(models.Model):
     name = models.CharField(max_length=255)
     description = models.TextField(blank=True, default="")
     #: The Key Manager key used as the KEK of secrets that name no key.
-    default_key = models.ForeignKey(
-        "keys_app.Key", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
-    )
+    default_key = models.ForeignKey("keys_app.Key", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -14,8 +14,10 @@ def _isolated_root_key(settings, tmp_path):
     from keys_app.services import material, root
 
     settings.HKMS_ROOT_KEY_PROVIDER = "file"
-    settings.HKMS_ROOT_KEY_OPTIONS = {**settings.HKMS_ROOT_KEY_OPTIONS,
-                                      "file": {"path": str(tmp_path / "root_keyring.json")}}
+    settings.HKMS_ROOT_KEY_OPTIONS = {
+        **settings.HKMS_ROOT_KEY_OPTIONS,
+        "file": {"path": str(tmp_path / "root_keyring.json")},
+    }
     reset_providers()
     root.forget_verified_root_keys()
     material.key_cache().clear()
@@ -36,14 +38,14 @@ def hierarchy(db, django_db_blocker):
 
 @pytest.fixture
 def project(hierarchy):
-    from secrets_app.services import project_create
+    from secrets_app.storage import project_create
 
     return project_create(name="acme")
 
 
 @pytest.fixture
 def other_project(hierarchy):
-    from secrets_app.services import project_create
+    from secrets_app.storage import project_create
 
     return project_create(name="globex")
 
@@ -51,7 +53,7 @@ def other_project(hierarchy):
 @pytest.fixture
 def make_secret(project):
     """Create a secret with the given payloads as its versions (revision 1, 2, …)."""
-    from secrets_app.services import secret_create, secret_version_create
+    from secrets_app.storage import secret_create, secret_version_create
 
     counter = iter(range(1_000_000))
 

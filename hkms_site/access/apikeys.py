@@ -49,8 +49,9 @@ def secret_digest(secret_key: str) -> str:
 
 
 @sensitive_variables("secret_key")
-def api_key_create(*, principal: Principal, user: Any, project: Any = None, expires_in: timedelta | None = None,
-                   description: str = "") -> IssuedApiKey:
+def api_key_create(
+    *, principal: Principal, user: Any, project: Any = None, expires_in: timedelta | None = None, description: str = ""
+) -> IssuedApiKey:
     """Issue a key for ``user`` (oneself, or anyone for a superuser); audited."""
     from hkms_site.audit.services import audit_record
 
@@ -61,12 +62,19 @@ def api_key_create(*, principal: Principal, user: Any, project: Any = None, expi
     secret_key = str(uuid.uuid4())
     with transaction.atomic():
         api_key = ApiKey.objects.create(
-            access_key=new_access_key(), secret_digest=secret_digest(secret_key), user=user,
-            default_project=project, description=description,
+            access_key=new_access_key(),
+            secret_digest=secret_digest(secret_key),
+            user=user,
+            default_project=project,
+            description=description,
             expires_at=timezone.now() + expires_in if expires_in else None,
         )
-        audit_record(principal, "api_key.create", ("api_key", api_key.access_key, project.pk if project else ""),
-                     owner=user.get_username())
+        audit_record(
+            principal,
+            "api_key.create",
+            ("api_key", api_key.access_key, project.pk if project else ""),
+            owner=user.get_username(),
+        )
     return IssuedApiKey(api_key=api_key, secret_key=secret_key)
 
 
@@ -102,4 +110,4 @@ def api_key_revoke(*, principal: Principal, access_key: str) -> ApiKey:
 
 def api_keys_visible(principal: Principal) -> Any:
     qs = ApiKey.objects.select_related("user", "default_project")
-    return qs if principal.is_superuser else qs.filter(user_id=principal.user_id)
+    return qs if principal.is_superuser else qs.filter(user_id=principal.user_id or -1)

@@ -45,7 +45,7 @@ def _label(obj_or_model: Any) -> str:
 
 
 def _project_id(obj: Any) -> uuid.UUID:
-    return obj.id if _label(obj) == "secrets_app.project" else obj.project_id
+    return uuid.UUID(str(obj.id if _label(obj) == "secrets_app.project" else obj.project_id))
 
 
 def principal_grants(principal: Principal) -> Grants:
@@ -114,8 +114,9 @@ def visible(principal: Principal, queryset: QuerySet[Any], action: Action | None
     if label == "secrets_app.project":
         return queryset.filter(pk__in=[uuid.UUID(p) for p in project_ids])
     ct = _ct_id(label)
-    own = [uuid.UUID(pk) for (ct_id, pk), codes in principal_grants(principal).items()
-           if ct_id == ct and action in codes]
+    own = [
+        uuid.UUID(pk) for (ct_id, pk), codes in principal_grants(principal).items() if ct_id == ct and action in codes
+    ]
     return queryset.filter(Q(project_id__in=[uuid.UUID(p) for p in project_ids]) | Q(pk__in=own))
 
 
@@ -132,8 +133,11 @@ def _sync_object_permissions(user: Any, obj: Any) -> None:
     ct = ContentType.objects.get_for_model(obj)
     roles = RoleGrant.objects.filter(user=user, content_type=ct, object_pk=str(obj.pk)).values_list("role", flat=True)
     wanted = {str(a) for role in roles for a in ROLES[role] if a in PERMISSIONS_BY_MODEL[label]}
-    current = set(UserObjectPermission.objects.filter(user=user, content_type=ct, object_pk=str(obj.pk))
-                  .values_list("permission__codename", flat=True))
+    current = set(
+        UserObjectPermission.objects.filter(user=user, content_type=ct, object_pk=str(obj.pk)).values_list(
+            "permission__codename", flat=True
+        )
+    )
     for codename in current - wanted:
         remove_perm(codename, user, obj)
     for codename in wanted - current:
@@ -160,7 +164,10 @@ def role_grant(*, principal: Principal, user: Any, role: str, obj: Any) -> RoleG
         raise
     with transaction.atomic():
         grant, _ = RoleGrant.objects.get_or_create(
-            user=user, role=role, content_type=ContentType.objects.get_for_model(obj), object_pk=str(obj.pk),
+            user=user,
+            role=role,
+            content_type=ContentType.objects.get_for_model(obj),
+            object_pk=str(obj.pk),
             defaults={"project_id": _project_id(obj), "granted_by": principal.username},
         )
         _sync_object_permissions(user, obj)
@@ -187,8 +194,9 @@ def role_revoke(*, principal: Principal, user: Any, role: str, obj: Any) -> bool
 
 
 def role_grants_on(obj: Any) -> QuerySet[RoleGrant]:
-    return RoleGrant.objects.filter(content_type=ContentType.objects.get_for_model(obj),
-                                    object_pk=str(obj.pk)).select_related("user")
+    return RoleGrant.objects.filter(
+        content_type=ContentType.objects.get_for_model(obj), object_pk=str(obj.pk)
+    ).select_related("user")
 
 
 def user_by_name(username: str) -> Any:

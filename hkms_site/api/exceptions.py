@@ -50,16 +50,30 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
                 log.error("hierarchy integrity failure: %s", exc)
             return scaleway_error(status, {"type": kind, "message": str(exc)})
     if isinstance(exc, drf.ValidationError):
-        return scaleway_error(400, {"message": "Validation Error", "type": "invalid_arguments",
-                                    "fields": _validation_fields(exc.detail)})
+        return scaleway_error(
+            400, {"message": "Validation Error", "type": "invalid_arguments", "fields": _validation_fields(exc.detail)}
+        )
     if isinstance(exc, drf.NotAuthenticated | drf.AuthenticationFailed):
-        response = scaleway_error(401, {"type": "denied_authentication", "method": "api_key",
-                                        "reason": "invalid_argument", "message": "authentication is denied"})
+        response = scaleway_error(
+            401,
+            {
+                "type": "denied_authentication",
+                "method": "api_key",
+                "reason": "invalid_argument",
+                "message": "authentication is denied",
+            },
+        )
         response["WWW-Authenticate"] = "X-Auth-Token"
         return response
     if isinstance(exc, drf.Throttled):
-        return scaleway_error(429, {"type": "quotas_exceeded", "message": "too many requests; retry later",
-                                    "details": [{"resource": "requests", "wait": exc.wait}]})
+        return scaleway_error(
+            429,
+            {
+                "type": "quotas_exceeded",
+                "message": "too many requests; retry later",
+                "details": [{"resource": "requests", "wait": getattr(exc, "wait", None)}],
+            },
+        )
     if isinstance(exc, Http404 | drf.NotFound):
         return scaleway_error(404, {"type": "not_found", "message": "resource is not found"})
     if isinstance(exc, drf.PermissionDenied):

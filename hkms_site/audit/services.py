@@ -23,8 +23,22 @@ from hkms_site.access.principal import Principal
 from hkms_site.audit.models import AuditChainHead, AuditEvent
 
 GENESIS = "0" * 64
-_FIELDS = ("seq", "created_at", "actor", "actor_user_id", "api_key", "via", "action", "object_type", "object_id",
-           "project_id", "outcome", "source_ip", "request_id", "detail")
+_FIELDS = (
+    "seq",
+    "created_at",
+    "actor",
+    "actor_user_id",
+    "api_key",
+    "via",
+    "action",
+    "object_type",
+    "object_id",
+    "project_id",
+    "outcome",
+    "source_ip",
+    "request_id",
+    "detail",
+)
 
 
 def _canonical(values: dict[str, Any]) -> bytes:
@@ -62,8 +76,9 @@ def _describe(obj: Any) -> tuple[str, str, str]:
     return label, str(obj.pk), str(project or "")
 
 
-def audit_record(principal: Principal, action: str, obj: Any = None, *, outcome: str = AuditEvent.Outcome.ALLOWED,
-                 **detail: Any) -> AuditEvent:
+def audit_record(
+    principal: Principal, action: str, obj: Any = None, *, outcome: str = AuditEvent.Outcome.ALLOWED, **detail: Any
+) -> AuditEvent:
     """Append one event, linked to its predecessor, in the caller's transaction (default db)."""
     object_type, object_id, project_id = _describe(obj)
     now = timezone.now()
@@ -95,8 +110,9 @@ def audit_record(principal: Principal, action: str, obj: Any = None, *, outcome:
 def audit_denied(principal: Principal, action: str, obj: Any, error: Exception, **detail: Any) -> AuditEvent:
     """Record a refused attempt in its own committed transaction (the operation itself fails)."""
     with transaction.atomic():
-        return audit_record(principal, action, obj, outcome=AuditEvent.Outcome.DENIED,
-                            error=type(error).__name__, **detail)
+        return audit_record(
+            principal, action, obj, outcome=AuditEvent.Outcome.DENIED, error=type(error).__name__, **detail
+        )
 
 
 def audit_verify(*, batch_size: int = 2000) -> dict[str, Any]:
@@ -116,8 +132,12 @@ def audit_verify(*, batch_size: int = 2000) -> dict[str, Any]:
             break
         for row in batch:
             if row["seq"] != expected_seq:
-                return _broken(checked, row["seq"], f"expected event #{expected_seq}, found #{row['seq']} "
-                                                    "(an event was deleted, inserted or reordered)")
+                return _broken(
+                    checked,
+                    row["seq"],
+                    f"expected event #{expected_seq}, found #{row['seq']} "
+                    "(an event was deleted, inserted or reordered)",
+                )
             if row["prev_hash"] != prev_hash:
                 return _broken(checked, row["seq"], "does not link to its predecessor")
             if event_hash(prev_hash, row) != row["hash"]:
@@ -127,8 +147,11 @@ def audit_verify(*, batch_size: int = 2000) -> dict[str, Any]:
         after = batch[-1]["seq"]
     head = AuditChainHead.objects.filter(id=1).first()
     if head is not None and (head.last_seq != last_seq or head.last_hash != prev_hash):
-        return _broken(checked, last_seq + 1, f"chain head says #{head.last_seq}, log ends at #{last_seq} "
-                                              "(events were removed from the end)")
+        return _broken(
+            checked,
+            last_seq + 1,
+            f"chain head says #{head.last_seq}, log ends at #{last_seq} (events were removed from the end)",
+        )
     return {"ok": True, "checked": checked, "first_broken": None}
 
 

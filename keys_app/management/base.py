@@ -29,8 +29,12 @@ class HierarchyCommand(BaseCommand):
         if self.json_option:
             parser.add_argument("--json", action="store_true", help="print one JSON object")
         if self.batch_option:
-            parser.add_argument("--batch-size", type=int, default=self.default_batch_size,
-                                help=f"rows per committed batch (default {self.default_batch_size})")
+            parser.add_argument(
+                "--batch-size",
+                type=int,
+                default=self.default_batch_size,
+                help=f"rows per committed batch (default {self.default_batch_size})",
+            )
         if self.dry_run_option:
             parser.add_argument("--dry-run", action="store_true", help="report what would be done, change nothing")
         self.add_command_arguments(parser)

@@ -41,8 +41,7 @@ class FileRootKeyProvider(RootKeyProvider):
         mode = stat.S_IMODE(self.path.stat().st_mode)
         if mode & 0o077:
             raise RootKeyUnavailable(
-                f"root key file {self.path} is readable by others (mode {mode:o}); "
-                "run: chmod 600 on it"
+                f"root key file {self.path} is readable by others (mode {mode:o}); run: chmod 600 on it"
             )
         try:
             document = json.loads(self.path.read_text())
@@ -62,8 +61,7 @@ class FileRootKeyProvider(RootKeyProvider):
         document = {
             "format": 1,
             "versions": {
-                str(number): base64.b64encode(key.reveal()).decode()
-                for number, key in sorted(keyring.items())
+                str(number): base64.b64encode(key.reveal()).decode() for number, key in sorted(keyring.items())
             },
         }
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".root_keyring.")
@@ -90,9 +88,7 @@ class FileRootKeyProvider(RootKeyProvider):
         try:
             return keyring[version]
         except KeyError:
-            raise RootKeyUnavailable(
-                f"root key version {version} is not in the root key file {self.path}"
-            ) from None
+            raise RootKeyUnavailable(f"root key version {version} is not in the root key file {self.path}") from None
 
     # -- provider interface -------------------------------------------------------------
     def create_version(self, version: int) -> bytes:

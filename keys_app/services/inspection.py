@@ -26,7 +26,9 @@ def hierarchy_status() -> dict[str, Any]:
     from secrets_app.models import SecretVersion
 
     rek_rows = root.rek_versions()
-    kek_rows = list(KekVersion.objects.using("kek").values("key_id", "version", "state", "rek_version"))
+    kek_rows: list[dict[str, Any]] = [
+        dict(row) for row in KekVersion.objects.using("kek").values("key_id", "version", "state", "rek_version")
+    ]
     dek_counts: dict[tuple[uuid.UUID, int], int] = {
         (row["key_id"], row["kek_version"]): row["n"]
         for row in Dek.objects.using("dek").values("key_id", "kek_version").annotate(n=Count("id")).order_by()
@@ -42,14 +44,29 @@ def hierarchy_status() -> dict[str, Any]:
             deks = dek_counts.get((key.id, row["version"]), 0)
             if row["version"] != key.primary_version:
                 still_on_retired += deks
-            versions.append({"version": row["version"], "state": row["state"], "rek_version": row["rek_version"],
-                             "primary": row["version"] == key.primary_version, "deks": deks})
-        keys.append({"id": str(key.id), "name": key.name, "project_id": str(key.project_id),
-                     "state": key.state, "usage": key.usage, "primary_version": key.primary_version,
-                     "rotation_count": key.rotation_count,
-                     "next_rotation_at": key.next_rotation_at.isoformat() if key.next_rotation_at else None,
-                     "versions": versions,
-                     "deks_on_older_versions": sum(v["deks"] for v in versions if not v["primary"])})
+            versions.append(
+                {
+                    "version": row["version"],
+                    "state": row["state"],
+                    "rek_version": row["rek_version"],
+                    "primary": row["version"] == key.primary_version,
+                    "deks": deks,
+                }
+            )
+        keys.append(
+            {
+                "id": str(key.id),
+                "name": key.name,
+                "project_id": str(key.project_id),
+                "state": key.state,
+                "usage": key.usage,
+                "primary_version": key.primary_version,
+                "rotation_count": key.rotation_count,
+                "next_rotation_at": key.next_rotation_at.isoformat() if key.next_rotation_at else None,
+                "versions": versions,
+                "deks_on_older_versions": sum(int(v["deks"]) for v in versions if not v["primary"]),
+            }
+        )
     current = next((r for r in reversed(rek_rows) if r.state == RootKeyVersion.State.ACTIVE), None)
     try:
         provider = get_provider().describe()
@@ -61,17 +78,34 @@ def hierarchy_status() -> dict[str, Any]:
         "root": {
             "provider": provider,
             "current_version": current.version if current else None,
-            "versions": [{"version": r.version, "provider": r.provider, "state": r.state,
-                          "kek_versions": sum(1 for k in kek_rows if k["rek_version"] == r.version
-                                              and k["state"] != KekVersion.State.DESTROYED)} for r in rek_rows],
+            "versions": [
+                {
+                    "version": r.version,
+                    "provider": r.provider,
+                    "state": r.state,
+                    "kek_versions": sum(
+                        1
+                        for k in kek_rows
+                        if k["rek_version"] == r.version and k["state"] != KekVersion.State.DESTROYED
+                    ),
+                }
+                for r in rek_rows
+            ],
         },
         "kek": {"keys": len(keys), "versions": len(kek_rows)},
         "dek": {"total": sum(dek_counts.values()), "wrapped_by_older_kek_versions": still_on_retired},
         "secret_versions": {str(k): v for k, v in status_counts.items()},
         "keys": keys,
         "running_jobs": [
-            {"id": str(j.id), "kind": j.kind, "scope": j.scope, "phase": j.phase, "processed": j.processed,
-             "total": j.total, "lease_owner": j.lease_owner}
+            {
+                "id": str(j.id),
+                "kind": j.kind,
+                "scope": j.scope,
+                "phase": j.phase,
+                "processed": j.processed,
+                "total": j.total,
+                "lease_owner": j.lease_owner,
+            }
             for j in RotationJob.objects.using("kek").filter(state=RotationJob.State.RUNNING)
         ],
     }
@@ -86,7 +120,7 @@ def hierarchy_verify(*, batch_size: int = 1000, progress: Progress | None = None
     failed.
     """
     from secrets_app.models import SecretVersion
-    from secrets_app.services import payload_open
+    from secrets_app.storage import payload_open
 
     failures: list[str] = []
     checked = {"rek_versions": 0, "kek_versions": 0, "deks": 0, "secret_versions": 0}

@@ -34,7 +34,7 @@ _cache: KeyCache | None = None
 
 def key_cache() -> KeyCache:
     """The process-wide cache of unwrapped KEKs and DEKs."""
-    global _cache  # noqa: PLW0603
+    global _cache
     if _cache is None:
         _cache = KeyCache(settings.HKMS_KEY_CACHE_SIZE, settings.HKMS_KEY_CACHE_SECONDS)
     return _cache

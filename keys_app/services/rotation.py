@@ -41,7 +41,11 @@ from keys_app.services.material import (
 
 
 def _bulk_update(
-    model: type[models.Model], using: str, set_fields: Sequence[str], where_fields: Sequence[str], rows: Iterable[Sequence[Any]]
+    model: type[models.Model],
+    using: str,
+    set_fields: Sequence[str],
+    where_fields: Sequence[str],
+    rows: Iterable[Sequence[Any]],
 ) -> None:
     """``UPDATE … SET set_fields WHERE where_fields`` for many rows in one executemany.
 
@@ -50,7 +54,7 @@ def _bulk_update(
     """
     connection = connections[using]
     quote = connection.ops.quote_name
-    fields = [model._meta.get_field(name) for name in (*set_fields, *where_fields)]
+    fields: list[Any] = [model._meta.get_field(name) for name in (*set_fields, *where_fields)]
     sql = "UPDATE {} SET {} WHERE {}".format(  # noqa: S608  (identifiers from model metadata)
         quote(model._meta.db_table),
         ", ".join(f"{quote(f.column)} = %s" for f in fields[: len(set_fields)]),
@@ -76,15 +80,15 @@ def rek_rotate(
     pending = KekVersion.objects.using("kek").exclude(state=KekVersion.State.DESTROYED)
     if dry_run:
         current = root.rek_current()
-        return {"dry_run": True, "current_rek_version": current.version,
-                "kek_versions_to_rewrap": pending.count()}
+        return {"dry_run": True, "current_rek_version": current.version, "kek_versions_to_rewrap": pending.count()}
     job, resumed = job_claim(RotationJob.Kind.ROTATE_ROOT_KEY, "root")
     if "target" not in job.params:
         old = root.rek_current()
         root.rek_check(old)  # refuse to start with a wrong current REK
         target_row = root.rek_create_version(to_provider)
-        job_advance(job, params={"target": target_row.version, "from": old.version}, phase="rewrap",
-                    total=pending.count())
+        job_advance(
+            job, params={"target": target_row.version, "from": old.version}, phase="rewrap", total=pending.count()
+        )
     target = RootKeyVersion.objects.using("kek").get(version=job.params["target"])
     root.rek_check(target)
     rewrapped = 0
@@ -94,8 +98,9 @@ def rek_rotate(
             break
         with transaction.atomic(using="kek"):
             for row in batch:
-                material = root.rek_unwrap(row.rek_version, bytes(row.wrapped_material or b""),
-                                           key_id=row.key_id, kek_version=row.version)
+                material = root.rek_unwrap(
+                    row.rek_version, bytes(row.wrapped_material or b""), key_id=row.key_id, kek_version=row.version
+                )
                 wrapped = root.rek_wrap(target, material, key_id=row.key_id, kek_version=row.version)
                 KekVersion.objects.using("kek").filter(id=row.id, rek_version=row.rek_version).update(
                     wrapped_material=wrapped, rek_version=target.version
@@ -105,14 +110,22 @@ def rek_rotate(
         if progress:
             progress(job.processed, job.total)
     retired = []
-    for row in RootKeyVersion.objects.using("kek").filter(state=RootKeyVersion.State.ACTIVE,
-                                                           version__lt=target.version):
-        if not pending.filter(rek_version=row.version).exists():
-            root.rek_retire(row)
-            retired.append(row.version)
+    for rek_row in RootKeyVersion.objects.using("kek").filter(
+        state=RootKeyVersion.State.ACTIVE, version__lt=target.version
+    ):
+        if not pending.filter(rek_version=rek_row.version).exists():
+            root.rek_retire(rek_row)
+            retired.append(rek_row.version)
     job_finish(job)
-    return {"job": str(job.id), "resumed": resumed, "rek_version": target.version, "provider": target.provider,
-            "kek_versions_rewrapped": rewrapped, "total_rewrapped": job.processed, "retired_rek_versions": retired}
+    return {
+        "job": str(job.id),
+        "resumed": resumed,
+        "rek_version": target.version,
+        "provider": target.provider,
+        "kek_versions_rewrapped": rewrapped,
+        "total_rewrapped": job.processed,
+        "retired_rek_versions": retired,
+    }
 
 
 # --- KEK -------------------------------------------------------------------------------------
@@ -126,8 +139,12 @@ def kek_rotate(*, key: Key, now: datetime | None = None) -> Key:
     now = now or timezone.now()
     current = key.primary_version
     kek_version_create(key_id=key.id, version=current + 1, algorithm=key.algorithm)
-    updates: dict[str, Any] = {"primary_version": current + 1, "rotation_count": F("rotation_count") + 1,
-                               "rotated_at": now, "updated_at": now}
+    updates: dict[str, Any] = {
+        "primary_version": current + 1,
+        "rotation_count": F("rotation_count") + 1,
+        "rotated_at": now,
+        "updated_at": now,
+    }
     if key.rotation_period:
         updates["next_rotation_at"] = now + key.rotation_period
     with transaction.atomic():
@@ -141,8 +158,13 @@ def deks_pending_rewrap(keys: Iterable[Key]) -> dict[uuid.UUID, dict[int, int]]:
     """Per key, the number of DEKs per KEK version older than its primary version."""
     primaries = {key.id: key.primary_version for key in keys}
     counts: dict[uuid.UUID, dict[int, int]] = defaultdict(dict)
-    rows = (Dek.objects.using("dek").filter(key_id__in=list(primaries)).values("key_id", "kek_version")
-            .annotate(n=Count("id")).order_by())
+    rows = (
+        Dek.objects.using("dek")
+        .filter(key_id__in=list(primaries))
+        .values("key_id", "kek_version")
+        .annotate(n=Count("id"))
+        .order_by()
+    )
     for row in rows:
         if row["kek_version"] != primaries[row["key_id"]]:
             counts[row["key_id"]][row["kek_version"]] = row["n"]
@@ -165,8 +187,11 @@ def deks_rewrap(
     pending = deks_pending_rewrap(keys)
     total = sum(sum(v.values()) for v in pending.values())
     if dry_run:
-        return {"dry_run": True, "deks_to_rewrap": total,
-                "per_key": {str(k): {str(v): n for v, n in versions.items()} for k, versions in pending.items()}}
+        return {
+            "dry_run": True,
+            "deks_to_rewrap": total,
+            "per_key": {str(k): {str(v): n for v, n in versions.items()} for k, versions in pending.items()},
+        }
     scope = f"key:{key.id}" if key is not None else "all"
     job, resumed = job_claim(RotationJob.Kind.REWRAP_DEKS, scope)
     job_advance(job, total=job.processed + total)
@@ -187,7 +212,7 @@ def _rewrap_version(job: RotationJob, key: Key, old_version: int, batch_size: in
     new_kek = kek_material(key.id, new_version)
     old_kek = kek_material(key.id, old_version)
     cursor_prefix = f"{key.id}:{old_version}:"
-    after = job.cursor[len(cursor_prefix):] if job.cursor.startswith(cursor_prefix) else ""
+    after = job.cursor[len(cursor_prefix) :] if job.cursor.startswith(cursor_prefix) else ""
     done = 0
     while True:
         rows = Dek.objects.using("dek").filter(key_id=key.id, kek_version=old_version)
@@ -201,10 +226,13 @@ def _rewrap_version(job: RotationJob, key: Key, old_version: int, batch_size: in
             try:
                 material = crypto.open_(old_kek, bytes(wrapped), context=dek_context(dek_id, key.id, old_version))
             except crypto.InvalidCiphertext:
-                raise IntegrityError(f"DEK {dek_id} failed authentication under version {old_version} "
-                                     f"of key {key.id}; nothing after it was re-wrapped") from None
-            rewrapped = crypto.seal(new_kek, material, context=dek_context(dek_id, key.id, new_version),
-                                    key_version=new_version)
+                raise IntegrityError(
+                    f"DEK {dek_id} failed authentication under version {old_version} "
+                    f"of key {key.id}; nothing after it was re-wrapped"
+                ) from None
+            rewrapped = crypto.seal(
+                new_kek, material, context=dek_context(dek_id, key.id, new_version), key_version=new_version
+            )
             updates.append((rewrapped, new_version, dek_id, old_version))
         with transaction.atomic(using="dek"):
             _bulk_update(Dek, "dek", ["wrapped", "kek_version"], ["id", "kek_version"], updates)
@@ -259,8 +287,10 @@ def deks_rotate(
     for kind in (RotationJob.Kind.ROTATE_DEKS,):
         other = job_running(kind)
         if other is not None and other.scope != scope:
-            raise JobBusy(f"an unfinished rotate_deks job exists for {other.scope}; "
-                          f"finish it first (run rotate_deks again with that scope)")
+            raise JobBusy(
+                f"an unfinished rotate_deks job exists for {other.scope}; "
+                f"finish it first (run rotate_deks again with that scope)"
+            )
     job, resumed = job_claim(RotationJob.Kind.ROTATE_DEKS, scope)
     if not resumed:
         job_advance(job, total=versions.count())
@@ -282,11 +312,12 @@ def deks_rotate(
 
 def _rotate_batch(job: RotationJob, batch: list[Any]) -> int:
     from secrets_app.models import SecretVersion
-    from secrets_app.services import payload_open, payload_seal
+    from secrets_app.storage import payload_open, payload_seal
 
     owned: dict[uuid.UUID, list[Dek]] = defaultdict(list)
     for dek in Dek.objects.using("dek").filter(owner_id__in=[v.id for v in batch]):
-        owned[dek.owner_id].append(dek)
+        if dek.owner_id is not None:
+            owned[dek.owner_id].append(dek)
     current: dict[uuid.UUID, Dek] = {}
     orphans: list[uuid.UUID] = []
     for version in batch:
@@ -299,28 +330,34 @@ def _rotate_batch(job: RotationJob, batch: list[Any]) -> int:
     missing = [v for v in batch if v.id not in current and v.dek_id is not None]
     for version in missing:
         if not Dek.objects.using("dek").filter(id=version.dek_id).exists():
-            raise KeyMaterialUnavailable(f"DEK {version.dek_id} of secret {version.secret_id} revision "
-                                         f"{version.revision} is missing")
+            raise KeyMaterialUnavailable(
+                f"DEK {version.dek_id} of secret {version.secret_id} revision {version.revision} is missing"
+            )
     if orphans:
         Dek.objects.using("dek").filter(id__in=orphans).delete()
 
     new_deks: list[Dek] = []
     updates: list[tuple[Any, ...]] = []
     for version in batch:
-        dek = current.get(version.id)
-        if dek is None or dek.created_at >= job.started_at:
+        found = current.get(version.id)
+        if found is None or found.created_at >= job.started_at:
             continue  # already rotated by this job before an interruption
         key = version.secret.key
-        plaintext = payload_open(material=dek_unwrap(dek), version=version)
+        plaintext = payload_open(material=dek_unwrap(found), version=version)
         new_id = uuid.uuid4()
         material = crypto.generate_key()
-        wrapped = crypto.seal(kek_material(key.id, key.primary_version), material.reveal(),
-                              context=dek_context(new_id, key.id, key.primary_version),
-                              key_version=key.primary_version)
-        new_deks.append(Dek(id=new_id, key_id=key.id, kek_version=key.primary_version, wrapped=wrapped,
-                            owner_id=version.id))
-        ciphertext = payload_seal(material=material, data=plaintext, secret_id=version.secret_id,
-                                  revision=version.revision, dek_id=new_id)
+        wrapped = crypto.seal(
+            kek_material(key.id, key.primary_version),
+            material.reveal(),
+            context=dek_context(new_id, key.id, key.primary_version),
+            key_version=key.primary_version,
+        )
+        new_deks.append(
+            Dek(id=new_id, key_id=key.id, kek_version=key.primary_version, wrapped=wrapped, owner_id=version.id)
+        )
+        ciphertext = payload_seal(
+            material=material, data=plaintext, secret_id=version.secret_id, revision=version.revision, dek_id=new_id
+        )
         updates.append((ciphertext, new_id, version.id, version.dek_id))
     if not updates:
         return 0
@@ -345,23 +382,26 @@ def key_exposure_report(key: Key) -> dict[str, Any]:
 
     secrets = Secret.objects.filter(key_id=key.id)
     versions = SecretVersion.objects.filter(secret__key_id=key.id, dek_id__isnull=False)
-    dek_counts = dict(Dek.objects.using("dek").filter(key_id=key.id).values_list("kek_version")
-                      .annotate(n=Count("id")).order_by())
+    dek_counts = dict(
+        Dek.objects.using("dek").filter(key_id=key.id).values_list("kek_version").annotate(n=Count("id")).order_by()
+    )
     return {
         "key_id": str(key.id),
         "key_name": key.name,
         "project_id": str(key.project_id),
-        "kek_versions": sorted(KekVersion.objects.using("kek").filter(key_id=key.id)
-                               .exclude(state=KekVersion.State.DESTROYED).values_list("version", flat=True)),
+        "kek_versions": sorted(
+            KekVersion.objects.using("kek")
+            .filter(key_id=key.id)
+            .exclude(state=KekVersion.State.DESTROYED)
+            .values_list("version", flat=True)
+        ),
         "deks_per_kek_version": {str(v): n for v, n in sorted(dek_counts.items())},
         "secrets": [{"id": str(s.id), "path": s.path, "name": s.name} for s in secrets.order_by("path", "name")],
         "secret_versions": versions.count(),
     }
 
 
-def key_revoke(
-    *, key: Key, reason: str, batch_size: int = 500, progress: Progress | None = None
-) -> dict[str, Any]:
+def key_revoke(*, key: Key, reason: str, batch_size: int = 500, progress: Progress | None = None) -> dict[str, Any]:
     """Revoke a compromised key: rotate, re-encrypt everything under it, destroy old material.
 
     Phases (each resumable; the revoke job remembers the compromised versions):
@@ -395,10 +435,24 @@ def key_revoke(
     key_cache().drop_owner(str(key.id))
     job_finish(job)
     report = dict(job.params["report"])
-    report.update({"reason": job.params["reason"], "destroyed_kek_versions": destroyed,
-                   "new_primary_version": key.primary_version, "job": str(job.id), "resumed": resumed})
+    report.update(
+        {
+            "reason": job.params["reason"],
+            "destroyed_kek_versions": destroyed,
+            "new_primary_version": key.primary_version,
+            "job": str(job.id),
+            "resumed": resumed,
+        }
+    )
     return report
 
 
-__all__ = ["HierarchyError", "deks_rewrap", "deks_rotate", "kek_rotate", "key_exposure_report", "key_revoke",
-           "rek_rotate"]
+__all__ = [
+    "HierarchyError",
+    "deks_rewrap",
+    "deks_rotate",
+    "kek_rotate",
+    "key_exposure_report",
+    "key_revoke",
+    "rek_rotate",
+]

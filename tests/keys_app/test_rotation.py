@@ -9,7 +9,7 @@ from keys_app.models import Dek, KekVersion, RootKeyVersion
 from keys_app.services.inspection import hierarchy_status, hierarchy_verify
 from keys_app.services.rotation import deks_rewrap, deks_rotate, kek_rotate, key_revoke, rek_rotate
 from secrets_app.models import SecretVersion
-from secrets_app.services import secret_version_payload
+from secrets_app.storage import secret_version_payload
 
 pytestmark = pytest.mark.django_db(databases=["default", "kek", "dek"])
 

@@ -19,10 +19,14 @@ class Command(HierarchyCommand):
             f"{root['current_version']}, sealed: {root['provider'].get('sealed', '?')}",
         ]
         for row in root["versions"]:
-            lines.append(f"  REK v{row['version']} [{row['provider']}] {row['state']}: wraps {row['kek_versions']} KEK versions")
+            lines.append(
+                f"  REK v{row['version']} [{row['provider']}] {row['state']}: wraps {row['kek_versions']} KEK versions"
+            )
         lines.append(f"keys: {result['kek']['keys']}, KEK versions: {result['kek']['versions']}")
-        lines.append(f"DEKs: {result['dek']['total']}, still wrapped by older KEK versions: "
-                     f"{result['dek']['wrapped_by_older_kek_versions']}")
+        lines.append(
+            f"DEKs: {result['dek']['total']}, still wrapped by older KEK versions: "
+            f"{result['dek']['wrapped_by_older_kek_versions']}"
+        )
         for key in result["keys"]:
             lines.append(f"  key {key['id']} {key['name']} [{key['state']}] primary v{key['primary_version']}")
             for v in key["versions"]:
@@ -31,6 +35,8 @@ class Command(HierarchyCommand):
         counts = ", ".join(f"{k} {n}" for k, n in sorted(result["secret_versions"].items())) or "none"
         lines.append(f"secret versions: {counts}")
         for job in result["running_jobs"]:
-            lines.append(f"unfinished job {job['kind']} [{job['scope']}] {job['processed']}/{job['total']} "
-                         "(re-run the command to continue)")
+            lines.append(
+                f"unfinished job {job['kind']} [{job['scope']}] {job['processed']}/{job['total']} "
+                "(re-run the command to continue)"
+            )
         return "\n".join(lines)

@@ -19,5 +19,6 @@ class Command(HierarchyCommand):
 
     def run(self, **options: Any) -> dict[str, Any]:
         key = key_by_id(options["key"]) if options.get("key") else None
-        return deks_rewrap(key=key, batch_size=options["batch_size"], dry_run=options["dry_run"],
-                           progress=self.progress())
+        return deks_rewrap(
+            key=key, batch_size=options["batch_size"], dry_run=options["dry_run"], progress=self.progress()
+        )

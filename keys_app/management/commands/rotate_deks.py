@@ -32,5 +32,10 @@ class Command(HierarchyCommand):
                 raise CommandError(f"{options['secret']!r} is not a secret id (a UUID)") from None
             if not Secret.objects.filter(id=secret_id).exists():
                 raise CommandError(f"secret {secret_id} does not exist")
-        return deks_rotate(key=key, secret_id=secret_id, batch_size=options["batch_size"],
-                           dry_run=options["dry_run"], progress=self.progress())
+        return deks_rotate(
+            key=key,
+            secret_id=secret_id,
+            batch_size=options["batch_size"],
+            dry_run=options["dry_run"],
+            progress=self.progress(),
+        )

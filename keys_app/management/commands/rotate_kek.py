@@ -21,5 +21,9 @@ class Command(HierarchyCommand):
             return {"dry_run": True, "key_id": str(key.id), "new_version": key.primary_version + 1}
         before = key.primary_version
         key = kek_rotate(key=key)
-        return {"key_id": str(key.id), "previous_version": before, "primary_version": key.primary_version,
-                "rotation_count": key.rotation_count}
+        return {
+            "key_id": str(key.id),
+            "previous_version": before,
+            "primary_version": key.primary_version,
+            "rotation_count": key.rotation_count,
+        }

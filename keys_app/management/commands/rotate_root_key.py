@@ -17,5 +17,9 @@ class Command(HierarchyCommand):
         parser.add_argument("--to-provider", help="create the new REK version in this provider")
 
     def run(self, **options: Any) -> dict[str, Any]:
-        return rek_rotate(to_provider=options.get("to_provider"), batch_size=options["batch_size"],
-                          dry_run=options["dry_run"], progress=self.progress())
+        return rek_rotate(
+            to_provider=options.get("to_provider"),
+            batch_size=options["batch_size"],
+            dry_run=options["dry_run"],
+            progress=self.progress(),
+        )

@@ -1,0 +1,46 @@
+"""Project services (guarded and audited)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from django.db import transaction
+
+from hkms_site.access.principal import Principal
+from hkms_site.access.services import visible
+from hkms_site.errors import InvalidArgument, ObjectNotFound, PermissionDenied
+from secrets_app.models import Project
+
+
+def project_create(
+    *, principal: Principal, name: str, organization_id: uuid.UUID | None = None, description: str = ""
+) -> Project:
+    """Create a project and its default key; superusers only."""
+    from hkms_site.audit.services import audit_record
+    from secrets_app.storage import project_create as store_project
+
+    if not principal.is_superuser:
+        raise PermissionDenied("project.create", "project", "")
+    name = name.strip()
+    if not 1 <= len(name) <= 255:
+        raise InvalidArgument("name", "must be 1 to 255 characters")
+    with transaction.atomic():
+        project = store_project(name=name, organization_id=organization_id, description=description)
+        audit_record(principal, "project.create", project, name=name)
+    return project
+
+
+def project_get(*, principal: Principal, project_id: Any) -> Project:
+    """A project the principal may see, by id or name (superusers: any)."""
+    qs = visible(principal, Project.objects.all())
+    try:
+        project = qs.filter(id=uuid.UUID(str(project_id))).first()
+    except ValueError:
+        matches = list(qs.filter(name=str(project_id))[:2])
+        if len(matches) > 1:
+            raise InvalidArgument("project", f"several projects are named {project_id!r}; use its id") from None
+        project = matches[0] if matches else None
+    if project is None:
+        raise ObjectNotFound("project", project_id)
+    return project  # type: ignore[no-any-return]
