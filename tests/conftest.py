@@ -66,3 +66,13 @@ def make_secret(project):
         return secret
 
     return make
+
+
+@pytest.fixture(scope="module")
+def hkms_server(tmp_path_factory):
+    """A real gunicorn server (2 workers) with a fresh data dir, shared by one test module."""
+    from tests.live import LiveServer
+
+    server = LiveServer(tmp_path_factory.mktemp("live")).start()
+    yield server
+    server.stop()
