@@ -98,6 +98,21 @@ def authorize(principal: Principal, action: Action, obj: Any) -> None:
     raise PermissionDenied(str(action), _RESOURCE[label], obj.pk)
 
 
+def authorize_audited(principal: Principal, action: Action, obj: Any, event: str, **detail: Any) -> None:
+    """:func:`authorize`, recording a refusal as a ``denied`` audit event before re-raising.
+
+    Services call this first; the ``allowed`` event is theirs to record inside
+    the transaction of the change (or before returning a payload).
+    """
+    try:
+        authorize(principal, action, obj)
+    except (ObjectNotFound, PermissionDenied) as exc:
+        from hkms_site.audit.services import audit_denied
+
+        audit_denied(principal, event, obj, exc, **detail)
+        raise
+
+
 def project_ids_with(principal: Principal, action: Action) -> set[str]:
     """Projects on which the principal holds ``action`` project-wide."""
     ct = _ct_id("secrets_app.project")
