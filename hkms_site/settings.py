@@ -7,7 +7,9 @@ machine; ``manage.py check`` (system checks ``hkms.E0xx``/``hkms.W0xx`` in
 
 from __future__ import annotations
 
+import os
 import secrets
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -104,7 +106,9 @@ def _sqlite(alias: str) -> dict[str, Any]:
             "timeout": 30,
             "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL",
         },
-        "TEST": {"NAME": None},
+        # File-backed test databases (one set per test process): in-memory shared-cache
+        # SQLite locks whole tables and has no busy timeout, unlike the real thing.
+        "TEST": {"NAME": str(Path(tempfile.gettempdir()) / f"hkms-test-{os.getpid()}-{alias}.sqlite3")},
     }
 
 
