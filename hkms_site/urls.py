@@ -2,8 +2,10 @@ from django.contrib import admin
 from django.urls import path
 
 from hkms_site import views
+from hkms_site.api.views import WhoAmIView
 
 urlpatterns = [
     path("health", views.health, name="health"),
     path("admin/", admin.site.urls),
+    path("api/whoami", WhoAmIView.as_view(), name="whoami"),
 ]
