@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import uuid
 from datetime import timedelta
 from unittest import mock
@@ -81,9 +82,9 @@ def test_every_bad_token_gets_the_same_401(issued, kind):
 
 
 def test_lookup_is_one_indexed_query_and_constant_time(issued):
-    with mock.patch("hkms_site.access.apikeys.hmac.compare_digest", wraps=__import__("hmac").compare_digest) as cmp:
-        with CaptureQueriesContext(connection) as queries:
-            assert call(issued.secret_key).status_code == 200
+    spy = mock.patch("hkms_site.access.apikeys.hmac.compare_digest", wraps=hmac.compare_digest)
+    with spy as cmp, CaptureQueriesContext(connection) as queries:
+        assert call(issued.secret_key).status_code == 200
     assert cmp.called
     lookups = [q["sql"] for q in queries.captured_queries if "access_apikey" in q["sql"]]
     assert len(lookups) == 1 and "secret_digest" in lookups[0]
