@@ -33,6 +33,7 @@ migrate: $(STAMP)
 bootstrap: migrate
 	$(BIN)/python manage.py init_hierarchy
 	$(BIN)/python manage.py collectstatic --noinput --verbosity 0
+	$(BIN)/python manage.py bootstrap_admin
 
 run: bootstrap
 	$(BIN)/gunicorn hkms_site.wsgi:application --bind $(HOST):$(PORT) --workers $(WORKERS) \

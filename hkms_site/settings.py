@@ -43,7 +43,7 @@ DEBUG = env_bool("DJANGO_DEBUG", False)
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"])
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "hkms_site.console.admin_config.ConsoleAdminConfig",  # django.contrib.admin with the console as its site
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -56,14 +56,21 @@ INSTALLED_APPS = [
     "hkms_site.audit",
     "keys_app",
     "secrets_app",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
+    "hkms_site.console",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "hkms_site.console.middleware.SecurityHeadersMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django_otp.middleware.OTPMiddleware",
+    "hkms_site.console.middleware.TwoFactorMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -171,6 +178,13 @@ USE_I18N = True
 USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = HKMS_DATA_DIR / "static"
+# WhiteNoise serves static files from gunicorn; finders too, so a server started
+# without collectstatic (tests, development) still has the admin's CSS.
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+WHITENOISE_USE_FINDERS = True
 
 # Regions this server answers for in /…/regions/{region}/ paths.
 HKMS_REGIONS = env_list("HKMS_REGIONS", ["fr-par", "nl-ams", "pl-waw"])
@@ -206,3 +220,45 @@ LOGGING: dict[str, Any] = {
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": env_str("HKMS_LOG_LEVEL", "INFO")},
 }
+
+# --- browser console: sessions, cookies, security headers, 2FA -----------------------
+LOGIN_URL = "admin:login"
+LOGIN_REDIRECT_URL = "admin:index"
+SESSION_COOKIE_AGE = env_int("HKMS_SESSION_SECONDS", 8 * 3600, minimum=60)
+SESSION_EXPIRE_AT_BROWSER_CLOSE = True
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+CSRF_COOKIE_HTTPONLY = True  # the console has no script that needs to read it
+CSRF_COOKIE_SAMESITE = "Lax"
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env_bool("HKMS_SECURE_COOKIES", HKMS_PRODUCTION)
+SECURE_SSL_REDIRECT = env_bool("HKMS_SSL_REDIRECT", HKMS_PRODUCTION)
+SECURE_REDIRECT_EXEMPT = [r"^health$"]  # load balancers probe over plain HTTP
+SECURE_HSTS_SECONDS = env_int("HKMS_HSTS_SECONDS", 31_536_000 if HKMS_PRODUCTION else 0, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("HKMS_HSTS_INCLUDE_SUBDOMAINS", True)
+SECURE_HSTS_PRELOAD = env_bool("HKMS_HSTS_PRELOAD", False)
+if env_bool("HKMS_BEHIND_TLS_PROXY", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
+#: Content-Security-Policy of every response (hkms_site.console.middleware): no inline script.
+HKMS_CSP = env_str(
+    "HKMS_CSP",
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; object-src 'none'; "
+    "base-uri 'self'; form-action 'self'; frame-ancestors 'none'",
+)
+#: Superusers must log in with a TOTP code (django-otp); others may enrol.
+HKMS_REQUIRE_2FA = env_bool("HKMS_REQUIRE_2FA", False)
+OTP_TOTP_ISSUER = env_str("HKMS_TOTP_ISSUER", "HKMS")
+#: Failed console logins allowed per (username, client address) before a lockout.
+HKMS_LOGIN_FAILURES_LIMIT = env_int("HKMS_LOGIN_FAILURES_LIMIT", 5, minimum=1)
+HKMS_LOGIN_LOCKOUT_SECONDS = env_int("HKMS_LOGIN_LOCKOUT_SECONDS", 900, minimum=1)
+# The login throttle must be shared by every gunicorn worker: a file cache in the data dir.
+CACHES["login"] = {
+    "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+    "LOCATION": str(HKMS_DATA_DIR / "cache" / "login"),
+}
+#: How the console starts a background DEK re-wrap: "process" (manage.py rewrap_deks) or "inline".
+HKMS_CONSOLE_JOB_RUNNER = env_str("HKMS_CONSOLE_JOB_RUNNER", "process")

@@ -1,0 +1,58 @@
+"""Console login bookkeeping: the failed-login throttle and the ``auth.*`` audit events.
+
+Failures are counted per ``(username, client address)`` in the ``login`` cache
+(a file cache shared by every gunicorn worker): after
+``HKMS_LOGIN_FAILURES_LIMIT`` failures the pair is locked out for
+``HKMS_LOGIN_LOCKOUT_SECONDS``, counted from the last failure.  Locking per
+pair, not per username, stops an attacker from locking a victim out from
+elsewhere.  Every attempt is audited as ``auth.login`` (allowed / denied with
+the reason); the password is never recorded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from django.conf import settings
+from django.core.cache import caches
+from django.db import transaction
+
+from hkms_site.access.principal import Principal
+from hkms_site.audit.models import AuditEvent
+from hkms_site.audit.services import audit_record
+
+
+def _cache() -> Any:
+    return caches["login"]
+
+
+def _throttle_key(username: str, ip: str) -> str:
+    digest = hashlib.sha256(f"{username.strip().lower()}\x00{ip}".encode()).hexdigest()
+    return f"hkms:login-failures:{digest}"
+
+
+def login_locked(*, username: str, ip: str) -> bool:
+    return int(_cache().get(_throttle_key(username, ip), 0)) >= settings.HKMS_LOGIN_FAILURES_LIMIT
+
+
+def login_failed(*, principal: Principal, username: str, reason: str) -> None:
+    """Count a failure (unless already locked) and audit it, committed on its own."""
+    key = _throttle_key(username, principal.source_ip)
+    failures = int(_cache().get(key, 0)) + (0 if reason == "throttled" else 1)
+    _cache().set(key, failures, timeout=settings.HKMS_LOGIN_LOCKOUT_SECONDS)
+    with transaction.atomic():
+        audit_record(
+            principal, "auth.login", None, outcome=AuditEvent.Outcome.DENIED, username=username[:150], reason=reason
+        )
+
+
+def login_succeeded(*, principal: Principal, method: str) -> None:
+    _cache().delete(_throttle_key(principal.username, principal.source_ip))
+    with transaction.atomic():
+        audit_record(principal, "auth.login", None, method=method)
+
+
+def logout_recorded(*, principal: Principal) -> None:
+    with transaction.atomic():
+        audit_record(principal, "auth.logout", None)

@@ -1,0 +1,22 @@
+"""The acting principal of a console request."""
+
+from __future__ import annotations
+
+from django.http import HttpRequest
+
+from hkms_site.access.principal import Principal
+from hkms_site.api.authentication import client_ip, request_id
+
+
+def console_principal(request: HttpRequest) -> Principal:
+    """``Principal(user=request.user, via="console", ...)``, built once per request.
+
+    The principal caches the user's grants, so one request costs one permission query.
+    """
+    cached = getattr(request, "_hkms_principal", None)
+    if cached is not None:
+        return cached  # type: ignore[no-any-return]
+    user = request.user if request.user.is_authenticated else None
+    principal = Principal(user=user, via="console", source_ip=client_ip(request), request_id=request_id(request))
+    request._hkms_principal = principal  # type: ignore[attr-defined]
+    return principal

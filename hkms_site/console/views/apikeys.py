@@ -1,0 +1,59 @@
+"""API keys: list, create (the secret key is shown once, on the response page), revoke."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import messages
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.urls import reverse
+from django.views.decorators.http import require_POST
+
+from hkms_site.access.apikeys import api_key_create, api_key_revoke, api_keys_visible
+from hkms_site.access.services import user_by_name
+from hkms_site.console.forms import ApiKeyCreateForm, attach_service_error
+from hkms_site.console.principal import console_principal
+from hkms_site.console.selectors import projects_visible
+from hkms_site.console.views.common import page
+from hkms_site.errors import ObjectNotFound, PermissionDenied, ServiceError
+
+
+def api_keys(request: HttpRequest) -> HttpResponse:
+    principal = console_principal(request)
+    projects = projects_visible(principal)
+    form = ApiKeyCreateForm(request.POST or None, projects=projects)
+    issued: Any = None
+    if request.method == "POST" and form.is_valid():
+        try:
+            user: Any = request.user
+            if form.cleaned_data["username"]:
+                user = user_by_name(form.cleaned_data["username"])
+            project = projects.filter(id=form.cleaned_data["project"]).first() if form.cleaned_data["project"] else None
+            issued = api_key_create(
+                principal=principal,
+                user=user,
+                project=project,
+                expires_in=form.expires_in(),
+                description=form.cleaned_data["description"],
+            )
+        except PermissionDenied:
+            form.add_error("username", "You may only create API keys for yourself.")
+        except ServiceError as exc:
+            attach_service_error(form, exc, {"user": "username", "expires_in": "expires_in_days"})
+        else:
+            form = ApiKeyCreateForm(projects=projects)
+    context = {"form": form, "issued": issued, "keys": api_keys_visible(principal).order_by("-created_at")[:200]}
+    response = page(request, "console/api_keys.html", context, title="API keys")
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+@require_POST
+def api_key_revoke_view(request: HttpRequest, access_key: str) -> HttpResponse:
+    try:
+        api_key_revoke(principal=console_principal(request), access_key=access_key)
+    except ObjectNotFound:
+        messages.error(request, f"API key {access_key} not found.")
+    else:
+        messages.success(request, f"API key {access_key} revoked.")
+    return HttpResponseRedirect(reverse("admin:api_keys"))
