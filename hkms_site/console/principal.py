@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.http import HttpRequest
+from django.utils.functional import empty
 
 from hkms_site.access.principal import Principal
 from hkms_site.api.authentication import client_ip, request_id
@@ -16,7 +19,16 @@ def console_principal(request: HttpRequest) -> Principal:
     cached = getattr(request, "_hkms_principal", None)
     if cached is not None:
         return cached  # type: ignore[no-any-return]
-    user = request.user if request.user.is_authenticated else None
+    user = _unwrap(request.user) if request.user.is_authenticated else None
     principal = Principal(user=user, via="console", source_ip=client_ip(request), request_id=request_id(request))
     request._hkms_principal = principal  # type: ignore[attr-defined]
     return principal
+
+
+def _unwrap(user: Any) -> Any:
+    """The real user object behind ``request.user``'s lazy wrappers (model relations need it)."""
+    while getattr(user, "_wrapped", None) is not None:  # django-otp wraps the auth wrapper again
+        if user._wrapped is empty:
+            user._setup()
+        user = user._wrapped
+    return user

@@ -13,6 +13,7 @@ from django.contrib import admin, messages
 from django.contrib.auth import logout as auth_logout
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
 from django.urls import URLPattern, URLResolver, path, reverse
+from django.utils.decorators import method_decorator
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_protect
 
@@ -40,7 +41,7 @@ class ConsoleSite(admin.AdminSite):
             context["console_nav"] = nav.console_nav(console_principal(request), request.resolver_match)
         return context
 
-    @never_cache
+    @method_decorator(never_cache)
     def login(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
         from hkms_site.console.views.account import ConsoleLoginView
 
@@ -55,7 +56,7 @@ class ConsoleSite(admin.AdminSite):
             redirect_authenticated_user=False,
         )(request)
 
-    @never_cache
+    @method_decorator(never_cache)
     def logout(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
         """POST only (CSRF-checked); audited as ``auth.logout``."""
         return _logout(request)

@@ -48,7 +48,7 @@ def two_factor(request: HttpRequest) -> HttpResponse:
     if not request.user.is_authenticated:
         return HttpResponseRedirect(f"{reverse('admin:login')}?next={request.path}")
     principal = console_principal(request)
-    user: Any = request.user
+    user: Any = principal.user
     confirmed = totp_device(user)
     form = TokenForm(request.POST or None)
     if request.method == "POST" and form.is_valid():

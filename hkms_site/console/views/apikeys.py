@@ -25,7 +25,7 @@ def api_keys(request: HttpRequest) -> HttpResponse:
     issued: Any = None
     if request.method == "POST" and form.is_valid():
         try:
-            user: Any = request.user
+            user: Any = principal.user
             if form.cleaned_data["username"]:
                 user = user_by_name(form.cleaned_data["username"])
             project = projects.filter(id=form.cleaned_data["project"]).first() if form.cleaned_data["project"] else None
