@@ -47,6 +47,8 @@ def _console_settings(settings):
         "login": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "console-login-tests"},
     }
     settings.HKMS_CONSOLE_JOB_RUNNER = "inline"
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # speed only
+    settings.OTP_TOTP_THROTTLE_FACTOR = 0  # django-otp's back-off would reject a right code right after a wrong one
     from django.core.cache import caches
 
     for alias in ("default", "login"):
