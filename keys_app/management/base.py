@@ -21,6 +21,8 @@ from keys_app.models import Key
 
 class HierarchyCommand(BaseCommand):
     json_option = True
+    #: State-changing commands append an audit event (allowed or failed) when they finish.
+    audited = True
     batch_option = False
     dry_run_option = False
     default_batch_size = 500
@@ -49,9 +51,23 @@ class HierarchyCommand(BaseCommand):
         try:
             result = self.run(**options)
         except HierarchyError as exc:
+            self.audit("failed", error=type(exc).__name__)
             raise CommandError(str(exc)) from None
+        self.audit("allowed", **{k: v for k, v in (result or {}).items() if isinstance(v, bool | int | str)})
         if result is not None:
             self.emit(result)
+
+    def audit(self, outcome: str, **detail: Any) -> None:
+        """Record the operator's command in the audit log (read-only commands are not recorded)."""
+        if not self.audited:
+            return
+        from hkms_site.access.principal import Principal
+        from hkms_site.audit.services import audit_record
+
+        audit_record(Principal.for_command(), f"command.{self.command_name()}", None, outcome=outcome, **detail)
+
+    def command_name(self) -> str:
+        return type(self).__module__.rsplit(".", 1)[-1]
 
     def run(self, **options: Any) -> dict[str, Any] | None:
         raise NotImplementedError

@@ -7,6 +7,7 @@ from keys_app.services.inspection import hierarchy_status
 
 
 class Command(HierarchyCommand):
+    audited = False
     help = "Counts per level and per key version, and what older KEK versions still wrap."
 
     def run(self, **options: Any) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from keys_app.services.inspection import hierarchy_verify
 
 
 class Command(HierarchyCommand):
+    audited = False
     help = "Check that every KEK version and DEK unwraps and every secret version decrypts; exit 1 on failure."
     batch_option = True
     default_batch_size = 1000
