@@ -345,3 +345,23 @@ def job_for_key(key: Key) -> RotationJob | None:
         .order_by("-started_at")
         .first()
     )
+
+
+def key_versions(key: Key) -> list[dict[str, Any]]:
+    """A key's KEK versions with the number of DEKs each wraps (kek and dek databases, one query each)."""
+    from keys_app.models import Dek, KekVersion
+
+    counts = dict(
+        Dek.objects.using("dek").filter(key_id=key.id).values_list("kek_version").annotate(n=Count("id")).order_by()
+    )
+    return [
+        {
+            "version": v.version,
+            "state": v.state,
+            "rek_version": v.rek_version,
+            "created_at": v.created_at,
+            "primary": v.version == key.primary_version,
+            "deks": counts.get(v.version, 0),
+        }
+        for v in KekVersion.objects.using("kek").filter(key_id=key.id).order_by("-version")
+    ]

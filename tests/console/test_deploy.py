@@ -41,7 +41,11 @@ def test_production_settings_are_strict(tmp_path):
         "s.SESSION_COOKIE_HTTPONLY, s.X_FRAME_OPTIONS)"
     )
     out = subprocess.run(
-        [sys.executable, "manage.py", "shell", "--no-imports", "-c", code], cwd=ROOT, env=env, capture_output=True, text=True
+        [sys.executable, "manage.py", "shell", "--no-imports", "-c", code],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
     ).stdout
     assert out.split() == ["True", "True", "True", "True", "True", "DENY"]
 

@@ -1,12 +1,117 @@
-"""Key pages (placeholder until the guarded key services land)."""
+"""Key pages: list, detail with versions, rotate / enable / disable / protect / delete /
+restore, rotation policy, and a background DEK re-wrap with visible progress."""
 
 from __future__ import annotations
 
-from django.http import Http404, HttpRequest, HttpResponse
+from collections.abc import Callable
+from typing import Any
+
+from django.contrib import messages
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.urls import reverse
+from django.utils import timezone
+from django.views.decorators.http import require_POST
+
+from hkms_site.access.principal import Principal
+from hkms_site.access.roles import Action
+from hkms_site.access.services import can, visible
+from hkms_site.console.forms import RotationPolicyForm, attach_service_error
+from hkms_site.console.jobs import rewrap_start
+from hkms_site.console.principal import console_principal
+from hkms_site.console.selectors import job_for_key, key_versions, principal_can_grant
+from hkms_site.console.views.common import denied, not_found, page, run_action
+from hkms_site.errors import ObjectNotFound, PermissionDenied, ServiceError
+from keys_app.models import Key, RotationJob
+from secrets_app.models import Secret
+
+KEY_ACTIONS = ("rotate", "enable", "disable", "protect", "unprotect", "delete", "restore", "rewrap")
 
 
-def _pending(request: HttpRequest, *args: object, **kwargs: object) -> HttpResponse:
-    raise Http404("not yet available")
+def _visible_key(principal: Principal, key_id: Any) -> Key:
+    key = visible(principal, Key.objects.select_related("project")).filter(id=key_id).first()
+    if key is None:
+        raise not_found(ObjectNotFound("key", key_id))
+    return key  # type: ignore[no-any-return]
 
 
-key_list = key_detail = key_policy = key_action = _pending
+def key_list(request: HttpRequest) -> HttpResponse:
+    principal = console_principal(request)
+    keys = visible(principal, Key.objects.select_related("project")).order_by("project__name", "name")
+    return page(request, "console/key_list.html", {"keys": keys}, title="Keys")
+
+
+def key_detail(request: HttpRequest, key_id: Any) -> HttpResponse:
+    principal = console_principal(request)
+    key = _visible_key(principal, key_id)
+    versions = key_versions(key)
+    job = job_for_key(key)
+    context = {
+        "key": key,
+        "versions": versions,
+        "deks_on_older": sum(v["deks"] for v in versions if not v["primary"]),
+        "secrets_count": Secret.objects.filter(key_id=key.id).count(),
+        "job": job,
+        "job_running": job is not None and job.state == RotationJob.State.RUNNING,
+        "can": {"admin": can(principal, Action.KEY_ADMIN, key), "grant": principal_can_grant(principal)},
+        "urls": {a: reverse("admin:key_action", args=[key.id, a]) for a in KEY_ACTIONS},
+    }
+    return page(request, "console/key_detail.html", context, title=f"Key {key.name}")
+
+
+def _service(name: str) -> Callable[..., Any]:
+    from keys_app.services import keys as key_services
+
+    return getattr(key_services, name)  # type: ignore[no-any-return]
+
+
+@require_POST
+def key_action(request: HttpRequest, key_id: Any, action: str) -> HttpResponse:
+    principal = console_principal(request)
+    key = _visible_key(principal, key_id)
+    detail = reverse("admin:key_detail", args=[key.id])
+    if action not in KEY_ACTIONS:
+        raise not_found()
+    if action == "rewrap":
+        return run_action(
+            request,
+            lambda: rewrap_start(principal=principal, key=key),
+            success="DEK re-wrap started: progress below.",
+            fallback=detail,
+        )
+    done = {
+        "rotate": "Key rotated: new DEKs use the new version.",
+        "enable": "Key enabled.",
+        "disable": "Key disabled: its secrets cannot be read until it is enabled again.",
+        "protect": "Key protected.",
+        "unprotect": "Key unprotected.",
+        "delete": "Key scheduled for deletion.",
+        "restore": "Key restored.",
+    }
+    service = _service(f"key_{action}")
+    return run_action(request, lambda: service(principal=principal, key=key), success=done[action], fallback=detail)
+
+
+def key_policy(request: HttpRequest, key_id: Any) -> HttpResponse:
+    principal = console_principal(request)
+    key = _visible_key(principal, key_id)
+    if not can(principal, Action.KEY_ADMIN, key):
+        return denied(request, "change this key's rotation policy")
+    initial = {
+        "rotation_period_hours": int(key.rotation_period.total_seconds() // 3600) if key.rotation_period else None,
+        "next_rotation_at": key.next_rotation_at,
+    }
+    form = RotationPolicyForm(request.POST or None, initial=initial)
+    if request.method == "POST" and form.is_valid():
+        period = form.rotation_period()
+        next_at = form.cleaned_data.get("next_rotation_at") or (timezone.now() + period if period else None)
+        try:
+            _service("key_update")(principal=principal, key=key, rotation_period=period, next_rotation_at=next_at)
+        except PermissionDenied:
+            return denied(request, "change this key's rotation policy")
+        except ServiceError as exc:
+            attach_service_error(form, exc, {"rotation_period": "rotation_period_hours"})
+        else:
+            messages.success(request, "Rotation policy saved.")
+            return HttpResponseRedirect(reverse("admin:key_detail", args=[key.id]))
+    context = {"form": form, "submit": "Save policy", "cancel_url": reverse("admin:key_detail", args=[key.id])}
+    return page(request, "console/form_page.html", context, title=f"Rotation policy of {key.name}")

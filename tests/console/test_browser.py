@@ -1,0 +1,290 @@
+"""The console in a real Chromium (the distribution's, driven by Playwright) against a live gunicorn.
+
+Scenarios: log in; create a secret and a version; reveal it as a reader and fail
+to as an auditor; rotate a key and watch the dashboard change (then re-wrap in
+the background and watch the job finish); grant a role and see the grantee's
+view change; bad form input shows an inline error and keeps what was typed.
+Screenshots of every page go to ``test-artifacts/screenshots/`` (git-ignored);
+with ``HKMS_UPDATE_DOC_SCREENSHOTS=1`` the README's are refreshed in ``docs/screenshots/``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
+SHOTS = ROOT / "test-artifacts" / "screenshots"
+DOC_SHOTS = ROOT / "docs" / "screenshots"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+PASSWORD = "Console-test-pw-1!"
+
+SETUP = """
+import json
+from django.contrib.auth import get_user_model
+from hkms_site.access.principal import Principal
+from hkms_site.access.projects import project_create
+from hkms_site.access.services import role_grant
+from secrets_app.storage import secret_create, secret_version_create
+op = Principal.for_command()
+users = get_user_model().objects
+acme = project_create(principal=op, name="acme")
+users.create_superuser("root", "", PW)
+for name, role in [("reader", "secret_reader"), ("writer", "secret_writer"), ("auditor", "auditor"),
+                   ("keyadmin", "key_admin")]:
+    role_grant(principal=op, user=users.create_user(name, password=PW), role=role, obj=acme)
+users.create_user("newcomer", password=PW)
+seeded = secret_create(project=acme, name="payments-api", path="/prod/payments", tags=["prod"])
+secret_version_create(secret=seeded, data=b"seeded-v1")
+for i in range(3):
+    s = secret_create(project=acme, name=f"service-{i}", path="/prod/services", tags=["prod", "svc"])
+    secret_version_create(secret=s, data=b"x" * (i + 1))
+print(json.dumps({"project": str(acme.id), "key": str(acme.default_key_id), "seeded": str(seeded.id)}))
+"""
+
+
+@pytest.fixture(scope="module")
+def console(hkms_server):
+    out = hkms_server.manage("shell", "--no-imports", "-c", f"PW = {PASSWORD!r}\n" + SETUP)
+    ids = json.loads(out.strip().splitlines()[-1])
+    return hkms_server, ids
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    if not Path(CHROMIUM).exists():
+        pytest.skip("the distribution's chromium is not installed (scripts/system-packages.sh)")
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+class Session:
+    """One user's browser context, logged in through the real form."""
+
+    def __init__(self, browser, server, username: str) -> None:
+        self.server = server
+        self.context = browser.new_context(viewport={"width": 1280, "height": 900})
+        self.page = self.context.new_page()
+        self.errors: list[str] = []
+        self.page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
+        self.page.on("pageerror", lambda e: self.errors.append(str(e)))
+        self.username = username
+        self.page.goto(f"{server.url}/admin/")
+        self.page.fill("#id_username", username)
+        self.page.fill("#id_password", PASSWORD)
+        self.page.click("#login-form input[type=submit]")
+        self.page.wait_for_url(f"{server.url}/admin/")
+
+    def go(self, path: str) -> None:
+        self.page.goto(f"{self.server.url}{path}")
+
+    def shot(self, name: str) -> Path:
+        path = SHOTS / f"{name}.png"
+        self.page.screenshot(path=str(path), full_page=True)
+        return path
+
+    def close(self) -> None:
+        # CSP violations and script errors show up as console errors.
+        assert not [e for e in self.errors if "favicon" not in e], self.errors
+        self.context.close()
+
+
+def _doc_copy(path: Path, name: str) -> None:
+    if os.environ.get("HKMS_UPDATE_DOC_SCREENSHOTS") == "1":
+        DOC_SHOTS.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, DOC_SHOTS / name)
+
+
+def test_log_in_and_see_the_dashboard(console, browser):
+    server, _ids = console
+    anon = browser.new_context().new_page()
+    anon.goto(f"{server.url}/admin/")
+    anon.fill("#id_username", "root")
+    anon.fill("#id_password", "not the password")
+    anon.click("#login-form input[type=submit]")
+    assert "Please enter a correct username and password" in anon.inner_text("#content")
+    anon.screenshot(path=str(SHOTS / "login-error.png"))
+    anon.context.close()
+
+    root = Session(browser, server, "root")
+    assert root.page.inner_text("h1") == "Dashboard"
+    assert root.page.locator("#card-root .big").inner_text() == "v1"
+    assert root.page.locator("svg.chart g.bar").count() >= 1
+    _doc_copy(root.shot("dashboard"), "dashboard.png")
+    for path, name in [
+        ("/admin/keys/", "keys"),
+        ("/admin/roles/", "roles"),
+        ("/admin/api-keys/", "api-keys"),
+        ("/admin/audit-log/", "audit-log"),
+        ("/admin/2fa/?enrol=1", "two-factor"),
+        ("/admin/secrets_app/project/", "model-admin-projects"),
+    ]:
+        root.go(path)
+        root.shot(name)
+    root.go("/admin/audit-log/")
+    root.page.click("#verify-chain")
+    assert "Audit chain intact" in root.page.inner_text(".messagelist")
+    root.shot("audit-log-verified")
+    root.close()
+
+
+def test_create_a_secret_and_a_version(console, browser):
+    server, ids = console
+    writer = Session(browser, server, "writer")
+    writer.go("/admin/secrets/")
+    writer.page.click("#new-secret")
+    writer.page.select_option("#id_project", ids["project"])
+    writer.page.fill("#id_name", "smtp-relay")
+    writer.page.fill("#id_path", "/prod/mail")
+    writer.page.select_option("#id_type", "basic_credentials")
+    writer.page.fill("#id_tags", "prod, mail")
+    writer.shot("secret-create")
+    writer.page.click("#console-form input[type=submit]")
+    assert writer.page.inner_text("#secret-name") == "smtp-relay"
+    writer.page.click("#add-version")
+    writer.page.fill("#id_username", "mailer")
+    writer.page.fill("#id_password", "hunter2-smtp")
+    writer.page.fill("#id_description", "initial credentials")
+    writer.shot("secret-version-add")
+    writer.page.click("#console-form input[type=submit]")
+    row = writer.page.locator("#versions tr[data-revision='1']")
+    assert row.get_attribute("data-status") == "enabled"
+    assert "hunter2-smtp" not in writer.page.content()  # never on the detail page
+    assert writer.page.locator("[data-action=reveal]").count() == 0  # a writer is not a reader
+    writer.shot("secret-detail-writer")
+    writer.go("/admin/secrets/?path=/prod/")
+    assert writer.page.locator("#folders [data-folder='/prod/mail/']").count() == 1
+    writer.shot("secret-list-folders")
+    writer.close()
+
+
+def test_reveal_as_reader_but_not_as_auditor(console, browser):
+    server, ids = console
+    reader = Session(browser, server, "reader")
+    reader.go(f"/admin/secrets/{ids['seeded']}/")
+    _doc_copy(reader.shot("secret-detail"), "secret.png")
+    reader.page.click("#versions tr[data-revision='1'] [data-action=reveal]")
+    assert "seeded-v1" not in reader.page.content()  # the confirmation page shows nothing yet
+    reader.shot("reveal-confirm")
+    with reader.page.expect_response(lambda r: r.request.method == "POST") as info:
+        reader.page.click("#reveal-confirm")
+    assert "no-store" in info.value.headers["cache-control"]
+    assert reader.page.inner_text("#payload") == "seeded-v1"
+    reader.shot("reveal")
+    reader.close()
+
+    auditor = Session(browser, server, "auditor")
+    auditor.go(f"/admin/secrets/{ids['seeded']}/")
+    assert auditor.page.locator("[data-action=reveal]").count() == 0
+    assert auditor.page.locator("#versions tr").count() >= 2  # metadata is visible
+    auditor.shot("secret-detail-auditor")
+    reply = auditor.page.goto(f"{server.url}/admin/secrets/{ids['seeded']}/versions/1/reveal/")
+    assert reply is not None and reply.status == 403
+    assert "seeded-v1" not in auditor.page.content()
+    auditor.go("/admin/audit-log/?action=secret_version.access")
+    auditor.shot("audit-log-auditor")
+    auditor.close()
+
+
+def test_rotate_a_key_and_watch_the_dashboard(console, browser):
+    server, ids = console
+    admin = Session(browser, server, "keyadmin")
+    key_row = f"#dashboard-keys tr[data-key='{ids['key']}']"
+    assert admin.page.locator(f"{key_row} .primary-version").inner_text() == "v1"
+    admin.go(f"/admin/keys/{ids['key']}/")
+    admin.page.click("#rotate")
+    assert admin.page.inner_text("#primary-version") == "v2"
+    admin.go("/admin/")
+    assert admin.page.locator(f"{key_row} .primary-version").inner_text() == "v2"
+    older = int(admin.page.locator("[data-deks-on-older]").get_attribute("data-deks-on-older") or 0)
+    assert older >= 4  # the seeded secrets' DEKs are still wrapped by v1
+    admin.shot("dashboard-after-rotation")
+    admin.go(f"/admin/keys/{ids['key']}/")
+    admin.page.click("#rewrap")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # the page refreshes itself while the job runs
+        admin.go(f"/admin/keys/{ids['key']}/")
+        if admin.page.locator("#job-state").count() and admin.page.inner_text("#job-state") == "done":
+            break
+        time.sleep(0.5)
+    assert admin.page.inner_text("#job-state") == "done"
+    admin.shot("key-detail-rewrapped")
+    admin.go("/admin/")
+    assert admin.page.locator("[data-deks-on-older]").get_attribute("data-deks-on-older") == "0"
+    admin.close()
+
+
+def test_grant_a_role_and_the_grantee_sees_more(console, browser):
+    server, ids = console
+    newcomer = Session(browser, server, "newcomer")
+    newcomer.go("/admin/secrets/")
+    assert newcomer.page.locator("#secrets tr[data-secret]").count() == 0
+    assert newcomer.page.locator(".console-nav [data-nav=audit]").count() == 0
+    newcomer.shot("secret-list-stranger")
+
+    root = Session(browser, server, "root")
+    root.go("/admin/roles/")
+    root.page.fill("#id_username", "newcomer")
+    root.page.select_option("#id_role", "auditor")
+    root.page.select_option("#id_target", f"project:{ids['project']}")
+    root.page.click("#grant-form input[type=submit]")
+    assert root.page.locator("#grants tr[data-user=newcomer][data-role=auditor]").count() == 1
+    root.shot("roles-granted")
+    root.close()
+
+    newcomer.go("/admin/secrets/")
+    assert newcomer.page.locator("#secrets tr[data-secret]").count() >= 4
+    assert newcomer.page.locator(".console-nav [data-nav=audit]").count() == 1
+    newcomer.shot("secret-list-after-grant")
+    newcomer.close()
+
+
+def test_bad_input_shows_an_inline_error_and_keeps_what_was_typed(console, browser):
+    server, ids = console
+    writer = Session(browser, server, "writer")
+    writer.go("/admin/secrets/new/")
+    writer.page.select_option("#id_project", ids["project"])
+    writer.page.fill("#id_name", "billing-db")
+    writer.page.fill("#id_path", "/prod/bad path!")
+    writer.page.select_option("#id_type", "database_credentials")
+    writer.page.fill("#id_tags", "prod, billing")
+    writer.page.fill("#id_description", "the billing database")
+    writer.page.click("#console-form input[type=submit]")
+    error = writer.page.locator("[data-field=path] .errorlist")
+    assert error.count() == 1 and error.inner_text()
+    assert writer.page.input_value("#id_name") == "billing-db"
+    assert writer.page.input_value("#id_path") == "/prod/bad path!"
+    assert writer.page.input_value("#id_type") == "database_credentials"
+    assert writer.page.input_value("#id_tags") == "prod, billing"
+    assert writer.page.input_value("#id_description") == "the billing database"
+    writer.shot("secret-create-error")
+
+    writer.go(f"/admin/secrets/{ids['seeded']}/versions/new/")
+    writer.page.fill("#id_description", "rotated by hand")  # but no payload
+    writer.page.click("#console-form input[type=submit]")
+    assert writer.page.locator("[data-field=data] .errorlist").count() == 1
+    assert writer.page.input_value("#id_description") == "rotated by hand"
+    writer.shot("secret-version-error")
+    assert re.search(r"/versions/new/$", writer.page.url)
+    writer.close()

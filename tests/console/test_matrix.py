@@ -1,0 +1,186 @@
+"""The authorization matrix of the access issue, extended to every console page and action.
+
+One table: for each page or action, the expected status for each user of the
+``world`` fixture (see conftest).  A user missing from a row is an error, so a
+new page cannot be added without deciding who may use it.  200 = shown,
+302 = done (redirect), 403 = may see the object but not do that, 404 = may not
+even see the object (ids cannot be probed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from django.urls import reverse
+
+from tests.console.conftest import USERS
+
+pytestmark = pytest.mark.django_db(databases=["default", "kek", "dek"])
+
+ALL = dict.fromkeys(USERS, 200)
+
+
+def only(ok: int, allowed: set[str], *, seen: set[str] = frozenset(), seen_status: int = 403, other: int = 404):
+    """``ok`` for ``allowed`` (and admin), ``seen_status`` for ``seen``, ``other`` for the rest."""
+    return {u: ok if u in allowed | {"admin"} else seen_status if u in seen else other for u in USERS}
+
+
+ACME_SECRET_VIEW = {"reader", "writer", "sadmin", "auditor", "padmin"}
+ACME_SECRET_WRITE = {"writer", "sadmin", "padmin"}
+ACME_SECRET_ADMIN = {"sadmin", "padmin"}
+ACME_SECRET_READ = {"reader", "padmin"}
+ACME_KEY_VIEW = {"keyuser", "keyadmin", "auditor", "padmin"}
+ACME_KEY_ADMIN = {"keyadmin", "padmin"}
+GRANTERS = {"sadmin", "keyadmin", "padmin"}
+AUDITORS = {"auditor", "padmin"}
+
+
+@dataclass(frozen=True)
+class Row:
+    name: str
+    method: str
+    url: Callable[[Any], str]
+    expected: dict[str, int]
+    data: Callable[[Any], dict[str, Any]] | None = None
+
+
+def _secret(w, name, *args):
+    return reverse(name, args=[w.secret.id, *args])
+
+
+def _key(w, name, *args):
+    return reverse(name, args=[w.key.id, *args])
+
+
+MATRIX = [
+    Row("dashboard", "GET", lambda w: reverse("admin:index"), ALL),
+    Row("secret list", "GET", lambda w: reverse("admin:secret_list"), ALL),
+    Row("secret detail", "GET", lambda w: _secret(w, "admin:secret_detail"), only(200, ACME_SECRET_VIEW)),
+    Row(
+        "other project's secret",
+        "GET",
+        lambda w: reverse("admin:secret_detail", args=[w.other_secret.id]),
+        only(200, {"other"}),
+    ),
+    Row(
+        "new secret form",
+        "GET",
+        lambda w: reverse("admin:secret_create"),
+        only(200, ACME_SECRET_WRITE, seen=set(USERS) - ACME_SECRET_WRITE - {"admin"}),
+    ),
+    Row(
+        "new version form",
+        "GET",
+        lambda w: _secret(w, "admin:secret_version_add"),
+        only(200, ACME_SECRET_WRITE, seen=ACME_SECRET_VIEW),
+    ),
+    Row(
+        "add version",
+        "POST",
+        lambda w: _secret(w, "admin:secret_version_add"),
+        only(302, ACME_SECRET_WRITE, seen=ACME_SECRET_VIEW),
+        lambda w: {"data": "v2-payload"},
+    ),
+    Row(
+        "reveal confirmation",
+        "GET",
+        lambda w: _secret(w, "admin:secret_version_reveal", 1),
+        only(200, ACME_SECRET_READ, seen=ACME_SECRET_VIEW),
+    ),
+    Row(
+        "reveal",
+        "POST",
+        lambda w: _secret(w, "admin:secret_version_reveal", 1),
+        only(200, ACME_SECRET_READ, seen=ACME_SECRET_VIEW),
+        lambda w: {"confirm": "1"},
+    ),
+    Row(
+        "disable version",
+        "POST",
+        lambda w: _secret(w, "admin:secret_version_action", 1, "disable"),
+        only(302, ACME_SECRET_WRITE, seen=ACME_SECRET_VIEW),
+    ),
+    Row(
+        "protect secret",
+        "POST",
+        lambda w: _secret(w, "admin:secret_action", "protect"),
+        only(302, ACME_SECRET_ADMIN, seen=ACME_SECRET_VIEW),
+    ),
+    Row(
+        "delete secret",
+        "POST",
+        lambda w: _secret(w, "admin:secret_action", "delete"),
+        only(302, ACME_SECRET_ADMIN, seen=ACME_SECRET_VIEW),
+    ),
+    Row("key list", "GET", lambda w: reverse("admin:key_list"), ALL),
+    Row("key detail", "GET", lambda w: _key(w, "admin:key_detail"), only(200, ACME_KEY_VIEW)),
+    Row(
+        "other project's key",
+        "GET",
+        lambda w: reverse("admin:key_detail", args=[w.other_key.id]),
+        only(200, set()),
+    ),
+    Row(
+        "rotation policy form",
+        "GET",
+        lambda w: _key(w, "admin:key_policy"),
+        only(200, ACME_KEY_ADMIN, seen=ACME_KEY_VIEW),
+    ),
+    Row(
+        "rotate key",
+        "POST",
+        lambda w: _key(w, "admin:key_action", "rotate"),
+        only(302, ACME_KEY_ADMIN, seen=ACME_KEY_VIEW),
+    ),
+    Row(
+        "disable key",
+        "POST",
+        lambda w: _key(w, "admin:key_action", "disable"),
+        only(302, ACME_KEY_ADMIN, seen=ACME_KEY_VIEW),
+    ),
+    Row(
+        "re-wrap DEKs",
+        "POST",
+        lambda w: _key(w, "admin:key_action", "rewrap"),
+        only(302, ACME_KEY_ADMIN, seen=ACME_KEY_VIEW),
+    ),
+    Row("roles page", "GET", lambda w: reverse("admin:roles"), only(200, GRANTERS, seen=set(USERS))),
+    Row(
+        "grant secret_reader on the project",
+        "POST",
+        lambda w: reverse("admin:roles"),
+        # key admins see the form but may not grant a secret role: the refusal is shown inline (200).
+        {**only(302, ACME_SECRET_ADMIN, seen=set(USERS)), "keyadmin": 200},
+        lambda w: {"username": "stranger", "role": "secret_reader", "target": f"project:{w.project.id}"},
+    ),
+    Row("API keys", "GET", lambda w: reverse("admin:api_keys"), ALL),
+    Row("audit log", "GET", lambda w: reverse("admin:audit_log"), only(200, AUDITORS, seen=set(USERS))),
+    Row("audit export", "GET", lambda w: reverse("admin:audit_export"), only(200, AUDITORS, seen=set(USERS))),
+    Row(
+        "verify audit chain",
+        "POST",
+        lambda w: reverse("admin:audit_verify"),
+        only(302, AUDITORS, seen=set(USERS)),
+    ),
+]
+
+
+def test_every_row_names_every_user():
+    for row in MATRIX:
+        assert set(row.expected) == set(USERS), row.name
+
+
+@pytest.mark.parametrize("user", USERS)
+def test_console_authorization_matrix(world, as_user, user):
+    failures = []
+    for row in MATRIX:
+        client = as_user(user)
+        url = row.url(world)
+        data = row.data(world) if row.data else {}
+        response = client.get(url) if row.method == "GET" else client.post(url, data)
+        if response.status_code != row.expected[user]:
+            failures.append(f"{row.name}: {row.method} {url} -> {response.status_code}, expected {row.expected[user]}")
+    assert not failures, "\n".join(failures)
