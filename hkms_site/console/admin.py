@@ -68,7 +68,7 @@ class KeyAdmin(GuardedReadOnly):
 
 
 @admin.register(AuditEvent)
-class AuditEventAdmin(SuperuserReadOnly, admin.ModelAdmin):  # type: ignore[misc]
+class AuditEventAdmin(SuperuserReadOnly, admin.ModelAdmin):  # type: ignore[type-arg]
     list_display = ("seq", "created_at", "actor", "action", "object_type", "object_id", "outcome", "source_ip")
     list_filter = ("outcome", "via")
     search_fields = ("actor", "action", "object_id")
@@ -78,7 +78,7 @@ class AuditEventAdmin(SuperuserReadOnly, admin.ModelAdmin):  # type: ignore[misc
 
 
 @admin.register(ApiKey)
-class ApiKeyAdmin(SuperuserReadOnly, admin.ModelAdmin):  # type: ignore[misc]
+class ApiKeyAdmin(SuperuserReadOnly, admin.ModelAdmin):  # type: ignore[type-arg]
     list_display = ("access_key", "user", "default_project", "expires_at", "revoked_at")
     exclude = ("secret_digest",)
 
@@ -90,7 +90,7 @@ class ApiKeyAdmin(SuperuserReadOnly, admin.ModelAdmin):  # type: ignore[misc]
 
 
 @admin.register(RoleGrant)
-class RoleGrantAdmin(SuperuserReadOnly, admin.ModelAdmin):  # type: ignore[misc]
+class RoleGrantAdmin(SuperuserReadOnly, admin.ModelAdmin):  # type: ignore[type-arg]
     list_display = ("user", "role", "content_type", "object_pk", "granted_by", "created_at")
     list_filter = ("role",)
 

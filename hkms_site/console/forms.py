@@ -23,6 +23,12 @@ from hkms_site.errors import InvalidArgument, ServiceError
 from secrets_app.models import SecretType
 
 
+def _choice(form: forms.Form, name: str) -> forms.ChoiceField:
+    field = form.fields[name]
+    assert isinstance(field, forms.ChoiceField)
+    return field
+
+
 # --- login -------------------------------------------------------------------------------
 class ConsoleLoginForm(AuthenticationForm):
     """Username, password and (for users who enrolled an authenticator) a TOTP code.
@@ -51,6 +57,7 @@ class ConsoleLoginForm(AuthenticationForm):
     def clean(self) -> dict[str, Any]:
         username = self.cleaned_data.get("username") or ""
         password = self.cleaned_data.get("password")
+        assert self.request is not None
         principal = console_principal(self.request)
         if login_locked(username=username, ip=principal.source_ip):
             login_failed(principal=principal, username=username, reason="throttled")
@@ -120,7 +127,7 @@ class SecretFilterForm(forms.Form):
 
     def __init__(self, *args: Any, projects: Any = (), **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["project"].choices = [("", "all projects")] + [(str(p.id), p.name) for p in projects]
+        _choice(self, "project").choices = [("", "all projects")] + [(str(p.id), p.name) for p in projects]
 
     def tag_list(self) -> tuple[str, ...]:
         return tuple(_tags(self.cleaned_data.get("tags", "")))
@@ -137,8 +144,8 @@ class SecretCreateForm(forms.Form):
 
     def __init__(self, *args: Any, projects: Any = (), keys: Any = (), **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["project"].choices = [(str(p.id), p.name) for p in projects]
-        self.fields["key"].choices = [("", "project default")] + [
+        _choice(self, "project").choices = [(str(p.id), p.name) for p in projects]
+        _choice(self, "key").choices = [("", "project default")] + [
             (str(k.id), f"{k.project.name}: {k.name}") for k in keys
         ]
 
@@ -162,7 +169,7 @@ def _secret_input(label: str = "", **kwargs: Any) -> forms.CharField:
 
 
 class OpaqueVersionForm(VersionForm):
-    data = forms.CharField(
+    data = forms.CharField(  # type: ignore[assignment]  # the API's name; Django keeps form.data apart
         widget=forms.Textarea(attrs={"rows": 6, "autocomplete": "off", "spellcheck": "false"}), strip=False
     )
     field_order = ["data", "description", "disable_previous"]
@@ -295,7 +302,7 @@ class RoleGrantForm(forms.Form):
 
     def __init__(self, *args: Any, targets: Any = (), **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["target"].choices = list(targets)
+        _choice(self, "target").choices = list(targets)
 
 
 EXPIRY_CHOICES = [
@@ -318,7 +325,7 @@ class ApiKeyCreateForm(forms.Form):
 
     def __init__(self, *args: Any, projects: Any = (), **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["project"].choices = [("", "none")] + [(str(p.id), p.name) for p in projects]
+        _choice(self, "project").choices = [("", "none")] + [(str(p.id), p.name) for p in projects]
 
     def expires_in(self) -> timedelta | None:
         days = self.cleaned_data.get("expires_in_days")

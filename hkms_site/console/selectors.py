@@ -110,10 +110,8 @@ def audit_chain_status(*, fresh: bool = False) -> dict[str, Any]:
     """``audit_verify()``, cached for a minute per process (the dashboard must stay fast)."""
     if fresh:
         cache.delete("hkms:console:audit-verify")
-    result: dict[str, Any] = cache.get_or_set(
-        "hkms:console:audit-verify", lambda: {**audit_verify(), "at": timezone.now()}, 60
-    )
-    return result
+    result = cache.get_or_set("hkms:console:audit-verify", lambda: {**audit_verify(), "at": timezone.now()}, 60)
+    return dict(result or {})
 
 
 # --- secrets -----------------------------------------------------------------------------

@@ -49,15 +49,19 @@ class ConsoleSite(admin.AdminSite):
             return HttpResponseRedirect(reverse("admin:index", current_app=self.name))
         context = {**self.each_context(request), "title": "Log in", "site_header": self.site_header}
         context.update(extra_context or {})
-        return ConsoleLoginView.as_view(
+        response = ConsoleLoginView.as_view(
             authentication_form=self.login_form,
             template_name=self.login_template,
             extra_context=context,
             redirect_authenticated_user=False,
         )(request)
+        assert isinstance(response, HttpResponse)
+        return response
 
     @method_decorator(never_cache)
-    def logout(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
+    def logout(  # type: ignore[override]  # a redirect, not the admin's "logged out" page
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
         """POST only (CSRF-checked); audited as ``auth.logout``."""
         return _logout(request)
 

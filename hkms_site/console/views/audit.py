@@ -9,6 +9,7 @@ from django.contrib import messages
 from django.core.paginator import Paginator
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, StreamingHttpResponse
+from django.http.response import HttpResponseBase
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
@@ -65,7 +66,7 @@ def audit_log_verify(request: HttpRequest) -> HttpResponse:
     return HttpResponseRedirect(reverse("admin:audit_log"))
 
 
-def audit_log_export(request: HttpRequest) -> HttpResponse:
+def audit_log_export(request: HttpRequest) -> HttpResponseBase:
     principal = console_principal(request)
     if not principal_can_audit(principal):
         return denied(request, "export the audit log")
