@@ -19,7 +19,7 @@ from hkms_site.console.forms import RotationPolicyForm, attach_service_error
 from hkms_site.console.jobs import rewrap_start
 from hkms_site.console.principal import console_principal
 from hkms_site.console.selectors import job_for_key, key_versions, principal_can_grant
-from hkms_site.console.views.common import denied, not_found, page, run_action
+from hkms_site.console.views.common import denied, not_found, page, run_action, service
 from hkms_site.errors import ObjectNotFound, PermissionDenied, ServiceError
 from keys_app.models import Key, RotationJob
 from secrets_app.models import Secret
@@ -59,9 +59,7 @@ def key_detail(request: HttpRequest, key_id: Any) -> HttpResponse:
 
 
 def _service(name: str) -> Callable[..., Any]:
-    from keys_app.services import keys as key_services
-
-    return getattr(key_services, name)  # type: ignore[no-any-return]
+    return service("keys_app.services.keys", name)
 
 
 @require_POST

@@ -17,6 +17,7 @@ from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
 from django.utils import timezone
+from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 from django.views.decorators.http import require_POST
 
 from hkms_site.access.principal import Principal
@@ -38,7 +39,7 @@ from hkms_site.console.selectors import (
     secret_folders,
     secrets_filtered,
 )
-from hkms_site.console.views.common import denied, not_found, page, run_action
+from hkms_site.console.views.common import denied, not_found, page, run_action, service
 from hkms_site.errors import ObjectNotFound, PermissionDenied, ServiceError
 from keys_app.errors import HierarchyError
 from keys_app.models import Key
@@ -50,9 +51,7 @@ _STRUCTURED = {SecretType.KEY_VALUE, SecretType.BASIC_CREDENTIALS, SecretType.DA
 
 
 def _service(name: str) -> Callable[..., Any]:
-    from secrets_app import services as secret_services
-
-    return getattr(secret_services, name)  # type: ignore[no-any-return]
+    return service("secrets_app.services", name)
 
 
 def _visible_secret(principal: Principal, secret_id: Any) -> Secret:
@@ -170,6 +169,8 @@ def secret_detail(request: HttpRequest, secret_id: Any) -> HttpResponse:
 
 
 # --- versions ----------------------------------------------------------------------------
+@sensitive_post_parameters()  # error reports never include a typed payload
+@sensitive_variables("form")
 def secret_version_add(request: HttpRequest, secret_id: Any) -> HttpResponse:
     principal = console_principal(request)
     secret = _visible_secret(principal, secret_id)
@@ -204,6 +205,7 @@ def secret_version_add(request: HttpRequest, secret_id: Any) -> HttpResponse:
     return page(request, "console/form_page.html", context, title=f"New version of {secret.name}")
 
 
+@sensitive_variables("data", "payload", "context")
 def secret_version_reveal(request: HttpRequest, secret_id: Any, revision: int) -> HttpResponse:
     """GET: a confirmation page; POST: the payload, once, audited, never cached."""
     principal = console_principal(request)
