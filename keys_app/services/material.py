@@ -25,7 +25,7 @@ from django.utils import timezone
 
 from keys_app import crypto
 from keys_app.cache import KeyCache
-from keys_app.errors import IntegrityError, KeyDisabled, KeyMaterialUnavailable
+from keys_app.errors import IntegrityError, KeyDisabled, KeyMaterialUnavailable, RootKeyError
 from keys_app.models import Dek, KekVersion, Key, KeyState
 from keys_app.services.root import rek_current, rek_unwrap, rek_wrap
 
@@ -95,7 +95,17 @@ def kek_material(key_id: uuid.UUID, version: int) -> crypto.SecretBytes:
     row = KekVersion.objects.using("kek").filter(key_id=key_id, version=version).first()
     if row is None or row.state == KekVersion.State.DESTROYED or row.wrapped_material is None:
         raise KeyMaterialUnavailable(f"version {version} of key {key_id} does not exist or was destroyed")
-    material = rek_unwrap(row.rek_version, bytes(row.wrapped_material), key_id=key_id, kek_version=version)
+    try:
+        material = rek_unwrap(row.rek_version, bytes(row.wrapped_material), key_id=key_id, kek_version=version)
+    except (RootKeyError, IntegrityError):
+        # A root key rotation may have re-wrapped this row, and retired the REK version we
+        # read it under, between our read and the unwrap: read the row once more.
+        fresh = KekVersion.objects.using("kek").filter(id=row.id).values("rek_version", "wrapped_material").first()
+        if fresh is None or fresh["rek_version"] == row.rek_version or fresh["wrapped_material"] is None:
+            raise
+        material = rek_unwrap(
+            fresh["rek_version"], bytes(fresh["wrapped_material"]), key_id=key_id, kek_version=version
+        )
     cache.put(name, str(key_id), material)
     return material
 

@@ -137,7 +137,7 @@ def rek_retire(row: RootKeyVersion) -> None:
     row is marked first so that a crash leaves a retired row whose material may
     still exist; re-running destroys it (idempotent).
     """
-    RootKeyVersion.objects.using("kek").filter(version=row.version).update(
+    RootKeyVersion.objects.using("kek").filter(version=row.version).exclude(state=RootKeyVersion.State.RETIRED).update(
         state=RootKeyVersion.State.RETIRED, retired_at=timezone.now()
     )
     try:

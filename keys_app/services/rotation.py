@@ -110,10 +110,11 @@ def rek_rotate(
         if progress:
             progress(job.processed, job.total)
     retired = []
-    for rek_row in RootKeyVersion.objects.using("kek").filter(
-        state=RootKeyVersion.State.ACTIVE, version__lt=target.version
-    ):
-        if not pending.filter(rek_version=rek_row.version).exists():
+    for rek_row in RootKeyVersion.objects.using("kek").filter(version__lt=target.version).order_by("version"):
+        if rek_row.state == RootKeyVersion.State.RETIRED:
+            # Retired already, but a crash may have come before its material was destroyed.
+            root.rek_retire(rek_row)
+        elif not pending.filter(rek_version=rek_row.version).exists():
             root.rek_retire(rek_row)
             retired.append(rek_row.version)
     job_finish(job)
