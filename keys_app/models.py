@@ -52,6 +52,10 @@ class Key(models.Model):
     rotation_period = models.DurationField(null=True, blank=True)
     next_rotation_at = models.DateTimeField(null=True, blank=True, db_index=True)
     deletion_requested_at = models.DateTimeField(null=True, blank=True)
+    #: The state to return to when a key scheduled for deletion is restored.
+    pre_deletion_state = models.CharField(max_length=32, blank=True, default="")
+    #: Scaleway region the key lives in (``/regions/{region}/`` paths see only their own keys).
+    region = models.CharField(max_length=16, default="fr-par")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -137,6 +137,20 @@ def kek_rotate(*, key: Key, now: datetime | None = None) -> Key:
     ``primary_version`` on default by compare-and-set, so two concurrent
     rotations of the same key produce exactly one new version.
     """
+    kek_rotate_cas(key=key, now=now)
+    key.refresh_from_db()
+    return key
+
+
+def kek_rotate_cas(*, key: Key, now: datetime | None = None, due_by: datetime | None = None) -> bool:
+    """The two steps of :func:`kek_rotate`; True if *this call* moved the primary version.
+
+    With ``due_by``, step 2 also requires ``next_rotation_at <= due_by``: the
+    due-check and the rotation are then one conditional ``UPDATE``, so
+    scheduled runs on several machines rotate each due key exactly once, and a
+    crash before step 2 leaves only an unreferenced version that the next run
+    reuses.  ``key`` is not refreshed.
+    """
     now = now or timezone.now()
     current = key.primary_version
     kek_version_create(key_id=key.id, version=current + 1, algorithm=key.algorithm)
@@ -148,10 +162,11 @@ def kek_rotate(*, key: Key, now: datetime | None = None) -> Key:
     }
     if key.rotation_period:
         updates["next_rotation_at"] = now + key.rotation_period
+    rows = Key.objects.filter(id=key.id, primary_version=current)
+    if due_by is not None:
+        rows = rows.filter(next_rotation_at__lte=due_by)
     with transaction.atomic():
-        Key.objects.filter(id=key.id, primary_version=current).update(**updates)
-    key.refresh_from_db()
-    return key
+        return rows.update(**updates) == 1
 
 
 # --- DEK re-wrap -----------------------------------------------------------------------------
@@ -453,6 +468,7 @@ __all__ = [
     "deks_rewrap",
     "deks_rotate",
     "kek_rotate",
+    "kek_rotate_cas",
     "key_exposure_report",
     "key_revoke",
     "rek_rotate",
