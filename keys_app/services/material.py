@@ -126,13 +126,17 @@ def dek_wrap(key_id: uuid.UUID, kek_version: int, dek_id: uuid.UUID, material: c
 
 
 def dek_unwrap(row: Dek) -> crypto.SecretBytes:
-    kek = kek_material(row.key_id, row.kek_version)
+    return dek_unwrap_raw(row.id, row.key_id, row.kek_version, bytes(row.wrapped))
+
+
+def dek_unwrap_raw(dek_id: uuid.UUID, key_id: uuid.UUID, kek_version: int, wrapped: bytes) -> crypto.SecretBytes:
+    """Open one wrapped DEK (no state check: callers decide whether the key may be used)."""
+    kek = kek_material(key_id, kek_version)
     try:
-        raw = crypto.open_(kek, bytes(row.wrapped), context=dek_context(row.id, row.key_id, row.kek_version))
+        raw = crypto.open_(kek, bytes(wrapped), context=dek_context(dek_id, key_id, kek_version))
     except crypto.InvalidCiphertext:
         raise IntegrityError(
-            f"DEK {row.id} failed authentication under version {row.kek_version} of key {row.key_id} "
-            "(tampered or moved)"
+            f"DEK {dek_id} failed authentication under version {kek_version} of key {key_id} (tampered or moved)"
         ) from None
     return crypto.SecretBytes(raw)
 

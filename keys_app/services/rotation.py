@@ -20,7 +20,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.db import connections, models, transaction
 from django.db.models import Count, F
@@ -33,7 +33,7 @@ from keys_app.services import root
 from keys_app.services.jobs import JobBusy, Progress, job_advance, job_claim, job_finish, job_running
 from keys_app.services.material import (
     dek_context,
-    dek_unwrap,
+    dek_unwrap_raw,
     kek_material,
     kek_version_create,
     key_cache,
@@ -272,7 +272,7 @@ def deks_rotate(
     *,
     key: Key | None = None,
     secret_id: uuid.UUID | None = None,
-    batch_size: int = 500,
+    batch_size: int = 1000,
     dry_run: bool = False,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
@@ -311,11 +311,12 @@ def deks_rotate(
     if not resumed:
         job_advance(job, total=versions.count())
     rotated = 0
+    columns = ("id", "secret_id", "revision", "dek_id", "ciphertext", "secret__key_id")
     while True:
-        batch_qs = versions.select_related("secret__key").order_by("id")
+        batch_qs = versions.order_by("id")
         if job.cursor:
             batch_qs = batch_qs.filter(id__gt=uuid.UUID(job.cursor))
-        batch = list(batch_qs[:batch_size])
+        batch = [_VersionRow(*row) for row in batch_qs.values_list(*columns)[:batch_size]]
         if not batch:
             break
         rotated += _rotate_batch(job, batch)
@@ -326,15 +327,51 @@ def deks_rotate(
     return {"job": str(job.id), "resumed": resumed, "versions_rotated": rotated}
 
 
-def _rotate_batch(job: RotationJob, batch: list[Any]) -> int:
-    from secrets_app.models import SecretVersion
-    from secrets_app.storage import payload_open, payload_seal
+class _VersionRow(NamedTuple):
+    """The columns of a secret version that DEK rotation needs (no model instances: speed)."""
 
-    owned: dict[uuid.UUID, list[Dek]] = defaultdict(list)
-    for dek in Dek.objects.using("dek").filter(owner_id__in=[v.id for v in batch]):
+    id: uuid.UUID
+    secret_id: uuid.UUID
+    revision: int
+    dek_id: uuid.UUID
+    ciphertext: bytes
+    key_id: uuid.UUID
+
+
+class _DekRow(NamedTuple):
+    id: uuid.UUID
+    owner_id: uuid.UUID | None
+    key_id: uuid.UUID
+    kek_version: int
+    wrapped: bytes
+    created_at: datetime
+
+
+def _bulk_insert(model: type[models.Model], using: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    """``INSERT`` many rows in one executemany (values prepared like the ORM would)."""
+    connection = connections[using]
+    quote = connection.ops.quote_name
+    fields: list[Any] = [model._meta.get_field(name) for name in columns]
+    sql = "INSERT INTO {} ({}) VALUES ({})".format(  # noqa: S608  (identifiers from model metadata)
+        quote(model._meta.db_table), ", ".join(quote(f.column) for f in fields), ", ".join(["%s"] * len(fields))
+    )
+    params = [[f.get_db_prep_save(v, connection) for f, v in zip(fields, row, strict=True)] for row in rows]
+    if params:
+        with connection.cursor() as cursor:
+            cursor.executemany(sql, params)
+
+
+def _rotate_batch(job: RotationJob, batch: list[_VersionRow]) -> int:
+    from secrets_app.models import SecretVersion
+    from secrets_app.storage import DEK_KEY_VERSION, payload_context
+
+    dek_columns = ("id", "owner_id", "key_id", "kek_version", "wrapped", "created_at")
+    owned: dict[uuid.UUID, list[_DekRow]] = defaultdict(list)
+    rows = Dek.objects.using("dek").filter(owner_id__in=[v.id for v in batch]).values_list(*dek_columns)
+    for dek in map(_DekRow._make, rows):
         if dek.owner_id is not None:
             owned[dek.owner_id].append(dek)
-    current: dict[uuid.UUID, Dek] = {}
+    current: dict[uuid.UUID, _DekRow] = {}
     orphans: list[uuid.UUID] = []
     for version in batch:
         for dek in owned.get(version.id, []):
@@ -343,48 +380,65 @@ def _rotate_batch(job: RotationJob, batch: list[Any]) -> int:
             else:
                 orphans.append(dek.id)
     # A version whose DEK row is missing cannot be rotated (nor read): report, don't guess.
-    missing = [v for v in batch if v.id not in current and v.dek_id is not None]
-    for version in missing:
-        if not Dek.objects.using("dek").filter(id=version.dek_id).exists():
-            raise KeyMaterialUnavailable(
-                f"DEK {version.dek_id} of secret {version.secret_id} revision {version.revision} is missing"
-            )
+    missing = [v for v in batch if v.id not in current]
+    if missing:
+        present = set(Dek.objects.using("dek").filter(id__in=[v.dek_id for v in missing]).values_list("id", flat=True))
+        for version in missing:
+            if version.dek_id not in present:
+                raise KeyMaterialUnavailable(
+                    f"DEK {version.dek_id} of secret {version.secret_id} revision {version.revision} is missing"
+                )
     if orphans:
         Dek.objects.using("dek").filter(id__in=orphans).delete()
 
-    new_deks: list[Dek] = []
+    primaries = dict(Key.objects.filter(id__in={v.key_id for v in batch}).values_list("id", "primary_version"))
+    now = timezone.now()
+    new_deks: list[tuple[Any, ...]] = []
     updates: list[tuple[Any, ...]] = []
     for version in batch:
         found = current.get(version.id)
         if found is None or found.created_at >= job.started_at:
             continue  # already rotated by this job before an interruption
-        key = version.secret.key
-        plaintext = payload_open(material=dek_unwrap(found), version=version)
+        old_material = dek_unwrap_raw(found.id, found.key_id, found.kek_version, found.wrapped)
+        try:
+            plaintext = crypto.open_(
+                old_material,
+                bytes(version.ciphertext),
+                context=payload_context(version.secret_id, version.revision, version.dek_id),
+            )
+        except crypto.InvalidCiphertext:
+            raise IntegrityError(
+                f"secret {version.secret_id} revision {version.revision} failed authentication "
+                "(tampered or moved ciphertext); nothing after it was rotated"
+            ) from None
+        primary = primaries[version.key_id]
         new_id = uuid.uuid4()
         material = crypto.generate_key()
         wrapped = crypto.seal(
-            kek_material(key.id, key.primary_version),
+            kek_material(version.key_id, primary),
             material.reveal(),
-            context=dek_context(new_id, key.id, key.primary_version),
-            key_version=key.primary_version,
+            context=dek_context(new_id, version.key_id, primary),
+            key_version=primary,
         )
-        new_deks.append(
-            Dek(id=new_id, key_id=key.id, kek_version=key.primary_version, wrapped=wrapped, owner_id=version.id)
-        )
-        ciphertext = payload_seal(
-            material=material, data=plaintext, secret_id=version.secret_id, revision=version.revision, dek_id=new_id
+        new_deks.append((new_id, version.key_id, primary, wrapped, version.id, now))
+        ciphertext = crypto.seal(
+            material,
+            plaintext,
+            context=payload_context(version.secret_id, version.revision, new_id),
+            key_version=DEK_KEY_VERSION,
         )
         updates.append((ciphertext, new_id, version.id, version.dek_id))
     if not updates:
         return 0
     with transaction.atomic(using="dek"):
-        Dek.objects.using("dek").bulk_create(new_deks)
+        _bulk_insert(Dek, "dek", ["id", "key_id", "kek_version", "wrapped", "owner_id", "created_at"], new_deks)
     with transaction.atomic():
         _bulk_update(SecretVersion, "default", ["ciphertext", "dek_id"], ["id", "dek_id"], updates)
     now_refs = dict(SecretVersion.objects.filter(id__in=[u[2] for u in updates]).values_list("id", "dek_id"))
     moved = [u for u in updates if now_refs.get(u[2]) == u[1]]
     lost = [u[1] for u in updates if now_refs.get(u[2]) != u[1]]
-    Dek.objects.using("dek").filter(id__in=[u[3] for u in moved] + lost).delete()
+    with transaction.atomic(using="dek"):
+        Dek.objects.using("dek").filter(id__in=[u[3] for u in moved] + lost).delete()
     cache = key_cache()
     for u in moved:
         cache.drop_name(("dek", u[3]))

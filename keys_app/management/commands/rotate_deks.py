@@ -12,6 +12,7 @@ from keys_app.services.rotation import deks_rotate
 class Command(HierarchyCommand):
     help = "Re-encrypt secret versions under fresh DEKs (resumable; reads and writes go on)."
     batch_option = True
+    default_batch_size = 1000
     dry_run_option = True
 
     def add_command_arguments(self, parser: CommandParser) -> None:
