@@ -6,7 +6,9 @@ import pytest
 from django.urls import reverse
 
 from hkms_site.audit.models import AuditEvent
+from hkms_site.console.views.common import services_installed
 from keys_app.models import Dek, KekVersion, RotationJob
+from keys_app.services.material import key_create_with_material
 from keys_app.services.rotation import kek_rotate
 
 pytestmark = pytest.mark.django_db(databases=["default", "kek", "dek"])
@@ -125,3 +127,62 @@ def test_rewrap_from_the_console_runs_the_resumable_job(world, as_user):
     assert 'id="rewrap-job"' in page and "1/1" in page
     events = AuditEvent.objects.filter(action="key.rewrap_deks").values_list("actor", "outcome")
     assert ("keyadmin", "allowed") in set(events) and ("keyuser", "denied") in set(events)
+
+
+needs_key_services = pytest.mark.skipif(
+    not services_installed("keys_app.services.keys", "key_update", "key_rotate"),
+    reason="keys_app.services.keys does not provide its guarded services yet",
+)
+
+
+@needs_key_services
+def test_rotation_policy_form_saves_and_shows_service_errors_inline(world, as_user):
+    url = reverse("admin:key_policy", args=[world.key.id])
+    client = as_user("keyadmin")
+    response = client.post(url, {"rotation_period_hours": "", "next_rotation_at": "2030-01-01 10:00"})
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert 'data-field="rotation_period_hours"' in page and "is required with next_rotation_at" in page
+    assert 'value="2030-01-01 10:00' in page  # what was typed is kept
+    response = client.post(url, {"rotation_period_hours": "2", "next_rotation_at": ""})
+    assert b"greater than or equal to 24" in response.content
+    response = client.post(url, {"rotation_period_hours": "48", "next_rotation_at": ""})
+    assert response.status_code == 302
+    world.key.refresh_from_db()
+    assert world.key.rotation_period.total_seconds() == 48 * 3600 and world.key.next_rotation_at is not None
+
+
+@needs_key_services
+def test_key_actions_go_through_the_key_services(world, as_user):
+    client = as_user("keyadmin")
+
+    def act(action):
+        return client.post(reverse("admin:key_action", args=[world.key.id, action]), follow=True)
+
+    act("rotate")
+    world.key.refresh_from_db()
+    assert world.key.primary_version == 2
+    act("disable")
+    world.key.refresh_from_db()
+    assert world.key.state == "disabled"
+    act("enable")
+    response = act("delete")  # protected (and the default key): a message, nothing changes
+    world.key.refresh_from_db()
+    assert world.key.state == "enabled" and b'<li class="error">' in response.content
+
+    spare = key_create_with_material(project=world.project, name="spare")
+    spare_client_url = reverse("admin:key_action", args=[spare.id, "delete"])
+    response = client.post(spare_client_url, follow=True)  # protected by default
+    spare.refresh_from_db()
+    assert spare.state == "enabled" and b"protected" in response.content
+    client.post(reverse("admin:key_action", args=[spare.id, "unprotect"]))
+    client.post(spare_client_url)
+    spare.refresh_from_db()
+    assert spare.state == "scheduled_for_deletion"
+    listing = client.get(reverse("admin:key_list")).content.decode()
+    assert 'id="keys-scheduled"' in listing and str(spare.id) in listing
+    client.post(reverse("admin:key_action", args=[spare.id, "restore"]))
+    spare.refresh_from_db()
+    assert spare.state == "enabled"
+    actions = set(AuditEvent.objects.filter(actor="keyadmin").values_list("action", flat=True))
+    assert {"key.rotate", "key.disable", "key.enable", "key.unprotect", "key.delete", "key.restore"} <= actions

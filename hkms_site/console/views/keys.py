@@ -9,7 +9,6 @@ from typing import Any
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
-from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from hkms_site.access.principal import Principal
@@ -19,7 +18,7 @@ from hkms_site.console.forms import RotationPolicyForm, attach_service_error
 from hkms_site.console.jobs import rewrap_start
 from hkms_site.console.principal import console_principal
 from hkms_site.console.selectors import job_for_key, key_versions, principal_can_grant
-from hkms_site.console.views.common import denied, not_found, page, run_action, service
+from hkms_site.console.views.common import denied, not_found, page, run_action, service, services_installed
 from hkms_site.errors import ObjectNotFound, PermissionDenied, ServiceError
 from keys_app.models import Key, RotationJob
 from secrets_app.models import Secret
@@ -28,16 +27,30 @@ KEY_ACTIONS = ("rotate", "enable", "disable", "protect", "unprotect", "delete", 
 
 
 def _visible_key(principal: Principal, key_id: Any) -> Key:
-    key = visible(principal, Key.objects.select_related("project")).filter(id=key_id).first()
-    if key is None:
-        raise not_found(ObjectNotFound("key", key_id))
+    """``key_get`` (404 for a key the principal may not see, or whose deletion is final)."""
+    if not _key_services_installed():
+        key = visible(principal, Key.objects.select_related("project")).filter(id=key_id).first()
+        if key is None:
+            raise not_found(ObjectNotFound("key", key_id))
+        return key  # type: ignore[no-any-return]
+    try:
+        key = _service("key_get")(principal=principal, key_id=key_id)
+    except ObjectNotFound as exc:
+        raise not_found(exc) from None
     return key  # type: ignore[no-any-return]
 
 
 def key_list(request: HttpRequest) -> HttpResponse:
     principal = console_principal(request)
-    keys = visible(principal, Key.objects.select_related("project")).order_by("project__name", "name")
-    return page(request, "console/key_list.html", {"keys": keys}, title="Keys")
+    name = request.GET.get("name", "")
+    if _key_services_installed():
+        keys = _service("key_list")(principal=principal, name=name).select_related("project")
+        scheduled = _service("key_list")(principal=principal, name=name, scheduled_for_deletion=True)
+    else:
+        keys = visible(principal, Key.objects.filter(name__icontains=name)).exclude(state="scheduled_for_deletion")
+        scheduled = visible(principal, Key.objects.filter(name__icontains=name, state="scheduled_for_deletion"))
+    context = {"keys": keys, "scheduled": scheduled.select_related("project"), "name": name}
+    return page(request, "console/key_list.html", context, title="Keys")
 
 
 def key_detail(request: HttpRequest, key_id: Any) -> HttpResponse:
@@ -56,6 +69,10 @@ def key_detail(request: HttpRequest, key_id: Any) -> HttpResponse:
         "urls": {a: reverse("admin:key_action", args=[key.id, a]) for a in KEY_ACTIONS},
     }
     return page(request, "console/key_detail.html", context, title=f"Key {key.name}")
+
+
+def _key_services_installed() -> bool:
+    return services_installed("keys_app.services.keys", "key_get", "key_list")
 
 
 def _service(name: str) -> Callable[..., Any]:
@@ -85,8 +102,10 @@ def key_action(request: HttpRequest, key_id: Any, action: str) -> HttpResponse:
         "delete": "Key scheduled for deletion.",
         "restore": "Key restored.",
     }
-    service = _service(f"key_{action}")
-    return run_action(request, lambda: service(principal=principal, key=key), success=done[action], fallback=detail)
+    operation = _service(f"key_{action}")
+    return run_action(
+        request, lambda: operation(principal=principal, key_id=key.id), success=done[action], fallback=detail
+    )
 
 
 def key_policy(request: HttpRequest, key_id: Any) -> HttpResponse:
@@ -100,14 +119,22 @@ def key_policy(request: HttpRequest, key_id: Any) -> HttpResponse:
     }
     form = RotationPolicyForm(request.POST or None, initial=initial)
     if request.method == "POST" and form.is_valid():
-        period = form.rotation_period()
-        next_at = form.cleaned_data.get("next_rotation_at") or (timezone.now() + period if period else None)
+        from keys_app.services.keys import RotationPolicy
+
+        policy = RotationPolicy(form.rotation_period(), form.cleaned_data.get("next_rotation_at"))
         try:
-            _service("key_update")(principal=principal, key=key, rotation_period=period, next_rotation_at=next_at)
+            _service("key_update")(principal=principal, key_id=key.id, rotation_policy=policy)
         except PermissionDenied:
             return denied(request, "change this key's rotation policy")
         except ServiceError as exc:
-            attach_service_error(form, exc, {"rotation_period": "rotation_period_hours"})
+            attach_service_error(
+                form,
+                exc,
+                {
+                    "rotation_policy.rotation_period": "rotation_period_hours",
+                    "rotation_policy": "rotation_period_hours",
+                },
+            )
         else:
             messages.success(request, "Rotation policy saved.")
             return HttpResponseRedirect(reverse("admin:key_detail", args=[key.id]))
