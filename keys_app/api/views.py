@@ -1,0 +1,281 @@
+"""Key Manager v1alpha1 endpoints: one thin view per SDK method.
+
+Each view validates the body with its input serializer, calls one service of
+``keys_app.services.keys`` with the request's principal and region, and
+renders the output in Scaleway's shape.  Errors are rendered by
+``hkms_site.api.exceptions`` (Scaleway error JSON, never a traceback).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import HttpRequest, JsonResponse
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from hkms_site.api.common import ScalewayView, b64encode, paginate, timestamp
+from hkms_site.errors import InvalidArgument
+from keys_app.api import serializers as s
+from keys_app.services import keys as svc
+
+_TAG = ["Key Manager"]
+
+
+def _body(serializer_class: type[serializers.Serializer[Any]], request: Request) -> Any:
+    serializer = serializer_class(data=request.data)
+    serializer.is_valid(raise_exception=True)
+    return serializer
+
+
+def _flag(raw: Any, name: str) -> bool:
+    value = str(raw or "false").strip().lower()
+    if value in ("true", "1", "yes"):
+        return True
+    if value in ("false", "0", "no", ""):
+        return False
+    raise InvalidArgument(name, "must be true or false")
+
+
+def _key(key: Any) -> dict[str, Any]:
+    return s.KeyOutput(key).data
+
+
+class KeysView(ScalewayView):
+    @extend_schema(tags=_TAG, summary="List keys", responses=s.ListKeysOutput)
+    def get(self, request: Request, region: str) -> Response:
+        params = request.query_params
+        keys = svc.key_list(
+            principal=self.principal,
+            region=region,
+            project_id=params.get("project_id"),
+            organization_id=params.get("organization_id"),
+            name=params.get("name"),
+            tags=params.getlist("tags"),
+            usage=params.get("usage"),
+            scheduled_for_deletion=_flag(params.get("scheduled_for_deletion"), "scheduled_for_deletion"),
+            order_by=params.get("order_by"),
+        )
+        page, total = paginate(keys, params)
+        return Response({"keys": [_key(k) for k in page], "total_count": total})
+
+    @extend_schema(tags=_TAG, summary="Create a key", request=s.CreateKeyInput, responses=s.KeyOutput)
+    def post(self, request: Request, region: str) -> Response:
+        body = _body(s.CreateKeyInput, request)
+        data = body.validated_data
+        usage, algorithm = data.get("usage") or (None, None)
+        key = svc.key_create(
+            principal=self.principal,
+            region=region,
+            project_id=data.get("project_id"),
+            name=data.get("name"),
+            description=data.get("description"),
+            tags=data.get("tags"),
+            usage=usage,
+            algorithm=algorithm,
+            unprotected=data.get("unprotected", False),
+            rotation_policy=body.rotation_policy_value(),
+            origin=data.get("origin"),
+        )
+        return Response(_key(key))
+
+
+class KeyView(ScalewayView):
+    @extend_schema(tags=_TAG, summary="Get key metadata", responses=s.KeyOutput)
+    def get(self, request: Request, region: str, key_id: str) -> Response:
+        return Response(_key(svc.key_get(principal=self.principal, key_id=key_id, region=region)))
+
+    @extend_schema(tags=_TAG, summary="Update a key", request=s.UpdateKeyInput, responses=s.KeyOutput)
+    def patch(self, request: Request, region: str, key_id: str) -> Response:
+        body = _body(s.UpdateKeyInput, request)
+        data = body.validated_data
+        key = svc.key_update(
+            principal=self.principal,
+            key_id=key_id,
+            region=region,
+            name=data.get("name"),
+            description=data.get("description"),
+            tags=data.get("tags"),
+            rotation_policy=body.rotation_policy_value(),
+        )
+        return Response(_key(key))
+
+    @extend_schema(tags=_TAG, summary="Delete a key (scheduled in 7 days)", responses={204: None})
+    def delete(self, request: Request, region: str, key_id: str) -> Response:
+        svc.key_delete(principal=self.principal, key_id=key_id, region=region)
+        return Response(status=204)
+
+
+class _KeyActionView(ScalewayView):
+    """``POST keys/{key_id}/<action>`` returning the key."""
+
+    service: Any = None
+
+    def post(self, request: Request, region: str, key_id: str) -> Response:
+        service = type(self).service
+        return Response(_key(service(principal=self.principal, key_id=key_id, region=region)))
+
+
+def _action(name: str, service: Any, summary: str) -> type[_KeyActionView]:
+    post = extend_schema(tags=_TAG, summary=summary, request=None, responses=s.KeyOutput)(_KeyActionView.post)
+    return type(name, (_KeyActionView,), {"service": staticmethod(service), "post": post})
+
+
+RotateKeyView = _action("RotateKeyView", svc.key_rotate, "Rotate a key")
+ProtectKeyView = _action("ProtectKeyView", svc.key_protect, "Apply key protection")
+UnprotectKeyView = _action("UnprotectKeyView", svc.key_unprotect, "Remove key protection")
+EnableKeyView = _action("EnableKeyView", svc.key_enable, "Enable a key")
+DisableKeyView = _action("DisableKeyView", svc.key_disable, "Disable a key")
+RestoreKeyView = _action("RestoreKeyView", svc.key_restore, "Restore a key scheduled for deletion")
+
+
+class DeleteKeyMaterialView(ScalewayView):
+    @extend_schema(tags=_TAG, summary="Delete imported key material", request=None, responses={204: None})
+    def post(self, request: Request, region: str, key_id: str) -> Response:
+        svc.key_delete_key_material(principal=self.principal, key_id=key_id, region=region)
+        return Response(status=204)
+
+
+class ImportKeyMaterialView(ScalewayView):
+    @extend_schema(tags=_TAG, summary="Import key material", request=s.ImportKeyMaterialInput, responses=s.KeyOutput)
+    def post(self, request: Request, region: str, key_id: str) -> Response:
+        data = _body(s.ImportKeyMaterialInput, request).validated_data
+        key = svc.key_import_key_material(
+            principal=self.principal,
+            key_id=key_id,
+            region=region,
+            key_material=data["key_material"],
+            salt=data.get("salt"),
+        )
+        return Response(_key(key))
+
+
+class GenerateDataKeyView(ScalewayView):
+    @extend_schema(
+        tags=_TAG, summary="Create a data encryption key", request=s.GenerateDataKeyInput, responses=s.DataKeyOutput
+    )
+    def post(self, request: Request, region: str, key_id: str) -> Response:
+        data = _body(s.GenerateDataKeyInput, request).validated_data
+        result = svc.key_generate_data_key(
+            principal=self.principal,
+            key_id=key_id,
+            region=region,
+            without_plaintext=data.get("without_plaintext", False),
+            algorithm=data.get("algorithm"),
+        )
+        return Response(
+            {
+                "key_id": str(result.key.id),
+                "algorithm": result.algorithm,
+                "ciphertext": b64encode(result.ciphertext),
+                "plaintext": b64encode(result.plaintext) if result.plaintext is not None else None,
+                "created_at": timestamp(result.created_at),
+            }
+        )
+
+
+class EncryptView(ScalewayView):
+    @extend_schema(tags=_TAG, summary="Encrypt a payload", request=s.EncryptInput, responses=s.EncryptOutput)
+    def post(self, request: Request, region: str, key_id: str) -> Response:
+        data = _body(s.EncryptInput, request).validated_data
+        result = svc.key_encrypt(
+            principal=self.principal,
+            key_id=key_id,
+            region=region,
+            plaintext=data["plaintext"],
+            associated_data=data.get("associated_data"),
+        )
+        return Response({"key_id": str(result.key.id), "ciphertext": b64encode(result.data)})
+
+
+class DecryptView(ScalewayView):
+    @extend_schema(tags=_TAG, summary="Decrypt a payload", request=s.DecryptInput, responses=s.DecryptOutput)
+    def post(self, request: Request, region: str, key_id: str) -> Response:
+        data = _body(s.DecryptInput, request).validated_data
+        result = svc.key_decrypt(
+            principal=self.principal,
+            key_id=key_id,
+            region=region,
+            ciphertext=data["ciphertext"],
+            associated_data=data.get("associated_data"),
+        )
+        return Response(
+            {
+                "key_id": str(result.key.id),
+                "plaintext": b64encode(result.data),
+                "ciphertext": b64encode(result.reencrypted) if result.reencrypted is not None else None,
+            }
+        )
+
+
+class SignView(ScalewayView):
+    @extend_schema(tags=_TAG, summary="Sign a message digest", request=s.SignInput, responses=s.SignOutput)
+    def post(self, request: Request, region: str, key_id: str) -> Response:
+        data = _body(s.SignInput, request).validated_data
+        result = svc.key_sign(principal=self.principal, key_id=key_id, region=region, digest=data["digest"])
+        return Response({"key_id": str(result.key.id), "signature": b64encode(result.data)})
+
+
+class VerifyView(ScalewayView):
+    @extend_schema(tags=_TAG, summary="Verify a message signature", request=s.VerifyInput, responses=s.VerifyOutput)
+    def post(self, request: Request, region: str, key_id: str) -> Response:
+        data = _body(s.VerifyInput, request).validated_data
+        key, valid = svc.key_verify(
+            principal=self.principal,
+            key_id=key_id,
+            region=region,
+            digest=data["digest"],
+            signature=data["signature"],
+        )
+        return Response({"key_id": str(key.id), "valid": valid})
+
+
+class PublicKeyView(ScalewayView):
+    @extend_schema(tags=_TAG, summary="Get the public key in PEM format", responses=s.PublicKeyOutput)
+    def get(self, request: Request, region: str, key_id: str) -> Response:
+        return Response({"pem": svc.key_get_public_key(principal=self.principal, key_id=key_id, region=region)})
+
+
+class WrapKeyView(ScalewayView):
+    @extend_schema(tags=_TAG, summary="Wrap a key (ML-KEM)", request=s.WrapKeyInput, responses=s.WrapKeyOutput)
+    def post(self, request: Request, region: str, key_id: str) -> Response:
+        data = _body(s.WrapKeyInput, request).validated_data
+        result = svc.key_wrap(
+            principal=self.principal,
+            key_id=key_id,
+            region=region,
+            plaintext=data["plaintext"],
+            associated_data=data.get("associated_data"),
+        )
+        return Response({"key_id": str(result.key.id), "ciphertext": b64encode(result.data)})
+
+
+class UnwrapKeyView(ScalewayView):
+    @extend_schema(tags=_TAG, summary="Unwrap a key (ML-KEM)", request=s.UnwrapKeyInput, responses=s.UnwrapKeyOutput)
+    def post(self, request: Request, region: str, key_id: str) -> Response:
+        data = _body(s.UnwrapKeyInput, request).validated_data
+        result = svc.key_unwrap(
+            principal=self.principal,
+            key_id=key_id,
+            region=region,
+            ciphertext=data["ciphertext"],
+            associated_data=data.get("associated_data"),
+        )
+        return Response({"key_id": str(result.key.id), "plaintext": b64encode(result.data)})
+
+
+class AlgorithmsView(ScalewayView):
+    @extend_schema(tags=_TAG, summary="List available algorithms", responses=s.ListAlgorithmsOutput)
+    def get(self, request: Request, region: str) -> Response:
+        algorithms = svc.key_list_algorithms(usages=request.query_params.getlist("usages"))
+        return Response(
+            {"algorithms": [{"usage": a.usage, "name": a.name, "recommended": a.recommended} for a in algorithms]}
+        )
+
+
+def not_found(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:
+    """Unknown paths under the Key Manager prefix answer in Scaleway's error shape too."""
+    return JsonResponse({"type": "not_found", "message": "resource is not found"}, status=404)
+
