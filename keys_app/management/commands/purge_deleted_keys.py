@@ -1,0 +1,37 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.management.base import CommandParser
+
+from hkms_site.access.principal import Principal
+from keys_app.management.base import HierarchyCommand
+from keys_app.management.commands.run_due_rotations import parse_now
+from keys_app.services.keys import keys_purge_deleted
+
+
+class Command(HierarchyCommand):
+    help = (
+        "Crypto-shred keys whose deletion became final (scheduled for deletion more than 7 days ago): "
+        "destroy their versions and DEKs, print what that destroyed. Idempotent; safe from cron."
+    )
+    dry_run_option = True
+
+    def add_command_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--now", help="pretend the time is this ISO 8601 instant")
+
+    def run(self, **options: Any) -> dict[str, Any]:
+        return keys_purge_deleted(
+            principal=Principal.for_command(), now=parse_now(options.get("now")), dry_run=options["dry_run"]
+        )
+
+    def render(self, result: dict[str, Any]) -> str:
+        keys = result["keys"] if result.get("dry_run") else result["purged"]
+        verb = "would purge" if result.get("dry_run") else "purged"
+        lines = [f"{verb} {len(keys)} key(s)"]
+        for k in keys:
+            lines.append(
+                f"  {k['key_id']} {k['key_name']}: {len(k['secrets'])} secret(s), "
+                f"{k['secret_versions']} secret version(s) unrecoverable"
+            )
+        return "\n".join(lines)
