@@ -155,6 +155,27 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 HKMS_ROOT_KEY_PROVIDER = env_str("HKMS_ROOT_KEY_PROVIDER", "file")
 HKMS_ROOT_KEY_OPTIONS: dict[str, dict[str, Any]] = {
     "file": {"path": str(env_path("HKMS_ROOT_KEY_FILE", HKMS_DATA_DIR / "root_keyring.json"))},
+    # REK in memory only, k-of-n custodian shares (docs/root-key-custody.md).  Server workers and
+    # commands reach the seal keeper (`manage.py seal_keeper`) on this socket; set
+    # HKMS_SHAMIR_KEEPER_SOCKET to an empty value to hold the key in-process (single process only).
+    "shamir": {
+        "keeper_socket": (
+            os.environ["HKMS_SHAMIR_KEEPER_SOCKET"]
+            if "HKMS_SHAMIR_KEEPER_SOCKET" in os.environ
+            else str(HKMS_DATA_DIR / "run" / "seal-keeper.sock")
+        ),
+        "shares": env_int("HKMS_SHAMIR_SHARES", 5, minimum=2),
+        "threshold": env_int("HKMS_SHAMIR_THRESHOLD", 3, minimum=2),
+    },
+    # REK as a non-extractable AES-256 key in an HSM; the PIN from HKMS_PKCS11_PIN or a file
+    # named by HKMS_PKCS11_PIN_FILE (read when the token is first used).
+    "pkcs11": {
+        "module": env_str("HKMS_PKCS11_MODULE"),
+        "token_label": env_str("HKMS_PKCS11_TOKEN_LABEL", "hkms"),
+        "key_label": env_str("HKMS_PKCS11_KEY_LABEL", "hkms-rek"),
+        "pin": env_str("HKMS_PKCS11_PIN"),
+        "pin_file": env_str("HKMS_PKCS11_PIN_FILE"),
+    },
 }
 
 # --- unwrapped-key cache (process memory only) ----------------------------------------

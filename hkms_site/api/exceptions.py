@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from django.core.exceptions import RequestDataTooBig
 from django.http import Http404
 from rest_framework import exceptions as drf
 from rest_framework.response import Response
@@ -49,6 +50,8 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
             if status >= 500 and kind != "sealed":
                 log.error("hierarchy integrity failure: %s", exc)
             return scaleway_error(status, {"type": kind, "message": str(exc)})
+    if isinstance(exc, RequestDataTooBig):
+        return scaleway_error(413, {"type": "invalid_request_error", "message": "request body is too large"})
     if isinstance(exc, drf.ValidationError):
         return scaleway_error(
             400, {"message": "Validation Error", "type": "invalid_arguments", "fields": _validation_fields(exc.detail)}

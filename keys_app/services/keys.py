@@ -221,17 +221,24 @@ def _undecryptable() -> InvalidArgument:
 
 
 # --- validation of metadata ---------------------------------------------------------------------
+def _text(value: str, name: str) -> str:
+    """Refuse NUL characters (PostgreSQL text cannot hold them; nothing legitimate needs them)."""
+    if "\x00" in value:
+        raise InvalidArgument(name, "must not contain NUL characters")
+    return value
+
+
 def _clean_name(name: str | None) -> str:
     if name is None or not str(name).strip():
         return f"key-{uuid.uuid4().hex[:8]}"
-    name = str(name).strip()
+    name = _text(str(name).strip(), "name")
     if len(name) > MAX_NAME:
         raise InvalidArgument("name", f"must be at most {MAX_NAME} characters")
     return name
 
 
 def _clean_description(description: str | None) -> str:
-    description = description or ""
+    description = _text(description or "", "description")
     if len(description) > MAX_DESCRIPTION:
         raise InvalidArgument("description", f"must be at most {MAX_DESCRIPTION} characters")
     return description
@@ -242,7 +249,7 @@ def _clean_tags(tags: list[str] | None) -> list[str]:
     if len(tags) > MAX_TAGS:
         raise InvalidArgument("tags", f"at most {MAX_TAGS} tags")
     for tag in tags:
-        if not isinstance(tag, str) or not tag.strip() or len(tag) > MAX_TAG:
+        if not isinstance(tag, str) or not tag.strip() or len(tag) > MAX_TAG or "\x00" in tag:
             raise InvalidArgument("tags", f"each tag must be a non-empty string of at most {MAX_TAG} characters")
     return list(dict.fromkeys(tag.strip() for tag in tags))
 
@@ -388,7 +395,7 @@ def key_list(
     if organization_id not in (None, ""):
         qs = qs.filter(project__organization_id=_uuid(organization_id, "organization_id"))
     if name:
-        qs = qs.filter(name__icontains=name)
+        qs = qs.filter(name__icontains=_text(name, "name"))
     if usage and usage != "unknown_usage":
         if usage not in asymmetric.USAGES:
             raise InvalidArgument("usage", f"must be one of {', '.join(asymmetric.USAGES)}")

@@ -19,6 +19,7 @@ class Command(HierarchyCommand):
             f"root key: provider {root['provider'].get('provider', '?')}, current version "
             f"{root['current_version']}, sealed: {root['provider'].get('sealed', '?')}",
         ]
+        lines += self._provider_lines(root["provider"])
         for row in root["versions"]:
             lines.append(
                 f"  REK v{row['version']} [{row['provider']}] {row['state']}: wraps {row['kek_versions']} KEK versions"
@@ -41,3 +42,23 @@ class Command(HierarchyCommand):
                 "(re-run the command to continue)"
             )
         return "\n".join(lines)
+
+    @staticmethod
+    def _provider_lines(facts: dict[str, Any]) -> list[str]:
+        """Provider specifics: shamir threshold and share count, unseal progress; the HSM token."""
+        lines = []
+        if facts.get("provider") == "shamir":
+            if facts.get("threshold"):
+                lines.append(f"  shamir: {facts['threshold']} of {facts['shares']} custodian shares unseal it")
+            if facts.get("sealed") and facts.get("unseal_threshold"):
+                lines.append(f"  unseal progress: {facts.get('unseal_progress', 0)} of {facts['unseal_threshold']}")
+            if facts.get("keeper_socket"):
+                lines.append(f"  seal keeper: {facts['keeper_socket']}")
+        elif facts.get("provider") == "pkcs11":
+            lines.append(
+                f"  pkcs11: token {facts.get('token_label')!r}, key label {facts.get('key_label')!r}, "
+                f"module {facts.get('module')}, reachable: {facts.get('reachable')}"
+            )
+        if facts.get("error"):
+            lines.append(f"  provider error: {facts['error']}")
+        return lines

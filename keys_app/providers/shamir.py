@@ -1,0 +1,531 @@
+"""The ``shamir`` root key provider: a REK that exists only in memory, rebuilt from k-of-n shares.
+
+At ``init_hierarchy --provider shamir`` (or when a REK rotation creates a
+version here) a fresh 256-bit REK is generated in memory and split with
+SLIP-39 (the ``shamir-mnemonic`` reference implementation: one group, member
+threshold K of N, empty passphrase), and the N mnemonics are handed to a
+*share sink* that shows them once to the operator.  No share and no REK is
+written anywhere: the kek database keeps the REK version and its check value.
+
+Check value (stored on ``RootKeyVersion.check_value``, 20 bytes)::
+
+    b"S" || 0x01 || K (1 byte) || N (1 byte) || HMAC-SHA256(REK, LABEL || K || N || set_tag)[:16]
+    set_tag = SHA-256(b"hkms shamir share set v1" || SLIP-39 digest share of the set)
+
+It is self-describing (status pages read K and N without unsealing) and binds
+the REK to *one share set*: the SLIP-39 digest share (the polynomial's value
+at x = 254, with 28 fresh random bytes per split) is recomputable from any K
+shares of a set and differs between sets of the same REK.  ``rekey`` issues a
+new set for the same REK and replaces the stored check value, so shares of the
+old set rebuild the right key but fail the check and are refused.  (They still
+*are* shares of the REK: anyone holding K old shares and a copy of the kek
+database can unwrap offline.  If old shares may have leaked, rotate the REK.)
+The digest share itself is never kept: only its hash, inside the HMAC.
+
+Unsealing: shares arrive one at a time (:meth:`submit_share`); a malformed
+share, a duplicate, one from another set than those already submitted, or one
+whose threshold matches no recorded version is refused with a message that
+says which rule it broke and nothing about any value.  When K shares of one
+set are in, they are combined and the result compared with every *active*
+``shamir`` REK version's stored check value; on a match that version is held
+in memory, otherwise nothing is kept and the progress resets.  The provider
+is ``sealed`` while any active ``shamir`` version is not held.
+
+This class holds the keyring *in this process*.  Under gunicorn the workers
+instead talk to a seal keeper process that runs this class
+(:mod:`keys_app.providers.shamir_keeper`); both share the method set used by
+:mod:`keys_app.services.seal`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import threading
+import time
+import unicodedata
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import shamir_mnemonic
+from shamir_mnemonic.share import Share
+
+from keys_app import crypto
+from keys_app.providers.base import RootKeyProvider, RootKeyUnavailable, Sealed
+
+CHECK_FORMAT = b"S\x01"
+CHECK_LABEL = b"hkms shamir check value v1"
+SET_LABEL = b"hkms shamir share set v1"
+MAX_SHARES = 16  # SLIP-39 encodes member counts in 4 bits
+MIN_THRESHOLD = 2
+#: Seconds after a seal at which seal listeners run a second time (see :meth:`_fire_seal`).
+SECOND_SEAL_SWEEP = 1.0
+
+#: ``(version, mnemonics, threshold, total)`` -> shows the new shares to the operator, once.
+ShareSink = Callable[[int, list[str], int, int], None]
+SealListener = Callable[[], None]
+
+
+class ShareRefused(Exception):
+    """A submitted share (or set of shares) was refused; the message reveals no value."""
+
+
+class StoredCheckValues:
+    """Reads and updates the check values of active ``shamir`` REK versions (kek database)."""
+
+    def active(self) -> dict[int, bytes]:
+        from keys_app.models import RootKeyVersion
+
+        rows = RootKeyVersion.objects.using("kek").filter(provider="shamir", state=RootKeyVersion.State.ACTIVE)
+        return {row.version: bytes(row.check_value) for row in rows}
+
+    def replace(self, version: int, old: bytes, new: bytes) -> bool:
+        """Compare-and-set one version's check value; False if it changed meanwhile."""
+        from django.db import transaction
+
+        from keys_app.models import RootKeyVersion
+
+        with transaction.atomic(using="kek"):
+            updated = (
+                RootKeyVersion.objects.using("kek")
+                .filter(version=version, provider="shamir", state=RootKeyVersion.State.ACTIVE, check_value=old)
+                .update(check_value=new)
+            )
+        return updated == 1
+
+
+# --- SLIP-39 helpers ---------------------------------------------------------------------------
+def validate_split(total: int, threshold: int) -> None:
+    if not MIN_THRESHOLD <= threshold <= total <= MAX_SHARES:
+        raise ValueError(
+            f"a share set needs {MIN_THRESHOLD} <= threshold <= shares <= {MAX_SHARES} (got {threshold} of {total})"
+        )
+
+
+def normalise(mnemonic: str) -> str:
+    return " ".join(unicodedata.normalize("NFKD", mnemonic).lower().split())
+
+
+def parse_share(mnemonic: str) -> Share:
+    """A SLIP-39 share of the kind this provider issues, or :class:`ShareRefused`."""
+    try:
+        share = Share.from_mnemonic(normalise(mnemonic))
+    except (shamir_mnemonic.MnemonicError, ValueError, KeyError):
+        raise ShareRefused("this is not a valid share: check the words and their order") from None
+    if share.group_count != 1 or share.group_threshold != 1 or share.member_threshold < MIN_THRESHOLD:
+        raise ShareRefused("this share was not issued by HKMS (unexpected share-set parameters)")
+    return share
+
+
+def _set_tag(shares: list[Share]) -> bytes:
+    # The digest share (x = 254) of the set, recomputed from K shares.  It is a full share
+    # in its own right, so only its hash leaves this function.  shamir-mnemonic 0.3 keeps the
+    # interpolation private; the version pin (<0.4) and the tests guard this use.
+    from shamir_mnemonic.shamir import DIGEST_INDEX, RawShare, _interpolate
+
+    digest_share = _interpolate([RawShare(s.index, s.value) for s in shares], DIGEST_INDEX)
+    return hashlib.sha256(SET_LABEL + digest_share).digest()
+
+
+def split(key: crypto.SecretBytes, total: int, threshold: int) -> tuple[list[str], bytes]:
+    """Split ``key`` into ``total`` mnemonics, any ``threshold`` of which rebuild it."""
+    validate_split(total, threshold)
+    groups = shamir_mnemonic.generate_mnemonics(1, [(threshold, total)], key.reveal(), b"", extendable=False)
+    mnemonics = groups[0]
+    return mnemonics, _set_tag([Share.from_mnemonic(m) for m in mnemonics[:threshold]])
+
+
+def combine(shares: list[Share]) -> tuple[crypto.SecretBytes, bytes]:
+    """Rebuild the key from exactly K shares of one set; :class:`ShareRefused` if they disagree."""
+    from shamir_mnemonic.shamir import ShareGroup, recover_ems
+
+    group = ShareGroup()
+    try:
+        for share in shares:
+            group.add(share)
+        secret = recover_ems({0: group}).decrypt(b"")
+    except (shamir_mnemonic.MnemonicError, ValueError):
+        raise ShareRefused("the submitted shares do not combine: one is corrupt or from another share set") from None
+    if len(secret) != crypto.KEY_BYTES:
+        raise ShareRefused("the submitted shares do not rebuild a root key")
+    return crypto.SecretBytes(secret), _set_tag(shares)
+
+
+def check_value(key: crypto.SecretBytes, set_tag: bytes, threshold: int, total: int) -> bytes:
+    params = bytes([threshold, total])
+    mac = hmac.new(key.reveal(), CHECK_LABEL + params + set_tag, hashlib.sha256).digest()[:16]
+    return CHECK_FORMAT + params + mac
+
+
+def check_value_params(value: bytes) -> tuple[int, int] | None:
+    """``(threshold, total)`` read from a stored shamir check value, or None if it is not one."""
+    if len(value) != len(CHECK_FORMAT) + 2 + 16 or not value.startswith(CHECK_FORMAT):
+        return None
+    return value[2], value[3]
+
+
+@dataclass
+class _Held:
+    key: crypto.SecretBytes
+    set_tag: bytes
+    threshold: int
+    total: int
+
+    @property
+    def check_value(self) -> bytes:
+        return check_value(self.key, self.set_tag, self.threshold, self.total)
+
+
+@dataclass
+class _PendingRekey:
+    version: int
+    old_check_value: bytes
+    held: _Held
+    created: float
+
+
+class ShamirRootKeyProvider(RootKeyProvider):
+    """REK versions held in this process's memory, unsealed by k-of-n SLIP-39 shares."""
+
+    name = "shamir"
+    mode = "in-process"
+
+    def __init__(self, options: dict[str, Any], store: StoredCheckValues | None = None) -> None:
+        super().__init__(options)
+        self.default_total = int(options.get("shares", 5))
+        self.default_threshold = int(options.get("threshold", 3))
+        self.store = store or StoredCheckValues()
+        self._lock = threading.RLock()
+        self.changed = threading.Condition(self._lock)
+        self._held: dict[int, _Held] = {}
+        self._pending: list[Share] = []
+        self._split: tuple[int, int] | None = None
+        self._authorization: list[str] | None = None
+        self._rekeys: dict[str, _PendingRekey] = {}
+        self._listeners: list[SealListener] = []
+        #: Bumped on every seal; watchers compare it to notice a seal they missed.
+        self.seal_count = 0
+        #: Bumped on every change of what is held (unseal, seal, new version, rekey).
+        self.generation = 0
+        self.share_sink: ShareSink | None = None
+
+    # -- configuration by commands -------------------------------------------------------
+    def configure_split(self, total: int | None, threshold: int | None) -> None:
+        """Share count and threshold for the next version this provider creates."""
+        total = total or self.default_total
+        threshold = threshold or self.default_threshold
+        try:
+            validate_split(total, threshold)
+        except ValueError as exc:
+            raise RootKeyUnavailable(str(exc)) from None
+        self._split = (total, threshold)
+
+    def add_seal_listener(self, listener: SealListener) -> None:
+        if listener not in self._listeners:
+            self._listeners.append(listener)
+
+    def _fire_seal(self) -> None:
+        """Tell listeners (key caches) to forget; once now and once a moment later.
+
+        The second sweep catches a request that unwrapped a key just before the
+        seal and put it in a cache just after the first sweep.
+        """
+        for listener in list(self._listeners):
+            listener()
+        timer = threading.Timer(SECOND_SEAL_SWEEP, lambda: [listener() for listener in list(self._listeners)])
+        timer.daemon = True
+        timer.start()
+
+    def _bump(self, *, sealed: bool = False) -> None:
+        self.generation += 1
+        if sealed:
+            self.seal_count += 1
+        self.changed.notify_all()
+
+    # -- state ---------------------------------------------------------------------------
+    def _active(self) -> dict[int, bytes]:
+        return {v: cv for v, cv in self.store.active().items() if check_value_params(cv) is not None}
+
+    @property
+    def sealed(self) -> bool:
+        try:
+            active = self._active()
+        except Exception:  # a database outage: report sealed rather than fail the health probe
+            return True
+        with self._lock:
+            return any(version not in self._held for version in active)
+
+    def status(self) -> dict[str, Any]:
+        """Seal state and unseal progress; no secret, safe to show to anyone."""
+        active = self._active()
+        with self._lock:
+            needed = sorted(v for v in active if v not in self._held)
+            threshold = None
+            if self._pending:
+                threshold = self._pending[0].member_threshold
+            elif needed:
+                params = check_value_params(active[needed[-1]])
+                threshold = params[0] if params else None
+            versions = {}
+            for version, value in sorted(active.items()):
+                params = check_value_params(value)
+                versions[str(version)] = {
+                    "threshold": params[0] if params else None,
+                    "shares": params[1] if params else None,
+                    "unsealed": version in self._held,
+                }
+            return {
+                "sealed": bool(needed),
+                "progress": len(self._pending),
+                "threshold": threshold,
+                "sealed_versions": needed,
+                "unsealed_versions": sorted(v for v in self._held if v in active),
+                "versions": versions,
+                "seal_count": self.seal_count,
+                "generation": self.generation,
+            }
+
+    # -- unsealing -----------------------------------------------------------------------
+    def _match(
+        self, key: crypto.SecretBytes, set_tag: bytes, threshold: int, active: dict[int, bytes]
+    ) -> tuple[int, _Held]:
+        """The active version whose stored check value these rebuilt key and set match."""
+        for version, stored in sorted(active.items(), reverse=True):
+            params = check_value_params(stored)
+            if params is None or params[0] != threshold:
+                continue
+            candidate = _Held(key, set_tag, threshold, params[1])
+            if hmac.compare_digest(candidate.check_value, stored):
+                return version, candidate
+        raise ShareRefused(
+            "the shares rebuild a key that matches no active root key version "
+            "(an old share set replaced by rekey, or another installation's): nothing was unsealed"
+        )
+
+    def _verify(self, mnemonics: list[str]) -> tuple[int, _Held]:
+        """Check a complete set of shares given at once; ``(version, held)`` on success."""
+        shares: list[Share] = []
+        for mnemonic in mnemonics:
+            share = parse_share(mnemonic)
+            if shares and share.common_parameters() != shares[0].common_parameters():
+                raise ShareRefused("the shares are not all from the same share set")
+            if any(s.index == share.index for s in shares):
+                raise ShareRefused("the same share was given twice")
+            shares.append(share)
+        if not shares:
+            raise ShareRefused("no share was given")
+        threshold = shares[0].member_threshold
+        if len(shares) < threshold:
+            raise ShareRefused(f"{len(shares)} shares were given; {threshold} are needed")
+        key, set_tag = combine(shares[:threshold])
+        return self._match(key, set_tag, threshold, self._active())
+
+    def submit_share(self, mnemonic: str) -> dict[str, Any]:
+        """Add one share to the unseal in progress; unseal when K shares of a set are in."""
+        active = self._active()
+        if not active:
+            raise ShareRefused("no active root key version is held by the shamir provider")
+        share = parse_share(mnemonic)
+        thresholds = {p[0] for p in map(check_value_params, active.values()) if p}
+        with self._lock:
+            if all(version in self._held for version in active):
+                return {**self.status(), "message": "already unsealed"}
+            if share.member_threshold not in thresholds:
+                raise ShareRefused("this share is not from a current share set (its threshold matches none)")
+            if self._pending and share.common_parameters() != self._pending[0].common_parameters():
+                raise ShareRefused(
+                    f"this share is from another share set than the {len(self._pending)} already submitted "
+                    "(submit shares of one set, or reset the unseal progress)"
+                )
+            if any(p.index == share.index for p in self._pending):
+                raise ShareRefused("this share was already submitted")
+            self._pending.append(share)
+            if len(self._pending) < share.member_threshold:
+                return {**self.status(), "message": f"share accepted: {len(self._pending)} of {share.member_threshold}"}
+            shares, self._pending = self._pending, []
+            key, set_tag = combine(shares)
+            version, held = self._match(key, set_tag, share.member_threshold, active)
+            self._held[version] = held
+            self._bump()
+            return {**self.status(), "message": f"root key version {version} unsealed", "unsealed_version": version}
+
+    def reset_unseal(self) -> dict[str, Any]:
+        """Forget the shares submitted so far (not the keys already unsealed)."""
+        with self._lock:
+            self._pending = []
+        return {**self.status(), "message": "unseal progress reset"}
+
+    def authorize(self, mnemonics: list[str]) -> int:
+        """Verify K shares of an active version given at once, hold that version, and allow
+        this process's next :meth:`create_version` (REK rotation under shamir needs a quorum).
+        """
+        version, held = self._verify(mnemonics)
+        with self._lock:
+            if version not in self._held:
+                self._held[version] = held
+                self._bump()
+            self._authorization = list(mnemonics)
+        return version
+
+    def forget(self) -> None:
+        """Forget every REK version and every pending share in this process (no database access)."""
+        with self._lock:
+            self._held.clear()
+            self._pending = []
+            self._authorization = None
+            self._rekeys.clear()
+            self._bump(sealed=True)
+        self._fire_seal()
+
+    def seal(self) -> dict[str, Any]:
+        """:meth:`forget`, then report the (sealed) status."""
+        self.forget()
+        return {**self.status(), "message": "sealed"}
+
+    # -- rekey: a new share set for the same REK ----------------------------------------
+    def rekey_prepare(self, mnemonics: list[str], total: int, threshold: int) -> dict[str, Any]:
+        """Verify K current shares and split the same REK anew; nothing is committed yet.
+
+        Returns the new mnemonics and a token for :meth:`rekey_commit`.  The caller
+        shows the mnemonics *before* committing, so a crash leaves the old set valid.
+        """
+        try:
+            validate_split(total, threshold)
+        except ValueError as exc:
+            raise RootKeyUnavailable(str(exc)) from None
+        version, current = self._verify(mnemonics)
+        new_mnemonics, set_tag = split(current.key, total, threshold)
+        while set_tag == current.set_tag:  # pragma: no cover - 2**-224
+            new_mnemonics, set_tag = split(current.key, total, threshold)
+        token = secrets.token_urlsafe(16)
+        with self._lock:
+            self._rekeys = {t: p for t, p in self._rekeys.items() if time.monotonic() - p.created < 3600}
+            self._rekeys[token] = _PendingRekey(
+                version, current.check_value, _Held(current.key, set_tag, threshold, total), time.monotonic()
+            )
+        return {"token": token, "rek_version": version, "shares": new_mnemonics, "threshold": threshold, "total": total}
+
+    def rekey_commit(self, token: str) -> dict[str, Any]:
+        with self._lock:
+            pending = self._rekeys.pop(token, None)
+        if pending is None:
+            raise ShareRefused("this rekey is unknown or expired: run rekey again (the old shares stay valid)")
+        if not self.store.replace(pending.version, pending.old_check_value, pending.held.check_value):
+            raise ShareRefused(
+                f"root key version {pending.version} changed while rekeying: the new shares are void, "
+                "the shares valid before remain valid"
+            )
+        with self._lock:
+            if pending.version in self._held:
+                self._held[pending.version] = pending.held
+            self._bump()
+        return {"rek_version": pending.version, "threshold": pending.held.threshold, "total": pending.held.total}
+
+    # -- provider interface --------------------------------------------------------------
+    def create(
+        self, version: int, authorization: list[str] | None = None, *, split_params: tuple[int, int] | None = None
+    ) -> tuple[bytes, list[str], int, int]:
+        """Create REK ``version`` in memory: ``(check value, new mnemonics, K, N)``.
+
+        Idempotent for a version that is held *and* recorded.  A held version with
+        no row yet (a crash before the row was written) is replaced: nothing can be
+        wrapped under a version without a row, and its shares may never have been seen.
+        When another shamir version is active, K of its shares must authorise this.
+        """
+        active = self.store.active()
+        with self._lock:
+            if version in self._held and version in active:
+                return self._held[version].check_value, [], self._held[version].threshold, self._held[version].total
+            others = [v for v in active if v != version]
+            if others:
+                if not authorization:
+                    raise RootKeyUnavailable(
+                        "creating a shamir root key version needs K shares of the current one "
+                        "(the command asks for them)"
+                    )
+                authorised, _ = self._verify(authorization)
+                if authorised != max(others):
+                    raise RootKeyUnavailable(
+                        f"the shares given unseal root key version {authorised}, not the current {max(others)}"
+                    )
+            total, threshold = split_params or self._split or (self.default_total, self.default_threshold)
+            try:
+                validate_split(total, threshold)
+            except ValueError as exc:
+                raise RootKeyUnavailable(str(exc)) from None
+            key = crypto.generate_key()
+            mnemonics, set_tag = split(key, total, threshold)
+            held = _Held(key, set_tag, threshold, total)
+            self._held[version] = held
+            self._bump()
+            return held.check_value, mnemonics, threshold, total
+
+    def create_version(self, version: int) -> bytes:
+        if self.share_sink is None:
+            raise RootKeyUnavailable(
+                "a shamir root key version can only be created by a command that shows its shares "
+                "(init_hierarchy, rotate_root_key)"
+            )
+        with self._lock:
+            authorization, self._authorization = self._authorization, None
+        value, mnemonics, threshold, total = self.create(version, authorization)
+        if mnemonics:
+            try:
+                self.share_sink(version, mnemonics, threshold, total)
+            except BaseException:
+                with self._lock:
+                    self._held.pop(version, None)
+                raise
+        return value
+
+    def _key(self, version: int) -> crypto.SecretBytes:
+        with self._lock:
+            held = self._held.get(version)
+        if held is None:
+            raise Sealed(f"root key version {version} is sealed: custodians must unseal it (manage.py unseal)")
+        return held.key
+
+    def has_version(self, version: int) -> bool:
+        with self._lock:
+            return version in self._held
+
+    def check_value(self, version: int) -> bytes:
+        self._key(version)
+        with self._lock:
+            return self._held[version].check_value
+
+    def wrap(self, version: int, plaintext: bytes, *, context: bytes) -> bytes:
+        return crypto.seal(self._key(version), plaintext, context=context, key_version=version)
+
+    def unwrap(self, version: int, blob: bytes, *, context: bytes) -> bytes:
+        return crypto.open_(self._key(version), blob, context=context)
+
+    def destroy_version(self, version: int) -> None:
+        with self._lock:
+            if self._held.pop(version, None) is not None:
+                self._bump()
+
+    def describe(self) -> dict[str, Any]:
+        try:
+            status = self.status()
+        except Exception as exc:
+            return {"provider": self.name, "mode": self.mode, "sealed": True, "error": type(exc).__name__}
+        return _describe(self.name, self.mode, status)
+
+
+def _describe(name: str, mode: str, status: dict[str, Any]) -> dict[str, Any]:
+    """Status facts for ``hierarchy_status`` and the console, from :meth:`status`."""
+    versions = status.get("versions", {})
+    current = versions[max(versions, key=int)] if versions else {}
+    return {
+        "provider": name,
+        "mode": mode,
+        "sealed": status["sealed"],
+        "unseal_progress": status["progress"],
+        "unseal_threshold": status["threshold"],
+        "threshold": current.get("threshold"),
+        "shares": current.get("shares"),
+        "versions": versions,
+    }
