@@ -50,7 +50,7 @@ from hkms_site.audit.models import AuditEvent
 from hkms_site.audit.services import audit_record
 from hkms_site.errors import InvalidArgument, ObjectNotFound, PermissionDenied, PreconditionFailed, ServiceError
 from keys_app import asymmetric, crypto
-from keys_app.errors import HierarchyError, KeyDisabled
+from keys_app.errors import HierarchyError, KeyDisabled, KeyMaterialUnavailable
 from keys_app.models import Dek, KekVersion, Key, KeyOrigin, KeyState, KeyUsage
 from keys_app.services.material import (
     kek_material,
@@ -619,6 +619,12 @@ def _decrypt_symmetric(key: Key, ciphertext: bytes, associated_data: bytes | Non
         raise _undecryptable() from None
     if not 1 <= version <= key.primary_version:
         raise _undecryptable()
+    if version != key.primary_version:
+        # Older versions may have been destroyed (delete_key_material, revoke_key) by another
+        # process whose cache drop did not reach ours: ask the kek database, not the cache.
+        row = KekVersion.objects.using("kek").filter(key_id=key.id, version=version).values("state").first()
+        if row is None or row["state"] == KekVersion.State.DESTROYED:
+            raise KeyMaterialUnavailable(f"version {version} of key {key.id} was destroyed")
     context = _context(key, associated_data)
     try:
         plaintext = crypto.open_(

@@ -614,3 +614,18 @@ def test_a_failed_audit_write_fails_the_operation(admin, key, monkeypatch):
     assert key.state == KeyState.ENABLED
     with pytest.raises(RuntimeError):
         svc.key_encrypt(principal=admin, key_id=key.id, plaintext=b"x")
+
+
+def test_destroyed_versions_stay_dead_despite_another_process_cache(admin, project):
+    """Another worker may still cache a version that delete_key_material destroyed: decrypt asks kek."""
+    from keys_app.services.material import key_cache
+
+    key = svc.key_create(principal=admin, project_id=project.id, origin="external")
+    svc.key_import_key_material(principal=admin, key_id=key.id, key_material=os.urandom(32))
+    blob = svc.key_encrypt(principal=admin, key_id=key.id, plaintext=b"x").data
+    stale = kek_material(key.id, 1)
+    svc.key_delete_key_material(principal=admin, key_id=key.id)
+    svc.key_import_key_material(principal=admin, key_id=key.id, key_material=os.urandom(32))
+    key_cache().put(("kek", key.id, 1), str(key.id), stale)  # what a second worker still holds
+    with pytest.raises(KeyMaterialUnavailable):
+        svc.key_decrypt(principal=admin, key_id=key.id, ciphertext=blob)
