@@ -41,10 +41,6 @@ needs_secret_services = pytest.mark.skipif(
     not services_installed("secrets_app.services", "secret_create", "secret_version_create", "secret_version_access"),
     reason="secrets_app.services does not provide its guarded services yet",
 )
-needs_key_services = pytest.mark.skipif(
-    not services_installed("keys_app.services.keys", "key_rotate"),
-    reason="keys_app.services.keys does not provide its guarded services yet",
-)
 
 SETUP = """
 import json
@@ -234,7 +230,6 @@ def test_reveal_as_reader_but_not_as_auditor(console, browser):
     auditor.close()
 
 
-@needs_key_services
 def test_rotate_a_key_and_watch_the_dashboard(console, browser):
     server, ids = console
     admin = Session(browser, server, "keyadmin")

@@ -6,7 +6,6 @@ import pytest
 from django.urls import reverse
 
 from hkms_site.audit.models import AuditEvent
-from hkms_site.console.views.common import services_installed
 from keys_app.models import Dek, KekVersion, RotationJob
 from keys_app.services.material import key_create_with_material
 from keys_app.services.rotation import kek_rotate
@@ -129,13 +128,6 @@ def test_rewrap_from_the_console_runs_the_resumable_job(world, as_user):
     assert ("keyadmin", "allowed") in set(events) and ("keyuser", "denied") in set(events)
 
 
-needs_key_services = pytest.mark.skipif(
-    not services_installed("keys_app.services.keys", "key_update", "key_rotate"),
-    reason="keys_app.services.keys does not provide its guarded services yet",
-)
-
-
-@needs_key_services
 def test_rotation_policy_form_saves_and_shows_service_errors_inline(world, as_user):
     url = reverse("admin:key_policy", args=[world.key.id])
     client = as_user("keyadmin")
@@ -152,7 +144,6 @@ def test_rotation_policy_form_saves_and_shows_service_errors_inline(world, as_us
     assert world.key.rotation_period.total_seconds() == 48 * 3600 and world.key.next_rotation_at is not None
 
 
-@needs_key_services
 def test_key_actions_go_through_the_key_services(world, as_user):
     client = as_user("keyadmin")
 

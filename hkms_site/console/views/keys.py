@@ -13,43 +13,43 @@ from django.views.decorators.http import require_POST
 
 from hkms_site.access.principal import Principal
 from hkms_site.access.roles import Action
-from hkms_site.access.services import can, visible
+from hkms_site.access.services import can
 from hkms_site.console.forms import RotationPolicyForm, attach_service_error
 from hkms_site.console.jobs import rewrap_start
 from hkms_site.console.principal import console_principal
 from hkms_site.console.selectors import job_for_key, key_versions, principal_can_grant
-from hkms_site.console.views.common import denied, not_found, page, run_action, service, services_installed
+from hkms_site.console.views.common import denied, not_found, page, run_action
 from hkms_site.errors import ObjectNotFound, PermissionDenied, ServiceError
 from keys_app.models import Key, RotationJob
+from keys_app.services import keys as key_services
 from secrets_app.models import Secret
 
+KEY_OPERATIONS: dict[str, Callable[..., Key]] = {
+    "rotate": key_services.key_rotate,
+    "enable": key_services.key_enable,
+    "disable": key_services.key_disable,
+    "protect": key_services.key_protect,
+    "unprotect": key_services.key_unprotect,
+    "delete": key_services.key_delete,
+    "restore": key_services.key_restore,
+}
 KEY_ACTIONS = ("rotate", "enable", "disable", "protect", "unprotect", "delete", "restore", "rewrap")
 
 
 def _visible_key(principal: Principal, key_id: Any) -> Key:
-    """``key_get`` (404 for a key the principal may not see, or whose deletion is final)."""
-    if not _key_services_installed():
-        key = visible(principal, Key.objects.select_related("project")).filter(id=key_id).first()
-        if key is None:
-            raise not_found(ObjectNotFound("key", key_id))
-        return key  # type: ignore[no-any-return]
+    """``key_get``: 404 for a key the principal may not see, or whose deletion is final."""
     try:
-        key = _service("key_get")(principal=principal, key_id=key_id)
+        return key_services.key_get(principal=principal, key_id=key_id)
     except ObjectNotFound as exc:
         raise not_found(exc) from None
-    return key  # type: ignore[no-any-return]
 
 
 def key_list(request: HttpRequest) -> HttpResponse:
     principal = console_principal(request)
     name = request.GET.get("name", "")
-    if _key_services_installed():
-        keys = _service("key_list")(principal=principal, name=name).select_related("project")
-        scheduled = _service("key_list")(principal=principal, name=name, scheduled_for_deletion=True)
-    else:
-        keys = visible(principal, Key.objects.filter(name__icontains=name)).exclude(state="scheduled_for_deletion")
-        scheduled = visible(principal, Key.objects.filter(name__icontains=name, state="scheduled_for_deletion"))
-    context = {"keys": keys, "scheduled": scheduled.select_related("project"), "name": name}
+    keys = key_services.key_list(principal=principal, name=name)
+    scheduled = key_services.key_list(principal=principal, name=name, scheduled_for_deletion=True)
+    context = {"keys": keys.select_related("project"), "scheduled": scheduled.select_related("project"), "name": name}
     return page(request, "console/key_list.html", context, title="Keys")
 
 
@@ -69,14 +69,6 @@ def key_detail(request: HttpRequest, key_id: Any) -> HttpResponse:
         "urls": {a: reverse("admin:key_action", args=[key.id, a]) for a in KEY_ACTIONS},
     }
     return page(request, "console/key_detail.html", context, title=f"Key {key.name}")
-
-
-def _key_services_installed() -> bool:
-    return services_installed("keys_app.services.keys", "key_get", "key_list")
-
-
-def _service(name: str) -> Callable[..., Any]:
-    return service("keys_app.services.keys", name)
 
 
 @require_POST
@@ -102,7 +94,7 @@ def key_action(request: HttpRequest, key_id: Any, action: str) -> HttpResponse:
         "delete": "Key scheduled for deletion.",
         "restore": "Key restored.",
     }
-    operation = _service(f"key_{action}")
+    operation = KEY_OPERATIONS[action]
     return run_action(
         request, lambda: operation(principal=principal, key_id=key.id), success=done[action], fallback=detail
     )
@@ -119,11 +111,9 @@ def key_policy(request: HttpRequest, key_id: Any) -> HttpResponse:
     }
     form = RotationPolicyForm(request.POST or None, initial=initial)
     if request.method == "POST" and form.is_valid():
-        from keys_app.services.keys import RotationPolicy
-
-        policy = RotationPolicy(form.rotation_period(), form.cleaned_data.get("next_rotation_at"))
+        policy = key_services.RotationPolicy(form.rotation_period(), form.cleaned_data.get("next_rotation_at"))
         try:
-            _service("key_update")(principal=principal, key_id=key.id, rotation_policy=policy)
+            key_services.key_update(principal=principal, key_id=key.id, rotation_policy=policy)
         except PermissionDenied:
             return denied(request, "change this key's rotation policy")
         except ServiceError as exc:
