@@ -248,4 +248,3 @@ class AlgorithmOutput(serializers.Serializer[Any]):
 
 class ListAlgorithmsOutput(serializers.Serializer[Any]):
     algorithms = AlgorithmOutput(many=True)
-

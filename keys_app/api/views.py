@@ -44,7 +44,7 @@ def _key(key: Any) -> dict[str, Any]:
 
 
 class KeysView(ScalewayView):
-    @extend_schema(tags=_TAG, summary="List keys", responses=s.ListKeysOutput)
+    @extend_schema(tags=_TAG, operation_id="list_keys", summary="List keys", responses=s.ListKeysOutput)
     def get(self, request: Request, region: str) -> Response:
         params = request.query_params
         keys = svc.key_list(
@@ -61,7 +61,9 @@ class KeysView(ScalewayView):
         page, total = paginate(keys, params)
         return Response({"keys": [_key(k) for k in page], "total_count": total})
 
-    @extend_schema(tags=_TAG, summary="Create a key", request=s.CreateKeyInput, responses=s.KeyOutput)
+    @extend_schema(
+        tags=_TAG, operation_id="create_key", summary="Create a key", request=s.CreateKeyInput, responses=s.KeyOutput
+    )
     def post(self, request: Request, region: str) -> Response:
         body = _body(s.CreateKeyInput, request)
         data = body.validated_data
@@ -83,11 +85,13 @@ class KeysView(ScalewayView):
 
 
 class KeyView(ScalewayView):
-    @extend_schema(tags=_TAG, summary="Get key metadata", responses=s.KeyOutput)
+    @extend_schema(tags=_TAG, operation_id="get_key", summary="Get key metadata", responses=s.KeyOutput)
     def get(self, request: Request, region: str, key_id: str) -> Response:
         return Response(_key(svc.key_get(principal=self.principal, key_id=key_id, region=region)))
 
-    @extend_schema(tags=_TAG, summary="Update a key", request=s.UpdateKeyInput, responses=s.KeyOutput)
+    @extend_schema(
+        tags=_TAG, operation_id="update_key", summary="Update a key", request=s.UpdateKeyInput, responses=s.KeyOutput
+    )
     def patch(self, request: Request, region: str, key_id: str) -> Response:
         body = _body(s.UpdateKeyInput, request)
         data = body.validated_data
@@ -102,7 +106,9 @@ class KeyView(ScalewayView):
         )
         return Response(_key(key))
 
-    @extend_schema(tags=_TAG, summary="Delete a key (scheduled in 7 days)", responses={204: None})
+    @extend_schema(
+        tags=_TAG, operation_id="delete_key", summary="Delete a key (scheduled in 7 days)", responses={204: None}
+    )
     def delete(self, request: Request, region: str, key_id: str) -> Response:
         svc.key_delete(principal=self.principal, key_id=key_id, region=region)
         return Response(status=204)
@@ -119,7 +125,13 @@ class _KeyActionView(ScalewayView):
 
 
 def _action(name: str, service: Any, summary: str) -> type[_KeyActionView]:
-    post = extend_schema(tags=_TAG, summary=summary, request=None, responses=s.KeyOutput)(_KeyActionView.post)
+    def post(self: _KeyActionView, request: Request, region: str, key_id: str) -> Response:
+        return _KeyActionView.post(self, request, region, key_id)
+
+    operation_id = service.__name__.removeprefix("key_") + "_key"
+    post = extend_schema(tags=_TAG, operation_id=operation_id, summary=summary, request=None, responses=s.KeyOutput)(
+        post
+    )
     return type(name, (_KeyActionView,), {"service": staticmethod(service), "post": post})
 
 
@@ -132,14 +144,26 @@ RestoreKeyView = _action("RestoreKeyView", svc.key_restore, "Restore a key sched
 
 
 class DeleteKeyMaterialView(ScalewayView):
-    @extend_schema(tags=_TAG, summary="Delete imported key material", request=None, responses={204: None})
+    @extend_schema(
+        tags=_TAG,
+        operation_id="delete_key_material",
+        summary="Delete imported key material",
+        request=None,
+        responses={204: None},
+    )
     def post(self, request: Request, region: str, key_id: str) -> Response:
         svc.key_delete_key_material(principal=self.principal, key_id=key_id, region=region)
         return Response(status=204)
 
 
 class ImportKeyMaterialView(ScalewayView):
-    @extend_schema(tags=_TAG, summary="Import key material", request=s.ImportKeyMaterialInput, responses=s.KeyOutput)
+    @extend_schema(
+        tags=_TAG,
+        operation_id="import_key_material",
+        summary="Import key material",
+        request=s.ImportKeyMaterialInput,
+        responses=s.KeyOutput,
+    )
     def post(self, request: Request, region: str, key_id: str) -> Response:
         data = _body(s.ImportKeyMaterialInput, request).validated_data
         key = svc.key_import_key_material(
@@ -154,7 +178,11 @@ class ImportKeyMaterialView(ScalewayView):
 
 class GenerateDataKeyView(ScalewayView):
     @extend_schema(
-        tags=_TAG, summary="Create a data encryption key", request=s.GenerateDataKeyInput, responses=s.DataKeyOutput
+        tags=_TAG,
+        operation_id="generate_data_key",
+        summary="Create a data encryption key",
+        request=s.GenerateDataKeyInput,
+        responses=s.DataKeyOutput,
     )
     def post(self, request: Request, region: str, key_id: str) -> Response:
         data = _body(s.GenerateDataKeyInput, request).validated_data
@@ -177,7 +205,13 @@ class GenerateDataKeyView(ScalewayView):
 
 
 class EncryptView(ScalewayView):
-    @extend_schema(tags=_TAG, summary="Encrypt a payload", request=s.EncryptInput, responses=s.EncryptOutput)
+    @extend_schema(
+        tags=_TAG,
+        operation_id="encrypt",
+        summary="Encrypt a payload",
+        request=s.EncryptInput,
+        responses=s.EncryptOutput,
+    )
     def post(self, request: Request, region: str, key_id: str) -> Response:
         data = _body(s.EncryptInput, request).validated_data
         result = svc.key_encrypt(
@@ -191,7 +225,13 @@ class EncryptView(ScalewayView):
 
 
 class DecryptView(ScalewayView):
-    @extend_schema(tags=_TAG, summary="Decrypt a payload", request=s.DecryptInput, responses=s.DecryptOutput)
+    @extend_schema(
+        tags=_TAG,
+        operation_id="decrypt",
+        summary="Decrypt a payload",
+        request=s.DecryptInput,
+        responses=s.DecryptOutput,
+    )
     def post(self, request: Request, region: str, key_id: str) -> Response:
         data = _body(s.DecryptInput, request).validated_data
         result = svc.key_decrypt(
@@ -211,7 +251,9 @@ class DecryptView(ScalewayView):
 
 
 class SignView(ScalewayView):
-    @extend_schema(tags=_TAG, summary="Sign a message digest", request=s.SignInput, responses=s.SignOutput)
+    @extend_schema(
+        tags=_TAG, operation_id="sign", summary="Sign a message digest", request=s.SignInput, responses=s.SignOutput
+    )
     def post(self, request: Request, region: str, key_id: str) -> Response:
         data = _body(s.SignInput, request).validated_data
         result = svc.key_sign(principal=self.principal, key_id=key_id, region=region, digest=data["digest"])
@@ -219,7 +261,13 @@ class SignView(ScalewayView):
 
 
 class VerifyView(ScalewayView):
-    @extend_schema(tags=_TAG, summary="Verify a message signature", request=s.VerifyInput, responses=s.VerifyOutput)
+    @extend_schema(
+        tags=_TAG,
+        operation_id="verify",
+        summary="Verify a message signature",
+        request=s.VerifyInput,
+        responses=s.VerifyOutput,
+    )
     def post(self, request: Request, region: str, key_id: str) -> Response:
         data = _body(s.VerifyInput, request).validated_data
         key, valid = svc.key_verify(
@@ -233,13 +281,24 @@ class VerifyView(ScalewayView):
 
 
 class PublicKeyView(ScalewayView):
-    @extend_schema(tags=_TAG, summary="Get the public key in PEM format", responses=s.PublicKeyOutput)
+    @extend_schema(
+        tags=_TAG,
+        operation_id="get_public_key",
+        summary="Get the public key in PEM format",
+        responses=s.PublicKeyOutput,
+    )
     def get(self, request: Request, region: str, key_id: str) -> Response:
         return Response({"pem": svc.key_get_public_key(principal=self.principal, key_id=key_id, region=region)})
 
 
 class WrapKeyView(ScalewayView):
-    @extend_schema(tags=_TAG, summary="Wrap a key (ML-KEM)", request=s.WrapKeyInput, responses=s.WrapKeyOutput)
+    @extend_schema(
+        tags=_TAG,
+        operation_id="wrap_key",
+        summary="Wrap a key (ML-KEM)",
+        request=s.WrapKeyInput,
+        responses=s.WrapKeyOutput,
+    )
     def post(self, request: Request, region: str, key_id: str) -> Response:
         data = _body(s.WrapKeyInput, request).validated_data
         result = svc.key_wrap(
@@ -253,7 +312,13 @@ class WrapKeyView(ScalewayView):
 
 
 class UnwrapKeyView(ScalewayView):
-    @extend_schema(tags=_TAG, summary="Unwrap a key (ML-KEM)", request=s.UnwrapKeyInput, responses=s.UnwrapKeyOutput)
+    @extend_schema(
+        tags=_TAG,
+        operation_id="unwrap_key",
+        summary="Unwrap a key (ML-KEM)",
+        request=s.UnwrapKeyInput,
+        responses=s.UnwrapKeyOutput,
+    )
     def post(self, request: Request, region: str, key_id: str) -> Response:
         data = _body(s.UnwrapKeyInput, request).validated_data
         result = svc.key_unwrap(
@@ -267,7 +332,9 @@ class UnwrapKeyView(ScalewayView):
 
 
 class AlgorithmsView(ScalewayView):
-    @extend_schema(tags=_TAG, summary="List available algorithms", responses=s.ListAlgorithmsOutput)
+    @extend_schema(
+        tags=_TAG, operation_id="list_algorithms", summary="List available algorithms", responses=s.ListAlgorithmsOutput
+    )
     def get(self, request: Request, region: str) -> Response:
         algorithms = svc.key_list_algorithms(usages=request.query_params.getlist("usages"))
         return Response(
@@ -278,4 +345,3 @@ class AlgorithmsView(ScalewayView):
 def not_found(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:
     """Unknown paths under the Key Manager prefix answer in Scaleway's error shape too."""
     return JsonResponse({"type": "not_found", "message": "resource is not found"}, status=404)
-

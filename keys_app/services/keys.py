@@ -354,9 +354,7 @@ def key_create(
     name = _clean_name(name)
     pair = asymmetric.generate(entry.name) if not entry.is_symmetric else None
     with _failures_audited(principal, "key.create", project), transaction.atomic():
-        key = key_create_with_material(
-            project=project, name=name, material=pair.private if pair else None, **fields
-        )
+        key = key_create_with_material(project=project, name=name, material=pair.private if pair else None, **fields)
         if pair is not None:
             KekVersion.objects.using("kek").filter(key_id=key.id, version=1).update(public_key=pair.public_der)
         audit_record(principal, "key.create", key, usage=entry.usage, algorithm=entry.name, origin=origin)
@@ -988,9 +986,7 @@ def keys_rotate_due(
     return {"now": now.isoformat(), "rotated": rotated, "skipped_rotated_elsewhere": skipped, "errors": errors}
 
 
-def keys_purge_deleted(
-    *, principal: Principal, now: datetime | None = None, dry_run: bool = False
-) -> dict[str, Any]:
+def keys_purge_deleted(*, principal: Principal, now: datetime | None = None, dry_run: bool = False) -> dict[str, Any]:
     """Crypto-shred keys whose deletion became final (scheduled more than 7 days ago).
 
     Per key: the exposure report is taken first (what is being destroyed),

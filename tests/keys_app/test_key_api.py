@@ -81,7 +81,8 @@ def test_key_shape_is_what_the_sdk_unmarshals(api, project):
     listed = m.unmarshal_ListKeysResponse(api.get(f"{BASE}/keys", {"project_id": str(project.id)}).json())
     assert key.id in {k.id for k in listed.keys} and listed.total_count >= 2  # with the project's default key
     patched = api.patch(
-        f"{BASE}/keys/{key.id}", data=json.dumps({"name": "renamed", "rotation_policy": {}}),
+        f"{BASE}/keys/{key.id}",
+        data=json.dumps({"name": "renamed", "rotation_policy": {}}),
         content_type="application/json",
     ).json()
     assert patched["name"] == "renamed" and patched["rotation_policy"] is None
@@ -179,8 +180,9 @@ def test_errors_in_the_scaleway_shape(api, project):
     assert api.put(f"{BASE}/keys/{key_id}", data="{}", content_type="application/json").status_code == 405
     anonymous = APIClient().get(f"{BASE}/keys")
     assert anonymous.status_code == 401 and anonymous.json()["type"] == "denied_authentication"
-    usage = post(api, "/keys", {"project_id": str(project.id), "usage": {"symmetric_encryption":
-                                                                         "unknown_symmetric_encryption"}})
+    usage = post(
+        api, "/keys", {"project_id": str(project.id), "usage": {"symmetric_encryption": "unknown_symmetric_encryption"}}
+    )
     assert usage.status_code == 400 and "other KeyUsage fields" in usage.content.decode()
 
 
@@ -309,8 +311,23 @@ _json = st.recursive(
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=10), inner, max_size=3),
     max_leaves=8,
 )
-_FIELDS = ["plaintext", "ciphertext", "associated_data", "digest", "signature", "key_material", "salt",
-           "without_plaintext", "algorithm", "name", "tags", "usage", "rotation_policy", "origin", "unprotected"]
+_FIELDS = [
+    "plaintext",
+    "ciphertext",
+    "associated_data",
+    "digest",
+    "signature",
+    "key_material",
+    "salt",
+    "without_plaintext",
+    "algorithm",
+    "name",
+    "tags",
+    "usage",
+    "rotation_policy",
+    "origin",
+    "unprotected",
+]
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

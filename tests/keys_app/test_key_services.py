@@ -510,12 +510,21 @@ SERVICE_NAMES = {name for name, _, _ in _operations(Key(), Key(), b"")}
 
 def test_matrix_covers_every_guarded_service():
     guarded = {n.removeprefix("key_") for n in svc.__all__ if n.startswith("key_")}
-    untested = guarded - SERVICE_NAMES - {
-        "create",  # test_create_needs_key_admin_on_the_project
-        "list",  # test_list_filters_orders_and_hides_other_projects
-        "list_algorithms",  # no object: any authenticated principal
-        "delete", "restore", "import_key_material", "delete_key_material", "wrap", "unwrap",  # below
-    }
+    untested = (
+        guarded
+        - SERVICE_NAMES
+        - {
+            "create",  # test_create_needs_key_admin_on_the_project
+            "list",  # test_list_filters_orders_and_hides_other_projects
+            "list_algorithms",  # no object: any authenticated principal
+            "delete",
+            "restore",
+            "import_key_material",
+            "delete_key_material",
+            "wrap",
+            "unwrap",  # below
+        }
+    )
     assert untested == set()
 
 
@@ -526,8 +535,8 @@ def test_authorization_matrix(operator, project, other_project, role):
         principal=operator, project_id=project.id, usage="asymmetric_signing", algorithm="ec_p256_sha256"
     )
     blob = svc.key_encrypt(principal=operator, key_id=key.id, plaintext=b"x").data
-    user = _user_with(operator, "u", role, project) if role else Principal(
-        user=get_user_model().objects.create_user("u")
+    user = (
+        _user_with(operator, "u", role, project) if role else Principal(user=get_user_model().objects.create_user("u"))
     )
     outsider_key = svc.key_create(principal=operator, project_id=other_project.id)
     allowed = MATRIX[role]
@@ -560,8 +569,9 @@ def test_role_on_one_key_applies_to_that_key_only(operator, project):
 def test_admin_only_lifecycle_operations(operator, project):
     key = svc.key_create(principal=operator, project_id=project.id, unprotected=True)
     external = svc.key_create(principal=operator, project_id=project.id, origin="external")
-    kem = svc.key_create(principal=operator, project_id=project.id, usage="asymmetric_encryption",
-                         algorithm="ml_kem_768")
+    kem = svc.key_create(
+        principal=operator, project_id=project.id, usage="asymmetric_encryption", algorithm="ml_kem_768"
+    )
     user = _user_with(operator, "u", "key_user", project)
     viewer = _user_with(operator, "v", "auditor", project)
     wrapped = svc.key_wrap(principal=user, key_id=kem.id, plaintext=b"x").data
@@ -592,8 +602,15 @@ def test_key_uses_are_audited_without_payloads(admin, key):
     svc.key_disable(principal=admin, key_id=key.id)
     svc.key_enable(principal=admin, key_id=key.id)
     actions = list(AuditEvent.objects.filter(object_id=str(key.id)).values_list("action", flat=True))
-    for action in ("key.create", "key.encrypt", "key.decrypt", "key.generate_data_key", "key.rotate", "key.disable",
-                   "key.enable"):
+    for action in (
+        "key.create",
+        "key.encrypt",
+        "key.decrypt",
+        "key.generate_data_key",
+        "key.rotate",
+        "key.disable",
+        "key.enable",
+    ):
         assert action in actions
     forbidden = [plaintext, blob, data_key.plaintext, data_key.ciphertext, kek_material(key.id, 1).reveal()]
     text = " ".join(str(row) for row in AuditEvent.objects.values())
