@@ -155,12 +155,16 @@ def _generate_private(entry: Algorithm) -> Any:
         return rsa.generate_private_key(public_exponent=65537, key_size=entry.bits)
     if entry.family == "ecdsa":
         return ec.generate_private_key(ec.SECP384R1() if entry.name == "ec_p384_sha384" else ec.SECP256R1())
-    if entry.family == "ml_dsa":
-        return {44: mldsa.MLDSA44PrivateKey, 65: mldsa.MLDSA65PrivateKey, 87: mldsa.MLDSA87PrivateKey}[
-            entry.level
-        ].generate()
-    if entry.family == "ml_kem":
-        return {768: mlkem.MLKEM768PrivateKey, 1024: mlkem.MLKEM1024PrivateKey}[entry.level].generate()
+    if entry.name == "ml_dsa_44":
+        return mldsa.MLDSA44PrivateKey.generate()
+    if entry.name == "ml_dsa_65":
+        return mldsa.MLDSA65PrivateKey.generate()
+    if entry.name == "ml_dsa_87":
+        return mldsa.MLDSA87PrivateKey.generate()
+    if entry.name == "ml_kem_768":
+        return mlkem.MLKEM768PrivateKey.generate()
+    if entry.name == "ml_kem_1024":
+        return mlkem.MLKEM1024PrivateKey.generate()
     raise UnsupportedAlgorithm(entry.name, "not an asymmetric algorithm")
 
 
