@@ -646,3 +646,19 @@ def test_destroyed_versions_stay_dead_despite_another_process_cache(admin, proje
     key_cache().put(("kek", key.id, 1), str(key.id), stale)  # what a second worker still holds
     with pytest.raises(KeyMaterialUnavailable):
         svc.key_decrypt(principal=admin, key_id=key.id, ciphertext=blob)
+
+
+def test_asymmetric_private_keys_follow_a_root_key_rotation(admin, project):
+    from keys_app.services import material
+    from keys_app.services.inspection import hierarchy_verify
+    from keys_app.services.rotation import rek_rotate
+
+    key = svc.key_create(principal=admin, project_id=project.id, usage="asymmetric_signing", algorithm="ml_dsa_44")
+    pem = svc.key_get_public_key(principal=admin, key_id=key.id)
+    assert rek_rotate()["kek_versions_rewrapped"] >= 2  # the project's default key and this one
+    material.key_cache().clear()
+    assert KekVersion.objects.using("kek").get(key_id=key.id).rek_version == 2
+    signature = svc.key_sign(principal=admin, key_id=key.id, digest=b"message").data
+    assert svc.key_get_public_key(principal=admin, key_id=key.id) == pem
+    assert svc.key_verify(principal=admin, key_id=key.id, digest=b"message", signature=signature)[1]
+    assert hierarchy_verify()["ok"]
