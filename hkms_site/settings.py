@@ -50,6 +50,8 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "guardian",
     "hkms_site",
     "hkms_site.access",
@@ -111,7 +113,7 @@ def _sqlite(alias: str) -> dict[str, Any]:
             # go on while a rotation writes; wait rather than fail when locked.
             "transaction_mode": "IMMEDIATE",
             "timeout": 30,
-            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL",
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA cache_size=-65536",
         },
         # File-backed test databases (one set per test process): in-memory shared-cache
         # SQLite locks whole tables and has no busy timeout, unlike the real thing.
@@ -232,6 +234,7 @@ REST_FRAMEWORK: dict[str, Any] = {
         "user": env_str("HKMS_THROTTLE_USER", "100000/minute"),
     },
     "EXCEPTION_HANDLER": "hkms_site.api.exceptions.exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": None,
 }
 
@@ -283,3 +286,18 @@ CACHES["login"] = {
 }
 #: How the console starts a background DEK re-wrap: "process" (manage.py rewrap_deks) or "inline".
 HKMS_CONSOLE_JOB_RUNNER = env_str("HKMS_CONSOLE_JOB_RUNNER", "process")
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "HKMS API",
+    "DESCRIPTION": "Scaleway-compatible Secret Manager v1beta1 and Key Manager v1alpha1 APIs. "
+    "Authenticate with the X-Auth-Token header (an API key's secret key).",
+    "VERSION": "1.0.0",
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "APPEND_COMPONENTS": {
+        "securitySchemes": {"ScalewayToken": {"type": "apiKey", "in": "header", "name": "X-Auth-Token"}}
+    },
+    "SECURITY": [{"ScalewayToken": []}],
+}

@@ -1,5 +1,7 @@
 from django.contrib import admin
 from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView
+from rest_framework.permissions import AllowAny
 
 from hkms_site import views
 from hkms_site.api.views import WhoAmIView
@@ -9,4 +11,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/whoami", WhoAmIView.as_view(), name="whoami"),
     path("key-manager/v1alpha1/", include("keys_app.api.urls")),
+    path("", include("secrets_app.api.urls")),
+    path("api/schema/", SpectacularAPIView.as_view(permission_classes=[AllowAny]), name="schema"),
+    path("api/docs/", SpectacularRedocView.as_view(url_name="schema", permission_classes=[AllowAny]), name="api-docs"),
 ]

@@ -76,6 +76,9 @@ class Secret(models.Model):
     #: The Key Manager key whose primary KEK version wraps this secret's DEKs.
     key = models.ForeignKey("keys_app.Key", on_delete=models.PROTECT, related_name="secrets")
     version_count = models.PositiveIntegerField(default=0)
+    region = models.CharField(max_length=16, default="fr-par")
+    #: Products that manage this secret (Scaleway's ``used_by``; set by add_secret_owner).
+    used_by = models.JSONField(default=list, blank=True)
     ephemeral_ttl = models.DurationField(null=True, blank=True)
     ephemeral_expires_once_accessed = models.BooleanField(default=False)
     ephemeral_action = models.CharField(max_length=16, choices=EphemeralAction.choices, blank=True, default="")
@@ -127,6 +130,8 @@ class SecretVersion(models.Model):
     expires_once_accessed = models.BooleanField(default=False)
     ephemeral_action = models.CharField(max_length=16, choices=EphemeralAction.choices, blank=True, default="")
     accessed_at = models.DateTimeField(null=True, blank=True)
+    #: The status to restore when a scheduled deletion is cancelled.
+    status_before_deletion = models.CharField(max_length=32, blank=True, default="")
     deletion_requested_at = models.DateTimeField(null=True, blank=True)
     deleted_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)

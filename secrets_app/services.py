@@ -1,16 +1,731 @@
-"""Secret services: every function takes the acting principal, checks it and audits.
+"""Secret Manager services: every function takes the acting principal, checks it, audits.
 
-(Transitional: re-exports the storage layer until the guarded services land.)
+These are the only entry points for the REST API, the console and commands;
+``secrets_app.storage`` below them does no authorization.
+
+* Objects the principal may not see answer :class:`ObjectNotFound` (404).
+* Every payload read and every change appends an audit event inside the same
+  transaction on the default database (fail closed: no event, no payload).
+  Metadata reads are not audited and never touch the key databases.
+* Deletion is scheduled for :data:`DELETION_DELAY` (metadata readable, payload
+  not, restorable); ``secret_versions_expire`` destroys what is due, DEK first
+  (crypto-shredding).  An ephemeral secret is destroyed at once.
+* Ephemeral versions are enforced at access time (``now`` is injectable); the
+  expire command applies their action for good.
 """
 
-from secrets_app.storage import *  # noqa: F403
-from secrets_app.storage import (  # noqa: F401
-    payload_open,
-    payload_seal,
-    project_create,
-    secret_create,
-    secret_version_create,
-    secret_version_destroy,
-    secret_version_payload,
-    secret_version_set_status,
-)
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db import IntegrityError as DbIntegrityError
+from django.db import transaction
+from django.db.models import Max, Q, QuerySet
+from django.utils import timezone
+
+from hkms_site.access.principal import Principal
+from hkms_site.access.roles import Action
+from hkms_site.access.services import authorize_audited, project_ids_with, visible
+from hkms_site.audit.services import audit_record
+from hkms_site.errors import Conflict, InvalidArgument, ObjectNotFound, PreconditionFailed, ServiceError
+from keys_app.models import Key, KeyState
+from secrets_app import storage, validation
+from secrets_app.models import EphemeralAction, Project, Secret, SecretType, SecretVersion, VersionStatus
+
+DELETION_DELAY = timedelta(days=7)
+ORDERINGS = {
+    "name_asc": ("name", "id"),
+    "name_desc": ("-name", "id"),
+    "created_at_asc": ("created_at", "id"),
+    "created_at_desc": ("-created_at", "id"),
+    "updated_at_asc": ("updated_at", "id"),
+    "updated_at_desc": ("-updated_at", "id"),
+}
+PRODUCTS = ("edge_services", "s2s_vpn")
+
+
+class Expired(ServiceError):
+    status = 410
+    type = "resource_expired"
+
+    def __init__(self, resource: str, resource_id: object) -> None:
+        super().__init__(f"{resource} {resource_id} has expired", resource=resource, resource_id=str(resource_id))
+
+
+@dataclass(frozen=True)
+class EphemeralPolicy:
+    time_to_live: timedelta | None = None
+    expires_once_accessed: bool = False
+    action: str = ""
+
+
+@dataclass(frozen=True)
+class AccessedPayload:
+    """A decrypted payload and what the caller may show with it; never logged."""
+
+    secret_id: uuid.UUID
+    revision: int
+    data: bytes
+    type: str
+    data_crc32: int | None
+
+    def __repr__(self) -> str:
+        return f"<AccessedPayload secret={self.secret_id} rev={self.revision} len={len(self.data)}>"
+
+
+# --- lookups ---------------------------------------------------------------------------------
+def _uuid(raw: Any, resource: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(str(raw))
+    except ValueError:
+        raise ObjectNotFound(resource, raw) from None
+
+
+def _secret(principal: Principal, secret_id: Any, action: Action, event: str, region: str | None) -> Secret:
+    secret = Secret.objects.select_related("project", "key").filter(id=_uuid(secret_id, "secret")).first()
+    if secret is None or (region is not None and secret.region != region):
+        raise ObjectNotFound("secret", secret_id)
+    authorize_audited(principal, action, secret, event)
+    return secret
+
+
+def _project(principal: Principal, project_id: Any, action: Action, event: str) -> Project:
+    project = Project.objects.select_related("default_key").filter(id=_uuid(project_id, "project")).first()
+    if project is None:
+        raise ObjectNotFound("project", project_id)
+    authorize_audited(principal, action, project, event)
+    return project
+
+
+def version_resolve(secret: Secret, revision: Any) -> SecretVersion:
+    """A version by number, ``latest`` (highest revision) or ``latest_enabled``."""
+    versions = SecretVersion.objects.filter(secret=secret)
+    raw = str(revision)
+    if raw == "latest":
+        version = versions.order_by("-revision").first()
+    elif raw == "latest_enabled":
+        version = versions.filter(status=VersionStatus.ENABLED).order_by("-revision").first()
+    elif raw.isdigit() and 0 < int(raw) < 2**31:
+        version = versions.filter(revision=int(raw)).first()
+    else:
+        raise InvalidArgument("revision", "must be a revision number, latest or latest_enabled")
+    if version is None:
+        raise ObjectNotFound("secret_version", f"{secret.id}/{raw}")
+    version.secret = secret
+    return version
+
+
+def _key_for(project: Project, key_id: Any) -> Key:
+    if key_id in (None, ""):
+        if project.default_key is None:
+            raise PreconditionFailed("default_key", f"project {project.id} has no default key")
+        return project.default_key
+    key = Key.objects.filter(id=_uuid(key_id, "key"), project=project).first()
+    if key is None:
+        raise InvalidArgument("key_id", "must be a Key Manager key of the secret's project")
+    if key.usage != "symmetric_encryption" or key.state != KeyState.ENABLED:
+        raise InvalidArgument("key_id", "must be an enabled symmetric encryption key")
+    return key
+
+
+def _policy_fields(policy: EphemeralPolicy | None) -> dict[str, Any]:
+    if policy is None:
+        return {"ephemeral_ttl": None, "ephemeral_expires_once_accessed": False, "ephemeral_action": ""}
+    if policy.time_to_live is None and not policy.expires_once_accessed:
+        raise InvalidArgument("ephemeral_policy", "needs time_to_live or expires_once_accessed")
+    action = validation.ephemeral_action(policy.action)
+    if not action:
+        raise InvalidArgument("ephemeral_policy.action", "must be delete or disable")
+    return {
+        "ephemeral_ttl": validation.ttl(policy.time_to_live) if policy.time_to_live is not None else None,
+        "ephemeral_expires_once_accessed": policy.expires_once_accessed,
+        "ephemeral_action": action,
+    }
+
+
+# --- secrets -------------------------------------------------------------------------------
+def secret_create(
+    *,
+    principal: Principal,
+    project_id: Any,
+    name: Any,
+    region: str = "fr-par",
+    path: Any = "/",
+    type: Any = None,
+    tags: Any = None,
+    description: str = "",
+    protected: bool = False,
+    ephemeral_policy: EphemeralPolicy | None = None,
+    key_id: Any = None,
+) -> Secret:
+    project = _project(principal, project_id, Action.SECRET_WRITE, "secret.create")
+    fields = {
+        "name": validation.secret_name(name),
+        "path": validation.secret_path(path),
+        "type": validation.secret_type(type),
+        "tags": validation.tags(tags),
+        "description": str(description or "")[:4096],
+        "protected": bool(protected),
+        **_policy_fields(ephemeral_policy),
+    }
+    key = _key_for(project, key_id)
+    try:
+        with transaction.atomic():
+            secret = Secret.objects.create(project=project, key=key, region=region, **fields)
+            audit_record(principal, "secret.create", secret, name=secret.name, path=secret.path)
+    except DbIntegrityError:
+        raise Conflict(f"a secret named {fields['name']} already exists at {fields['path']}") from None
+    return secret
+
+
+def secret_get(*, principal: Principal, secret_id: Any, region: str | None = None) -> Secret:
+    return _secret(principal, secret_id, Action.SECRET_VIEW, "secret.get", region)
+
+
+def secret_update(
+    *,
+    principal: Principal,
+    secret_id: Any,
+    region: str | None = None,
+    name: Any = None,
+    tags: Any = None,
+    description: Any = None,
+    path: Any = None,
+    ephemeral_policy: EphemeralPolicy | None = None,
+) -> Secret:
+    """Edit metadata; a new ``path`` moves the secret (names stay unique per path)."""
+    secret = _secret(principal, secret_id, Action.SECRET_WRITE, "secret.update", region)
+    changed: list[str] = []
+    if name is not None:
+        secret.name = validation.secret_name(name)
+        changed.append("name")
+    if tags is not None:
+        secret.tags = validation.tags(tags)
+        changed.append("tags")
+    if description is not None:
+        secret.description = str(description)[:4096]
+        changed.append("description")
+    if path is not None:
+        secret.path = validation.secret_path(path)
+        changed.append("path")
+    if ephemeral_policy is not None:
+        for field, value in _policy_fields(ephemeral_policy).items():
+            setattr(secret, field, value)
+        changed.append("ephemeral_policy")
+    try:
+        with transaction.atomic():
+            secret.save()
+            audit_record(principal, "secret.update", secret, fields=changed)
+    except DbIntegrityError:
+        raise Conflict(f"a secret named {secret.name} already exists at {secret.path}") from None
+    return secret
+
+
+def secret_delete(*, principal: Principal, secret_id: Any, region: str | None = None) -> None:
+    """Schedule deletion (7 days) — or destroy at once for an ephemeral secret."""
+    secret = _secret(principal, secret_id, Action.SECRET_ADMIN, "secret.delete", region)
+    if secret.protected:
+        raise PreconditionFailed("protected", f"secret {secret.id} is protected: unprotect it first")
+    if secret.deletion_requested_at is not None:
+        raise PreconditionFailed("scheduled_for_deletion", f"secret {secret.id} is already scheduled for deletion")
+    now = timezone.now()
+    with transaction.atomic():
+        for version in SecretVersion.objects.filter(secret=secret).exclude(status=VersionStatus.DELETED):
+            _schedule_version(version, now)
+        Secret.objects.filter(id=secret.id).update(deletion_requested_at=now, updated_at=now)
+        audit_record(principal, "secret.delete", secret, immediate=secret.is_ephemeral)
+    if secret.is_ephemeral:
+        _destroy_secret(secret)
+
+
+def _schedule_version(version: SecretVersion, now: datetime) -> None:
+    if version.status == VersionStatus.SCHEDULED_FOR_DELETION:
+        return
+    SecretVersion.objects.filter(id=version.id).update(
+        status_before_deletion=version.status,
+        status=VersionStatus.SCHEDULED_FOR_DELETION,
+        deletion_requested_at=now,
+        updated_at=now,
+    )
+
+
+def _destroy_secret(secret: Secret) -> None:
+    """Destroy every version (DEK first), then the secret row."""
+    for version in SecretVersion.objects.filter(secret=secret).exclude(status=VersionStatus.DELETED):
+        storage.secret_version_destroy(version)
+    Secret.objects.filter(id=secret.id).delete()
+
+
+def secret_restore(*, principal: Principal, secret_id: Any, region: str | None = None) -> Secret:
+    secret = _secret(principal, secret_id, Action.SECRET_ADMIN, "secret.restore", region)
+    if secret.deletion_requested_at is None:
+        raise PreconditionFailed("not_scheduled", f"secret {secret.id} is not scheduled for deletion")
+    now = timezone.now()
+    try:
+        with transaction.atomic():
+            for version in SecretVersion.objects.filter(secret=secret, status=VersionStatus.SCHEDULED_FOR_DELETION):
+                _unschedule_version(version, now)
+            Secret.objects.filter(id=secret.id).update(deletion_requested_at=None, updated_at=now)
+            audit_record(principal, "secret.restore", secret)
+    except DbIntegrityError:
+        raise Conflict(f"another secret named {secret.name} now exists at {secret.path}") from None
+    secret.refresh_from_db()
+    return secret
+
+
+def _unschedule_version(version: SecretVersion, now: datetime) -> None:
+    SecretVersion.objects.filter(id=version.id).update(
+        status=version.status_before_deletion or VersionStatus.DISABLED,
+        status_before_deletion="",
+        deletion_requested_at=None,
+        updated_at=now,
+    )
+
+
+def secret_set_protected(*, principal: Principal, secret_id: Any, protected: bool, region: str | None = None) -> Secret:
+    event = "secret.protect" if protected else "secret.unprotect"
+    secret = _secret(principal, secret_id, Action.SECRET_ADMIN, event, region)
+    with transaction.atomic():
+        secret.protected = protected
+        secret.save(update_fields=["protected", "updated_at"])
+        audit_record(principal, event, secret)
+    return secret
+
+
+def secret_add_owner(*, principal: Principal, secret_id: Any, product: Any, region: str | None = None) -> Secret:
+    secret = _secret(principal, secret_id, Action.SECRET_ADMIN, "secret.add_owner", region)
+    if product not in PRODUCTS:
+        raise InvalidArgument("product", f"must be one of {', '.join(PRODUCTS)}")
+    with transaction.atomic():
+        if product not in secret.used_by:
+            secret.used_by = [*secret.used_by, product]
+            secret.save(update_fields=["used_by", "updated_at"])
+        audit_record(principal, "secret.add_owner", secret, product=product)
+    return secret
+
+
+@dataclass(frozen=True)
+class SecretFilter:
+    organization_id: Any = None
+    project_id: Any = None
+    tags: tuple[str, ...] = ()
+    name: str | None = None
+    path: str | None = None
+    ephemeral: bool | None = None
+    type: str | None = None
+    scheduled_for_deletion: bool = False
+
+
+def secrets_visible(*, principal: Principal, region: str | None = None) -> QuerySet[Secret]:
+    qs = visible(principal, Secret.objects.select_related("project"))
+    return qs.filter(region=region) if region is not None else qs
+
+
+def secret_list(
+    *,
+    principal: Principal,
+    region: str | None = None,
+    filters: SecretFilter = SecretFilter(),
+    order_by: str = "created_at_asc",
+) -> QuerySet[Secret]:
+    if order_by not in ORDERINGS:
+        raise InvalidArgument("order_by", f"must be one of {', '.join(ORDERINGS)}")
+    qs = secrets_visible(principal=principal, region=region)
+    if filters.organization_id:
+        qs = qs.filter(project__organization_id=_uuid(filters.organization_id, "organization"))
+    if filters.project_id:
+        qs = qs.filter(project_id=_uuid(filters.project_id, "project"))
+    for tag in filters.tags:
+        qs = qs.filter(tags__contains=[tag]) if _json_contains_supported(qs) else qs.filter(tags__icontains=f'"{tag}"')
+    if filters.name:
+        qs = qs.filter(name=filters.name)
+    if filters.path:
+        qs = qs.filter(path=validation.secret_path(filters.path))
+    if filters.ephemeral is not None:
+        ephemeral = Q(ephemeral_ttl__isnull=False) | Q(ephemeral_expires_once_accessed=True)
+        qs = qs.filter(ephemeral) if filters.ephemeral else qs.exclude(ephemeral)
+    if filters.type:
+        qs = qs.filter(type=validation.secret_type(filters.type))
+    qs = qs.filter(deletion_requested_at__isnull=not filters.scheduled_for_deletion)
+    return qs.order_by(*ORDERINGS[order_by])
+
+
+def _json_contains_supported(qs: QuerySet[Any]) -> bool:
+    from django.db import connections
+
+    return bool(connections[qs.db].features.supports_json_field_contains)
+
+
+@dataclass(frozen=True)
+class BrowseItem:
+    name: str
+    created_at: datetime
+    updated_at: datetime
+    secret: Secret | None = None
+
+
+def secret_browse(
+    *,
+    principal: Principal,
+    region: str | None,
+    project_id: Any,
+    prefix: Any,
+    order_by: str = "name_asc",
+    tags: Iterable[str] = (),
+    type: str | None = None,
+) -> tuple[str, list[BrowseItem]]:
+    """Folders directly under ``prefix`` and the secrets in it (like ``ls``)."""
+    if order_by not in ORDERINGS:
+        raise InvalidArgument("order_by", f"must be one of {', '.join(ORDERINGS)}")
+    current = validation.secret_path(prefix, "prefix")
+    qs = secret_list(
+        principal=principal,
+        region=region,
+        filters=SecretFilter(project_id=project_id, tags=tuple(tags), type=type),
+        order_by=order_by,
+    )
+    below = current.rstrip("/") + "/"
+    folders: dict[str, BrowseItem] = {}
+    items: list[BrowseItem] = []
+    for secret in qs.filter(Q(path=current) | Q(path__startswith=below)):
+        if secret.path == current:
+            items.append(BrowseItem(secret.name, secret.created_at, secret.updated_at, secret))
+            continue
+        folder = secret.path[len(below) :].split("/", 1)[0]
+        seen = folders.get(folder)
+        if seen is None:
+            folders[folder] = BrowseItem(folder, secret.created_at, secret.updated_at)
+        else:
+            folders[folder] = BrowseItem(
+                folder, min(seen.created_at, secret.created_at), max(seen.updated_at, secret.updated_at)
+            )
+    reverse = order_by.endswith("_desc")
+    field = order_by.rsplit("_", 1)[0]
+    ordered_folders = sorted(folders.values(), key=lambda item: getattr(item, field), reverse=reverse)
+    return current, [*ordered_folders, *items]
+
+
+def secret_tags(*, principal: Principal, region: str | None, project_id: Any = None) -> list[str]:
+    qs = secrets_visible(principal=principal, region=region).filter(deletion_requested_at__isnull=True)
+    if project_id:
+        qs = qs.filter(project_id=_uuid(project_id, "project"))
+    found: set[str] = set()
+    for row in qs.values_list("tags", flat=True):
+        found.update(row or [])
+    return sorted(found)
+
+
+def secret_types(*, principal: Principal, region: str | None, project_id: Any = None) -> list[str]:
+    """Secret types in use in the visible secrets (of the project)."""
+    qs = secrets_visible(principal=principal, region=region).filter(deletion_requested_at__isnull=True)
+    if project_id:
+        qs = qs.filter(project_id=_uuid(project_id, "project"))
+    used = set(qs.values_list("type", flat=True))
+    return [t for t in SecretType.values if t in used]
+
+
+# --- versions ------------------------------------------------------------------------------
+def _require_live(secret: Secret) -> None:
+    if secret.deletion_requested_at is not None:
+        raise PreconditionFailed("scheduled_for_deletion", f"secret {secret.id} is scheduled for deletion")
+
+
+def secret_version_create(
+    *,
+    principal: Principal,
+    secret_id: Any,
+    data: bytes,
+    region: str | None = None,
+    description: str = "",
+    disable_previous: bool = False,
+    data_crc32: int | None = None,
+    now: datetime | None = None,
+) -> SecretVersion:
+    """Encrypt ``data`` under a fresh DEK as the next revision (DEK committed first)."""
+    secret = _secret(principal, secret_id, Action.SECRET_WRITE, "secret.version.create", region)
+    _require_live(secret)
+    validation.payload(data, type_=secret.type, crc32=data_crc32)
+    now = now or timezone.now()
+    fields: dict[str, Any] = {}
+    if secret.is_ephemeral:
+        fields = {
+            "expires_at": now + secret.ephemeral_ttl if secret.ephemeral_ttl else None,
+            "expires_once_accessed": secret.ephemeral_expires_once_accessed,
+            "ephemeral_action": secret.ephemeral_action,
+        }
+    with transaction.atomic():
+        version = storage.secret_version_create(
+            secret=secret,
+            data=data,
+            description=str(description or "")[:4096],
+            disable_previous=disable_previous,
+            data_crc32=validation.crc32_of(data),
+            **fields,
+        )
+        audit_record(
+            principal, "secret.version.create", secret, revision=version.revision, disable_previous=disable_previous
+        )
+    return version
+
+
+def secret_version_get(
+    *, principal: Principal, secret_id: Any, revision: Any, region: str | None = None
+) -> SecretVersion:
+    secret = _secret(principal, secret_id, Action.SECRET_VIEW, "secret.version.get", region)
+    return version_resolve(secret, revision)
+
+
+def secret_version_list(
+    *, principal: Principal, secret_id: Any, region: str | None = None, statuses: Iterable[str] = ()
+) -> QuerySet[SecretVersion]:
+    secret = _secret(principal, secret_id, Action.SECRET_VIEW, "secret.version.list", region)
+    qs = SecretVersion.objects.filter(secret=secret).select_related("secret").order_by("revision")
+    statuses = [s for s in statuses if s and s != "unknown_status"]
+    for status in statuses:
+        if status not in VersionStatus.values:
+            raise InvalidArgument("status", f"must be one of {', '.join(VersionStatus.values)}")
+    return qs.filter(status__in=statuses) if statuses else qs
+
+
+def latest_revision(secret: Secret) -> int:
+    return int(SecretVersion.objects.filter(secret=secret).aggregate(m=Max("revision"))["m"] or 0)
+
+
+def secret_version_update(
+    *,
+    principal: Principal,
+    secret_id: Any,
+    revision: Any,
+    region: str | None = None,
+    description: Any = None,
+    expires_at: datetime | None = None,
+    expires_once_accessed: bool | None = None,
+    ephemeral_action: Any = None,
+) -> SecretVersion:
+    secret = _secret(principal, secret_id, Action.SECRET_WRITE, "secret.version.update", region)
+    version = version_resolve(secret, revision)
+    if version.status == VersionStatus.DELETED:
+        raise PreconditionFailed("deleted", "a deleted version cannot be changed")
+    changed: list[str] = []
+    if description is not None:
+        version.description = str(description)[:4096]
+        changed.append("description")
+    if expires_at is not None:
+        version.expires_at = expires_at
+        changed.append("expires_at")
+    if expires_once_accessed is not None:
+        version.expires_once_accessed = bool(expires_once_accessed)
+        changed.append("expires_once_accessed")
+    if ephemeral_action is not None:
+        version.ephemeral_action = validation.ephemeral_action(ephemeral_action)
+        changed.append("ephemeral_action")
+    with transaction.atomic():
+        version.save()
+        audit_record(principal, "secret.version.update", secret, revision=version.revision, fields=changed)
+    return version
+
+
+def secret_version_set_enabled(
+    *, principal: Principal, secret_id: Any, revision: Any, enabled: bool, region: str | None = None
+) -> SecretVersion:
+    event = "secret.version.enable" if enabled else "secret.version.disable"
+    secret = _secret(principal, secret_id, Action.SECRET_WRITE, event, region)
+    version = version_resolve(secret, revision)
+    if version.status in (VersionStatus.DELETED, VersionStatus.SCHEDULED_FOR_DELETION):
+        raise PreconditionFailed(version.status, f"revision {version.revision} is {version.status}")
+    with transaction.atomic():
+        storage.secret_version_set_status(version, VersionStatus.ENABLED if enabled else VersionStatus.DISABLED)
+        audit_record(principal, event, secret, revision=version.revision)
+    return version
+
+
+def secret_version_delete(
+    *, principal: Principal, secret_id: Any, revision: Any, region: str | None = None
+) -> SecretVersion:
+    """Schedule one version for deletion (allowed on protected secrets)."""
+    secret = _secret(principal, secret_id, Action.SECRET_ADMIN, "secret.version.delete", region)
+    version = version_resolve(secret, revision)
+    if version.status in (VersionStatus.DELETED, VersionStatus.SCHEDULED_FOR_DELETION):
+        raise PreconditionFailed(version.status, f"revision {version.revision} is already {version.status}")
+    now = timezone.now()
+    with transaction.atomic():
+        _schedule_version(version, now)
+        audit_record(principal, "secret.version.delete", secret, revision=version.revision)
+    if secret.is_ephemeral:
+        storage.secret_version_destroy(version)
+    version.refresh_from_db()
+    return version
+
+
+def secret_version_restore(
+    *, principal: Principal, secret_id: Any, revision: Any, region: str | None = None
+) -> SecretVersion:
+    secret = _secret(principal, secret_id, Action.SECRET_ADMIN, "secret.version.restore", region)
+    _require_live(secret)
+    version = version_resolve(secret, revision)
+    if version.status != VersionStatus.SCHEDULED_FOR_DELETION:
+        raise PreconditionFailed("not_scheduled", f"revision {version.revision} is not scheduled for deletion")
+    with transaction.atomic():
+        _unschedule_version(version, timezone.now())
+        audit_record(principal, "secret.version.restore", secret, revision=version.revision)
+    version.refresh_from_db()
+    return version
+
+
+def _expired(version: SecretVersion, now: datetime) -> bool:
+    if version.expires_at is not None and version.expires_at <= now:
+        return True
+    return version.expires_once_accessed and version.accessed_at is not None
+
+
+def secret_version_access(
+    *, principal: Principal, secret_id: Any, revision: Any, region: str | None = None, now: datetime | None = None
+) -> AccessedPayload:
+    secret = _secret(principal, secret_id, Action.SECRET_READ, "secret.version.access", region)
+    return _access(principal, secret, revision, now or timezone.now())
+
+
+def secret_version_access_by_path(
+    *,
+    principal: Principal,
+    project_id: Any,
+    secret_path: Any,
+    secret_name: Any,
+    revision: Any,
+    region: str | None = None,
+    now: datetime | None = None,
+) -> AccessedPayload:
+    path = validation.secret_path(secret_path, "secret_path")
+    name = validation.secret_name(secret_name)
+    qs = Secret.objects.select_related("project", "key").filter(
+        project_id=_uuid(project_id, "project"), path=path, name=name, deletion_requested_at__isnull=True
+    )
+    if region is not None:
+        qs = qs.filter(region=region)
+    secret = qs.first()
+    if secret is None:
+        raise ObjectNotFound("secret", f"{path.rstrip('/')}/{name}")
+    authorize_audited(principal, Action.SECRET_READ, secret, "secret.version.access")
+    return _access(principal, secret, revision, now or timezone.now())
+
+
+def _access(principal: Principal, secret: Secret, revision: Any, now: datetime) -> AccessedPayload:
+    """Decrypt, then record the read (and an expires-once-accessed transition) before returning.
+
+    The event is written in the transaction that marks the version accessed: if
+    it cannot be written, the payload is not returned.
+    """
+    version = version_resolve(secret, revision)
+    if version.status != VersionStatus.ENABLED:
+        raise PreconditionFailed(
+            version.status, f"revision {version.revision} of secret {secret.id} is {version.status}"
+        )
+    if _expired(version, now):
+        raise Expired("secret_version", f"{secret.id}/{version.revision}")
+    data = storage.secret_version_payload(version)
+    once = version.expires_once_accessed
+    with transaction.atomic():
+        if once:
+            updated = SecretVersion.objects.filter(id=version.id, accessed_at__isnull=True).update(
+                accessed_at=now, status=VersionStatus.DISABLED, updated_at=now
+            )
+            if not updated:  # someone else read it first
+                raise Expired("secret_version", f"{secret.id}/{version.revision}")
+        audit_record(principal, "secret.version.access", secret, revision=version.revision)
+    if once and version.ephemeral_action == EphemeralAction.DELETE:
+        storage.secret_version_destroy(version)
+    return AccessedPayload(secret.id, version.revision, data, secret.type, version.data_crc32)
+
+
+# --- expiry (the expire_secret_versions command) ---------------------------------------------
+def secret_versions_expire(
+    *, principal: Principal, now: datetime | None = None, dry_run: bool = False
+) -> dict[str, int]:
+    """Apply ephemeral actions for good and destroy what was scheduled more than 7 days ago.
+
+    Operators only.  Each destruction deletes the DEK first, so a crash leaves
+    at worst a version whose payload is already gone; a re-run finishes it.
+    """
+    if not principal.is_superuser:
+        raise ObjectNotFound("command", "expire_secret_versions")
+    now = now or timezone.now()
+    cutoff = now - DELETION_DELAY
+    counts = {"versions_disabled": 0, "versions_destroyed": 0, "secrets_destroyed": 0}
+    expired = (
+        SecretVersion.objects.select_related("secret")
+        .filter(Q(expires_at__lte=now) | Q(expires_once_accessed=True, accessed_at__isnull=False))
+        .exclude(status=VersionStatus.DELETED)
+    )
+    due_versions = SecretVersion.objects.select_related("secret").filter(
+        status=VersionStatus.SCHEDULED_FOR_DELETION, deletion_requested_at__lte=cutoff
+    )
+    due_secrets = Secret.objects.filter(deletion_requested_at__lte=cutoff)
+    for version in expired:
+        if version.ephemeral_action == EphemeralAction.DISABLE:
+            if version.status == VersionStatus.ENABLED:
+                counts["versions_disabled"] += 1
+                if not dry_run:
+                    with transaction.atomic():
+                        storage.secret_version_set_status(version, VersionStatus.DISABLED)
+                        audit_record(
+                            principal,
+                            "secret.version.expire",
+                            version.secret,
+                            revision=version.revision,
+                            ephemeral="disable",
+                        )
+        else:
+            counts["versions_destroyed"] += 1
+            if not dry_run:
+                _destroy_audited(principal, version, "ephemeral")
+    for version in due_versions:
+        counts["versions_destroyed"] += 1
+        if not dry_run:
+            _destroy_audited(principal, version, "deletion_window_passed")
+    for secret in due_secrets:
+        counts["secrets_destroyed"] += 1
+        if not dry_run:
+            with transaction.atomic():
+                audit_record(principal, "secret.destroy", secret)
+            _destroy_secret(secret)
+    return counts
+
+
+def _destroy_audited(principal: Principal, version: SecretVersion, reason: str) -> None:
+    with transaction.atomic():
+        audit_record(principal, "secret.version.destroy", version.secret, revision=version.revision, reason=reason)
+    storage.secret_version_destroy(version)
+
+
+def project_ids_readable(principal: Principal) -> set[str]:
+    """Projects where the principal reads payloads project-wide (console helpers)."""
+    return project_ids_with(principal, Action.SECRET_READ)
+
+
+# --- named actions (one per API endpoint / console button) ------------------------------------
+def secret_protect(*, principal: Principal, secret_id: Any, region: str | None = None) -> Secret:
+    return secret_set_protected(principal=principal, secret_id=secret_id, protected=True, region=region)
+
+
+def secret_unprotect(*, principal: Principal, secret_id: Any, region: str | None = None) -> Secret:
+    return secret_set_protected(principal=principal, secret_id=secret_id, protected=False, region=region)
+
+
+def secret_version_enable(
+    *, principal: Principal, secret_id: Any, revision: Any, region: str | None = None
+) -> SecretVersion:
+    return secret_version_set_enabled(
+        principal=principal, secret_id=secret_id, revision=revision, enabled=True, region=region
+    )
+
+
+def secret_version_disable(
+    *, principal: Principal, secret_id: Any, revision: Any, region: str | None = None
+) -> SecretVersion:
+    return secret_version_set_enabled(
+        principal=principal, secret_id=secret_id, revision=revision, enabled=False, region=region
+    )

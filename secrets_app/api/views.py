@@ -1,0 +1,341 @@
+"""Secret Manager v1beta1 endpoints: parse, call one service, render. No logic here."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.views.decorators.debug import sensitive_variables
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers as drf
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from hkms_site.api.common import ScalewayView, b64decode_field, b64encode, page_params, paginate, parse_duration
+from hkms_site.errors import InvalidArgument
+from secrets_app import services
+from secrets_app.api import serializers as s
+from secrets_app.services import EphemeralPolicy, SecretFilter
+from secrets_app.validation import MAX_PAYLOAD_BYTES
+
+TAG = ["Secret Manager v1beta1"]
+
+
+def _body(serializer: type[drf.Serializer[Any]], data: Any) -> dict[str, Any]:
+    checked = serializer(data=data if isinstance(data, dict) else {"non_field_errors": data})
+    checked.is_valid(raise_exception=True)
+    return dict(checked.validated_data)
+
+
+def _bool_param(params: Any, name: str) -> bool | None:
+    raw = params.get(name)
+    if raw in (None, ""):
+        return None
+    if str(raw).lower() in ("true", "1"):
+        return True
+    if str(raw).lower() in ("false", "0"):
+        return False
+    raise InvalidArgument(name, "must be true or false")
+
+
+def _policy(raw: dict[str, Any] | None) -> EphemeralPolicy | None:
+    if not raw:
+        return None
+    ttl = raw.get("time_to_live")
+    return EphemeralPolicy(
+        time_to_live=parse_duration(ttl, "ephemeral_policy.time_to_live") if ttl else None,
+        expires_once_accessed=bool(raw.get("expires_once_accessed")),
+        action=raw.get("action") or "",
+    )
+
+
+def _secret(secret: Any) -> dict[str, Any]:
+    return dict(s.SecretSerializer(secret).data)
+
+
+def _version(version: Any) -> dict[str, Any]:
+    return dict(s.SecretVersionSerializer(version).data)
+
+
+class SecretsView(ScalewayView):
+    @extend_schema(tags=TAG, summary="List secrets", responses=s.ListSecretsSerializer)
+    def get(self, request: Request, region: str) -> Response:
+        params = request.query_params
+        filters = SecretFilter(
+            organization_id=params.get("organization_id") or None,
+            project_id=params.get("project_id") or None,
+            tags=tuple(params.getlist("tags")),
+            name=params.get("name") or None,
+            path=params.get("path") or None,
+            ephemeral=_bool_param(params, "ephemeral"),
+            type=params.get("type") if params.get("type") not in (None, "", "unknown_type") else None,
+            scheduled_for_deletion=bool(_bool_param(params, "scheduled_for_deletion")),
+        )
+        qs = services.secret_list(
+            principal=self.principal,
+            region=region,
+            filters=filters,
+            order_by=params.get("order_by") or "created_at_asc",
+        )
+        page, total = paginate(qs, params)
+        return Response({"secrets": [_secret(x) for x in page], "total_count": total})
+
+    @extend_schema(tags=TAG, summary="Create a secret", request=s.CreateSecretRequest, responses=s.SecretSerializer)
+    def post(self, request: Request, region: str) -> Response:
+        body = _body(s.CreateSecretRequest, request.data)
+        secret = services.secret_create(
+            principal=self.principal,
+            region=region,
+            project_id=body["project_id"],
+            name=body["name"],
+            path=body.get("path"),
+            type=body.get("type"),
+            tags=body.get("tags"),
+            description=body.get("description") or "",
+            protected=body.get("protected", False),
+            ephemeral_policy=_policy(body.get("ephemeral_policy")),
+            key_id=body.get("key_id"),
+        )
+        return Response(_secret(secret))
+
+
+class SecretView(ScalewayView):
+    @extend_schema(tags=TAG, summary="Get a secret's metadata", responses=s.SecretSerializer)
+    def get(self, request: Request, region: str, secret_id: str) -> Response:
+        return Response(_secret(services.secret_get(principal=self.principal, secret_id=secret_id, region=region)))
+
+    @extend_schema(
+        tags=TAG,
+        summary="Update a secret (a new path moves it)",
+        request=s.UpdateSecretRequest,
+        responses=s.SecretSerializer,
+    )
+    def patch(self, request: Request, region: str, secret_id: str) -> Response:
+        body = _body(s.UpdateSecretRequest, request.data)
+        secret = services.secret_update(
+            principal=self.principal,
+            secret_id=secret_id,
+            region=region,
+            name=body.get("name"),
+            tags=body.get("tags"),
+            description=body.get("description"),
+            path=body.get("path"),
+            ephemeral_policy=_policy(body.get("ephemeral_policy")),
+        )
+        return Response(_secret(secret))
+
+    @extend_schema(tags=TAG, summary="Delete a secret (scheduled for 7 days)", responses={204: None})
+    def delete(self, request: Request, region: str, secret_id: str) -> Response:
+        services.secret_delete(principal=self.principal, secret_id=secret_id, region=region)
+        return Response(status=204)
+
+
+class SecretActionView(ScalewayView):
+    """POST …/secrets/{id}/{protect|unprotect|restore}."""
+
+    action_name = ""
+
+    @extend_schema(tags=TAG, request=None, responses=s.SecretSerializer)
+    def post(self, request: Request, region: str, secret_id: str) -> Response:
+        call = {
+            "protect": services.secret_protect,
+            "unprotect": services.secret_unprotect,
+            "restore": services.secret_restore,
+        }[self.action_name]
+        return Response(_secret(call(principal=self.principal, secret_id=secret_id, region=region)))
+
+
+class AddSecretOwnerView(ScalewayView):
+    @extend_schema(
+        tags=TAG, summary="Allow a product to use the secret", request=s.AddSecretOwnerRequest, responses={204: None}
+    )
+    def post(self, request: Request, region: str, secret_id: str) -> Response:
+        body = _body(s.AddSecretOwnerRequest, request.data)
+        services.secret_add_owner(principal=self.principal, secret_id=secret_id, product=body["product"], region=region)
+        return Response(status=204)
+
+
+class BrowseSecretsView(ScalewayView):
+    @extend_schema(tags=TAG, summary="Browse folders and secrets under a prefix", responses=s.BrowseSecretsSerializer)
+    def get(self, request: Request, region: str) -> Response:
+        params = request.query_params
+        current, items = services.secret_browse(
+            principal=self.principal,
+            region=region,
+            project_id=params.get("project_id") or None,
+            prefix=params.get("prefix") or "/",
+            order_by=params.get("order_by") or "name_asc",
+            tags=params.getlist("tags"),
+            type=params.get("type") if params.get("type") not in (None, "", "unknown_type") else None,
+        )
+        page, page_size = page_params(params)
+        chosen = items[(page - 1) * page_size : page * page_size]
+        return Response(
+            {"items": [_browse_item(i) for i in chosen], "current_path": current, "total_count": len(items)}
+        )
+
+
+def _browse_item(item: services.BrowseItem) -> dict[str, Any]:
+    from hkms_site.api.common import timestamp
+    from secrets_app.api.serializers import ephemeral_policy_json
+
+    secret = item.secret
+    return {
+        "name": item.name,
+        "created_at": timestamp(item.created_at),
+        "updated_at": timestamp(item.updated_at),
+        "secret": None
+        if secret is None
+        else {
+            "id": str(secret.id),
+            "tags": secret.tags,
+            "version_count": secret.version_count,
+            "protected": secret.protected,
+            "type": secret.type,
+            "ephemeral_policy": ephemeral_policy_json(secret),
+        },
+        "folder": {} if secret is None else None,
+    }
+
+
+class SecretVersionsView(ScalewayView):
+    @extend_schema(tags=TAG, summary="List a secret's versions", responses=s.ListSecretVersionsSerializer)
+    def get(self, request: Request, region: str, secret_id: str) -> Response:
+        qs = services.secret_version_list(
+            principal=self.principal,
+            secret_id=secret_id,
+            region=region,
+            statuses=request.query_params.getlist("status"),
+        )
+        page, total = paginate(qs, request.query_params)
+        return Response({"versions": [_version(v) for v in page], "total_count": total})
+
+    @sensitive_variables("data", "body")
+    @extend_schema(
+        tags=TAG,
+        summary="Add a version (base64 data)",
+        request=s.CreateSecretVersionRequest,
+        responses=s.SecretVersionSerializer,
+    )
+    def post(self, request: Request, region: str, secret_id: str) -> Response:
+        body = _body(s.CreateSecretVersionRequest, request.data)
+        data = b64decode_field(body["data"], "data", max_bytes=MAX_PAYLOAD_BYTES)
+        version = services.secret_version_create(
+            principal=self.principal,
+            secret_id=secret_id,
+            region=region,
+            data=data,
+            description=body.get("description") or "",
+            disable_previous=bool(body.get("disable_previous")),
+            data_crc32=body.get("data_crc32"),
+        )
+        return Response(_version(version))
+
+
+class SecretVersionView(ScalewayView):
+    @extend_schema(tags=TAG, summary="Get a version's metadata", responses=s.SecretVersionSerializer)
+    def get(self, request: Request, region: str, secret_id: str, revision: str) -> Response:
+        return Response(
+            _version(
+                services.secret_version_get(
+                    principal=self.principal, secret_id=secret_id, revision=revision, region=region
+                )
+            )
+        )
+
+    @extend_schema(
+        tags=TAG, summary="Update a version", request=s.UpdateSecretVersionRequest, responses=s.SecretVersionSerializer
+    )
+    def patch(self, request: Request, region: str, secret_id: str, revision: str) -> Response:
+        body = _body(s.UpdateSecretVersionRequest, request.data)
+        props = body.get("ephemeral_properties") or {}
+        version = services.secret_version_update(
+            principal=self.principal,
+            secret_id=secret_id,
+            revision=revision,
+            region=region,
+            description=body.get("description"),
+            expires_at=props.get("expires_at"),
+            expires_once_accessed=props.get("expires_once_accessed"),
+            ephemeral_action=props.get("action"),
+        )
+        return Response(_version(version))
+
+    @extend_schema(tags=TAG, summary="Delete a version (scheduled for 7 days)", responses={204: None})
+    def delete(self, request: Request, region: str, secret_id: str, revision: str) -> Response:
+        services.secret_version_delete(principal=self.principal, secret_id=secret_id, revision=revision, region=region)
+        return Response(status=204)
+
+
+class SecretVersionActionView(ScalewayView):
+    """POST …/versions/{revision}/{enable|disable|restore}."""
+
+    action_name = ""
+
+    @extend_schema(tags=TAG, request=None, responses=s.SecretVersionSerializer)
+    def post(self, request: Request, region: str, secret_id: str, revision: str) -> Response:
+        call = {
+            "enable": services.secret_version_enable,
+            "disable": services.secret_version_disable,
+            "restore": services.secret_version_restore,
+        }[self.action_name]
+        return Response(_version(call(principal=self.principal, secret_id=secret_id, revision=revision, region=region)))
+
+
+def _access_response(payload: services.AccessedPayload) -> Response:
+    response = Response(
+        {
+            "secret_id": str(payload.secret_id),
+            "revision": payload.revision,
+            "data": b64encode(payload.data),
+            "type": payload.type,
+            "data_crc32": payload.data_crc32,
+        }
+    )
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+class AccessSecretVersionView(ScalewayView):
+    @extend_schema(tags=TAG, summary="Access a version's payload", responses=s.AccessSecretVersionSerializer)
+    def get(self, request: Request, region: str, secret_id: str, revision: str) -> Response:
+        return _access_response(
+            services.secret_version_access(
+                principal=self.principal, secret_id=secret_id, revision=revision, region=region
+            )
+        )
+
+
+class AccessSecretVersionByPathView(ScalewayView):
+    @extend_schema(tags=TAG, summary="Access a payload by path and name", responses=s.AccessSecretVersionSerializer)
+    def get(self, request: Request, region: str, revision: str) -> Response:
+        params = request.query_params
+        return _access_response(
+            services.secret_version_access_by_path(
+                principal=self.principal,
+                project_id=params.get("project_id") or "",
+                region=region,
+                secret_path=params.get("secret_path") or "/",
+                secret_name=params.get("secret_name") or "",
+                revision=revision,
+            )
+        )
+
+
+class TagsView(ScalewayView):
+    @extend_schema(tags=TAG, summary="List tags", responses=s.ListTagsSerializer)
+    def get(self, request: Request, region: str) -> Response:
+        found = services.secret_tags(
+            principal=self.principal, region=region, project_id=request.query_params.get("project_id") or None
+        )
+        page, page_size = page_params(request.query_params)
+        return Response({"tags": found[(page - 1) * page_size : page * page_size], "total_count": len(found)})
+
+
+class SecretTypesView(ScalewayView):
+    @extend_schema(tags=TAG, summary="List secret types in use", responses=s.ListSecretTypesSerializer)
+    def get(self, request: Request, region: str) -> Response:
+        found = services.secret_types(
+            principal=self.principal, region=region, project_id=request.query_params.get("project_id") or None
+        )
+        page, page_size = page_params(request.query_params)
+        return Response({"types": found[(page - 1) * page_size : page * page_size], "total_count": len(found)})
