@@ -4,12 +4,15 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView
 from rest_framework.permissions import AllowAny
 
 from hkms_site import views
-from hkms_site.api.views import WhoAmIView
+from hkms_site.api.views import SealStatusView, SealView, UnsealView, WhoAmIView
 
 urlpatterns = [
     path("health", views.health, name="health"),
     path("admin/", admin.site.urls),
     path("api/whoami", WhoAmIView.as_view(), name="whoami"),
+    path("api/seal-status", SealStatusView.as_view(), name="seal-status"),
+    path("api/unseal", UnsealView.as_view(), name="unseal"),
+    path("api/seal", SealView.as_view(), name="seal"),
     path("key-manager/v1alpha1/", include("keys_app.api.urls")),
     path("", include("secrets_app.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(permission_classes=[AllowAny]), name="schema"),

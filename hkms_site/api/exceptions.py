@@ -20,10 +20,12 @@ from rest_framework.response import Response
 
 from hkms_site.errors import ServiceError
 from keys_app import errors as hierarchy
+from keys_app.services.seal import ShareRefused
 
 log = logging.getLogger("hkms.api")
 
 _HIERARCHY_STATUS: list[tuple[type[Exception], int, str]] = [
+    (ShareRefused, 400, "invalid_arguments"),
     (hierarchy.KeyDisabled, 412, "precondition_failed"),
     (hierarchy.KeyMaterialUnavailable, 410, "resource_expired"),
     (hierarchy.RootKeyError, 503, "sealed"),

@@ -1,0 +1,74 @@
+"""The root-key custody endpoints: superusers only (404 for everyone else), audited."""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth import get_user_model
+from rest_framework.test import APIClient
+
+from hkms_site.access.apikeys import api_key_create
+from hkms_site.access.principal import Principal
+from hkms_site.audit.models import AuditEvent
+
+pytestmark = pytest.mark.django_db(databases=["default", "kek", "dek"])
+
+
+def client_for(username: str, *, superuser: bool) -> APIClient:
+    users = get_user_model().objects
+    user = users.create_superuser(username) if superuser else users.create_user(username)
+    issued = api_key_create(principal=Principal.for_command(), user=user)
+    client = APIClient()
+    client.credentials(HTTP_X_AUTH_TOKEN=issued.secret_key)
+    return client
+
+
+@pytest.mark.parametrize("method,url", [("get", "/api/seal-status"), ("post", "/api/unseal"), ("post", "/api/seal")])
+def test_non_superusers_get_404_and_an_audit_event(hierarchy, method, url):
+    client = client_for("app", superuser=False)
+    response = getattr(client, method)(url, {"share": "word " * 20}, format="json")
+    assert response.status_code == 404
+    assert response.json()["type"] == "not_found"
+    event = AuditEvent.objects.filter(outcome="denied").last()
+    assert event is not None and event.action.startswith("root_key.")
+    assert "word" not in str(event.detail)
+
+
+def test_malformed_share_is_a_validation_error(hierarchy):
+    client = client_for("root", superuser=True)
+    response = client.post("/api/unseal", {"share": ""}, format="json")
+    assert response.status_code == 400
+    assert response.json()["type"] == "invalid_arguments"
+
+
+def test_without_a_seal_keeper_the_answer_is_a_clear_503(hierarchy):
+    client = client_for("root", superuser=True)
+    response = client.get("/api/seal-status")
+    assert response.status_code == 503
+    assert response.json()["type"] == "sealed"
+    assert "seal_keeper" in response.json()["message"]
+
+
+def test_seal_then_unseal_share_by_share_over_the_api(settings, shamir_in_process):
+    from secrets_app.storage import project_create, secret_create, secret_version_create
+    from tests.providers.test_shamir import cold_read, init_shamir
+
+    settings.HKMS_ROOT_KEY_PROVIDER = "shamir"
+    shares = init_shamir()
+    project = project_create(name="vault")
+    secret = secret_create(project=project, name="db")
+    secret_version_create(secret=secret, data=b"hunter2")
+    client = client_for("root", superuser=True)
+    assert client.post("/api/seal", format="json").status_code == 200
+    assert client.get("/api/seal-status").json()["sealed"] is True
+    with pytest.raises(Exception):  # noqa: B017 - any refusal: the key is gone from this process
+        cold_read(secret)
+    refused = client.post("/api/unseal", {"share": "academic acid acrobat " * 7}, format="json")
+    assert refused.status_code == 400 and refused.json()["type"] == "invalid_arguments"
+    first = client.post("/api/unseal", {"share": shares[0]}, format="json").json()
+    assert first["sealed"] is True and "1" in str(first.get("progress"))
+    client.post("/api/unseal", {"share": shares[3]}, format="json")
+    last = client.post("/api/unseal", {"share": shares[4]}, format="json").json()
+    assert last["sealed"] is False
+    assert cold_read(secret) == [b"hunter2"]
+    events = list(AuditEvent.objects.filter(action="root_key.unseal").values_list("detail", flat=True))
+    assert len(events) == 4 and not any(word in str(events) for word in shares[0].split()[:3])
