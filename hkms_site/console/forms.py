@@ -154,7 +154,12 @@ class SecretCreateForm(forms.Form):
 
 
 class VersionForm(forms.Form):
-    """Base of the typed version forms: ``payload()`` gives the bytes to store."""
+    """Base of the typed version forms: ``payload()`` gives the bytes to store.
+
+    ``payload_field`` is where a service's complaint about the payload (``data``) is shown.
+    """
+
+    payload_field = "data"
 
     description = forms.CharField(required=False, max_length=1000)
     disable_previous = forms.BooleanField(required=False, label="Disable the previous versions")
@@ -193,6 +198,7 @@ class CertificateVersionForm(OpaqueVersionForm):
 
 
 class KeyValueVersionForm(VersionForm):
+    payload_field = "pairs"
     pairs = forms.CharField(
         label="Key/value pairs",
         help_text="one KEY=value per line",
@@ -218,6 +224,7 @@ class KeyValueVersionForm(VersionForm):
 
 
 class BasicCredentialsVersionForm(VersionForm):
+    payload_field = "username"
     username = forms.CharField(max_length=255)
     password = _secret_input()
     field_order = ["username", "password", "description", "disable_previous"]
@@ -229,6 +236,7 @@ class BasicCredentialsVersionForm(VersionForm):
 
 
 class DatabaseCredentialsVersionForm(VersionForm):
+    payload_field = "engine"
     engine = forms.CharField(max_length=64, initial="postgres")
     host = forms.CharField(max_length=255)
     port = forms.IntegerField(min_value=1, max_value=65535, initial=5432)
@@ -244,6 +252,7 @@ class DatabaseCredentialsVersionForm(VersionForm):
 
 
 class SshKeyVersionForm(VersionForm):
+    payload_field = "ssh_private_key"
     ssh_private_key = forms.CharField(
         label="SSH private key",
         widget=forms.Textarea(attrs={"rows": 8, "spellcheck": "false", "autocomplete": "off"}),

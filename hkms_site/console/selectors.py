@@ -25,6 +25,7 @@ from hkms_site.audit.services import audit_verify
 from keys_app.models import Key, RotationJob
 from keys_app.services.inspection import hierarchy_status
 from secrets_app.models import Project, Secret, SecretVersion, VersionStatus
+from secrets_app.services import secrets_visible
 
 EXPIRING_WITHIN = timedelta(days=7)
 _GRANTING = {str(Action.SECRET_ADMIN), str(Action.KEY_ADMIN), str(Action.ROLES_MANAGE)}
@@ -136,7 +137,7 @@ class SecretFilter:
 
 
 def secrets_filtered(principal: Principal, f: SecretFilter) -> QuerySet[Secret]:
-    secrets = visible(principal, Secret.objects.select_related("project", "key"))
+    secrets = secrets_visible(principal=principal).select_related("key")
     if f.q:
         secrets = secrets.filter(Q(name__icontains=f.q) | Q(description__icontains=f.q))
     if f.project_id:

@@ -16,7 +16,6 @@ from typing import Any
 import pytest
 from django.urls import reverse
 
-from hkms_site.console.views.common import services_installed
 from tests.console.conftest import USERS
 
 pytestmark = pytest.mark.django_db(databases=["default", "kek", "dek"])
@@ -46,8 +45,6 @@ class Row:
     url: Callable[[Any], str]
     expected: dict[str, int]
     data: Callable[[Any], dict[str, Any]] | None = None
-    #: "secrets": the row drives the guarded secret services (skipped while they are missing).
-    needs: str = ""
 
 
 def _secret(w, name, *args):
@@ -86,7 +83,6 @@ MATRIX = [
         lambda w: _secret(w, "admin:secret_version_add"),
         only(302, ACME_SECRET_WRITE, seen=ACME_SECRET_VIEW),
         lambda w: {"data": "v2-payload"},
-        needs="secrets",
     ),
     Row(
         "reveal confirmation",
@@ -100,28 +96,36 @@ MATRIX = [
         lambda w: _secret(w, "admin:secret_version_reveal", 1),
         only(200, ACME_SECRET_READ, seen=ACME_SECRET_VIEW),
         lambda w: {"confirm": "1"},
-        needs="secrets",
     ),
     Row(
         "disable version",
         "POST",
         lambda w: _secret(w, "admin:secret_version_action", 1, "disable"),
         only(302, ACME_SECRET_WRITE, seen=ACME_SECRET_VIEW),
-        needs="secrets",
+    ),
+    Row(
+        "delete version",
+        "POST",
+        lambda w: _secret(w, "admin:secret_version_action", 1, "delete"),
+        only(302, ACME_SECRET_ADMIN, seen=ACME_SECRET_VIEW),
+    ),
+    Row(
+        "restore version",
+        "POST",
+        lambda w: _secret(w, "admin:secret_version_action", 1, "restore"),
+        only(302, ACME_SECRET_ADMIN, seen=ACME_SECRET_VIEW),
     ),
     Row(
         "protect secret",
         "POST",
         lambda w: _secret(w, "admin:secret_action", "protect"),
         only(302, ACME_SECRET_ADMIN, seen=ACME_SECRET_VIEW),
-        needs="secrets",
     ),
     Row(
         "delete secret",
         "POST",
         lambda w: _secret(w, "admin:secret_action", "delete"),
         only(302, ACME_SECRET_ADMIN, seen=ACME_SECRET_VIEW),
-        needs="secrets",
     ),
     Row("key list", "GET", lambda w: reverse("admin:key_list"), ALL),
     Row("key detail", "GET", lambda w: _key(w, "admin:key_detail"), only(200, ACME_KEY_VIEW)),
@@ -181,22 +185,10 @@ def test_every_row_names_every_user():
         assert set(row.expected) == set(USERS), row.name
 
 
-SERVICES = {
-    "secrets": ("secrets_app.services", ("secret_create", "secret_version_create", "secret_version_access")),
-}
-
-
-def _installed(needs: str) -> bool:
-    return not needs or services_installed(SERVICES[needs][0], *SERVICES[needs][1])
-
-
-@pytest.mark.parametrize("needs", ["", "secrets"])
 @pytest.mark.parametrize("user", USERS)
-def test_console_authorization_matrix(world, as_user, user, needs):
-    if not _installed(needs):
-        pytest.skip(f"{SERVICES[needs][0]} does not provide its guarded services yet")
+def test_console_authorization_matrix(world, as_user, user):
     failures = []
-    for row in (r for r in MATRIX if r.needs == needs):
+    for row in MATRIX:
         client = as_user(user)
         url = row.url(world)
         data = row.data(world) if row.data else {}

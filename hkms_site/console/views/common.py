@@ -58,32 +58,3 @@ def run_action(request: HttpRequest, call: Callable[[], T], *, success: str, fal
     else:
         messages.success(request, success)
     return back(request, fallback)
-
-
-class ServiceUnavailable(ServiceError):
-    status = 503
-    type = "unavailable"
-
-
-def service(module: str, name: str) -> Callable[..., Any]:
-    """A guarded service function by name; one not (yet) installed answers with a clear refusal."""
-    from importlib import import_module
-
-    function = getattr(import_module(module), name, None)
-    if function is None:
-
-        def unavailable(**kwargs: Any) -> Any:
-            raise ServiceUnavailable(f"this operation is not available: {module}.{name} is not installed")
-
-        return unavailable
-    return function  # type: ignore[no-any-return]
-
-
-def services_installed(module: str, *names: str) -> bool:
-    from importlib import import_module
-
-    try:
-        loaded = import_module(module)
-    except ImportError:
-        return False
-    return all(callable(getattr(loaded, name, None)) for name in names)

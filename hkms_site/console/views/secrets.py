@@ -39,26 +39,36 @@ from hkms_site.console.selectors import (
     secret_folders,
     secrets_filtered,
 )
-from hkms_site.console.views.common import denied, not_found, page, run_action, service
+from hkms_site.console.views.common import denied, not_found, page, run_action
 from hkms_site.errors import ObjectNotFound, PermissionDenied, ServiceError
 from keys_app.errors import HierarchyError
 from keys_app.models import Key
+from secrets_app import services as secret_services
 from secrets_app.models import Project, Secret, SecretType
 
-VERSION_ACTIONS = ("enable", "disable", "delete", "restore")
-SECRET_ACTIONS = ("protect", "unprotect", "delete", "restore")
+VERSION_OPERATIONS: dict[str, Callable[..., Any]] = {
+    "enable": secret_services.secret_version_enable,
+    "disable": secret_services.secret_version_disable,
+    "delete": secret_services.secret_version_delete,
+    "restore": secret_services.secret_version_restore,
+}
+SECRET_OPERATIONS: dict[str, Callable[..., Any]] = {
+    "protect": secret_services.secret_protect,
+    "unprotect": secret_services.secret_unprotect,
+    "delete": secret_services.secret_delete,
+    "restore": secret_services.secret_restore,
+}
+VERSION_ACTIONS = tuple(VERSION_OPERATIONS)
+SECRET_ACTIONS = tuple(SECRET_OPERATIONS)
 _STRUCTURED = {SecretType.KEY_VALUE, SecretType.BASIC_CREDENTIALS, SecretType.DATABASE_CREDENTIALS, SecretType.SSH_KEY}
 
 
-def _service(name: str) -> Callable[..., Any]:
-    return service("secrets_app.services", name)
-
-
 def _visible_secret(principal: Principal, secret_id: Any) -> Secret:
-    secret = visible(principal, Secret.objects.select_related("project", "key")).filter(id=secret_id).first()
-    if secret is None:
-        raise not_found(ObjectNotFound("secret", secret_id))
-    return secret  # type: ignore[no-any-return]
+    """``secret_get``: 404 for a secret the principal may not see."""
+    try:
+        return secret_services.secret_get(principal=principal, secret_id=secret_id)
+    except ObjectNotFound as exc:
+        raise not_found(exc) from None
 
 
 def _writable_projects(principal: Principal) -> Any:
@@ -121,15 +131,15 @@ def secret_create(request: HttpRequest) -> HttpResponse:
         project = projects.filter(id=form.cleaned_data["project"]).first()
         key = keys.filter(id=form.cleaned_data["key"]).first() if form.cleaned_data["key"] else None
         try:
-            secret = _service("secret_create")(
+            secret = secret_services.secret_create(
                 principal=principal,
-                project=project,
+                project_id=project.id if project else None,
                 name=form.cleaned_data["name"],
                 path=form.cleaned_data["path"],
                 type=form.cleaned_data["type"],
                 tags=form.tag_list(),
                 description=form.cleaned_data["description"],
-                key=key,
+                key_id=key.id if key else None,
             )
         except PermissionDenied:
             form.add_error("project", "You may not create secrets in this project.")
@@ -180,9 +190,9 @@ def secret_version_add(request: HttpRequest, secret_id: Any) -> HttpResponse:
     form = form_class(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
-            version = _service("secret_version_create")(
+            version = secret_services.secret_version_create(
                 principal=principal,
-                secret=secret,
+                secret_id=secret.id,
                 data=form.payload(),
                 description=form.cleaned_data["description"],
                 disable_previous=form.cleaned_data["disable_previous"],
@@ -190,7 +200,7 @@ def secret_version_add(request: HttpRequest, secret_id: Any) -> HttpResponse:
         except PermissionDenied:
             return denied(request, "add versions to this secret")
         except ServiceError as exc:
-            attach_service_error(form, exc, VERSION_FIELD_MAP)
+            attach_service_error(form, exc, {**VERSION_FIELD_MAP, "data": form.payload_field})
         except HierarchyError as exc:
             form.add_error(None, str(exc))
         else:
@@ -205,7 +215,7 @@ def secret_version_add(request: HttpRequest, secret_id: Any) -> HttpResponse:
     return page(request, "console/form_page.html", context, title=f"New version of {secret.name}")
 
 
-@sensitive_variables("data", "payload", "context")
+@sensitive_variables("accessed", "context")
 def secret_version_reveal(request: HttpRequest, secret_id: Any, revision: int) -> HttpResponse:
     """GET: a confirmation page; POST: the payload, once, audited, never cached."""
     principal = console_principal(request)
@@ -218,7 +228,7 @@ def secret_version_reveal(request: HttpRequest, secret_id: Any, revision: int) -
             return denied(request, "read this secret's payload")
         return page(request, "console/reveal_confirm.html", {"secret": secret, "version": version}, title="Reveal")
     try:
-        data = _service("secret_version_access")(principal=principal, secret=secret, revision=revision)
+        accessed = secret_services.secret_version_access(principal=principal, secret_id=secret.id, revision=revision)
     except ObjectNotFound as exc:
         raise not_found(exc) from None
     except PermissionDenied:
@@ -226,8 +236,7 @@ def secret_version_reveal(request: HttpRequest, secret_id: Any, revision: int) -
     except (ServiceError, HierarchyError) as exc:
         messages.error(request, getattr(exc, "message", str(exc)))
         return HttpResponseRedirect(reverse("admin:secret_detail", args=[secret.id]))
-    payload = data if isinstance(data, bytes) else data.data
-    context = {"secret": secret, "version": version, "now": timezone.now(), **_display(secret, payload)}
+    context = {"secret": secret, "version": version, "now": timezone.now(), **_display(secret, accessed.data)}
     response = page(request, "console/reveal.html", context, title=f"Revision {revision} of {secret.name}")
     response["Cache-Control"] = "no-store, private"
     response["Pragma"] = "no-cache"
@@ -255,11 +264,11 @@ def secret_version_action(request: HttpRequest, secret_id: Any, revision: int, a
     secret = _visible_secret(principal, secret_id)
     if action not in VERSION_ACTIONS:
         raise not_found()
-    service = _service(f"secret_version_{action}")
+    operation = VERSION_OPERATIONS[action]
     verb = {"enable": "enabled", "disable": "disabled", "delete": "scheduled for deletion", "restore": "restored"}
     return run_action(
         request,
-        lambda: service(principal=principal, secret=secret, revision=revision),
+        lambda: operation(principal=principal, secret_id=secret.id, revision=revision),
         success=f"Version {revision} {verb[action]}.",
         fallback=reverse("admin:secret_detail", args=[secret.id]),
     )
@@ -271,7 +280,7 @@ def secret_action(request: HttpRequest, secret_id: Any, action: str) -> HttpResp
     secret = _visible_secret(principal, secret_id)
     if action not in SECRET_ACTIONS:
         raise not_found()
-    service = _service(f"secret_{action}")
+    operation = SECRET_OPERATIONS[action]
     verb = {
         "protect": "protected",
         "unprotect": "unprotected",
@@ -280,7 +289,7 @@ def secret_action(request: HttpRequest, secret_id: Any, action: str) -> HttpResp
     }
     return run_action(
         request,
-        lambda: service(principal=principal, secret=secret),
+        lambda: operation(principal=principal, secret_id=secret.id),
         success=f"Secret {secret.name} {verb[action]}.",
         fallback=reverse("admin:secret_detail", args=[secret.id]),
     )
