@@ -86,7 +86,7 @@ def world(project, other_project, make_secret) -> World:
 
 @pytest.fixture
 def as_user(client, world):
-    """``as_user("reader")`` logs the test client in as that user and returns it."""
+    """``as_user("reader")`` logs the (one, shared) test client in as that user and returns it."""
 
     def login(name: str):
         client.force_login(world.users[name])

@@ -132,7 +132,7 @@ def test_bad_input_is_shown_inline_and_nothing_typed_is_lost(world, as_user):
 
 
 def test_version_and_secret_actions(world, as_user):
-    writer, admin = as_user("writer"), None
+    writer = as_user("writer")
     url = reverse("admin:secret_version_action", args=[world.secret.id, 1, "disable"])
     assert writer.post(url).status_code == 302
     assert world.secret.versions.get(revision=1).status == "disabled"
