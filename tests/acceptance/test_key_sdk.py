@@ -238,3 +238,32 @@ def test_every_sdk_method_is_exercised_here():
     }
     used = set(re.findall(r"\bapi\.(\w+)\(", inspect.getsource(inspect.getmodule(test_list_algorithms))))
     assert len(methods) >= 23 and methods - used == set()
+
+
+def test_secret_bound_to_a_customer_key_follows_the_key_state(hkms_server, credentials, api):
+    """A secret whose KEK is a customer key: disabling the key stops access, enabling restores it."""
+    from scaleway.secret.v1beta1 import SecretV1Beta1API
+
+    secrets = SecretV1Beta1API(sdk_client(hkms_server, credentials))
+    key = api.create_key(unprotected=True, name="customer-kek")
+    secret = secrets.create_secret(name="db-password", protected=False, key_id=key.id)
+    assert secret.key_id == key.id
+    secrets.create_secret_version(secret_id=secret.id, data=b64(b"hunter2"))
+
+    def read() -> bytes:
+        return unb64(secrets.access_secret_version(secret_id=secret.id, revision="latest").data)
+
+    assert read() == b"hunter2"
+    api.disable_key(key_id=key.id)
+    assert status_of(read) == 412
+    assert status_of(lambda: secrets.create_secret_version(secret_id=secret.id, data=b64(b"new"))) >= 400
+    api.enable_key(key_id=key.id)
+    assert read() == b"hunter2"
+    # Rotating the key leaves the secret readable; its DEK stays on the old version until rewrap_deks.
+    api.rotate_key(key_id=key.id)
+    assert read() == b"hunter2"
+    hkms_server.manage("rewrap_deks", "--key", key.id)
+    assert read() == b"hunter2"
+    # Another project's key, or a signing key, cannot protect a secret.
+    signing = api.create_key(unprotected=True, usage=usage(asymmetric_signing="ec_p256_sha256"))
+    assert status_of(lambda: secrets.create_secret(name="bad", protected=False, key_id=signing.id)) == 400
