@@ -329,12 +329,14 @@ class ApiKeyCreateForm(forms.Form):
     project = forms.ChoiceField(required=False, label="Default project")
     expires_in_days = forms.ChoiceField(choices=EXPIRY_CHOICES, required=False, label="Expires in")
     username = forms.CharField(
-        max_length=150, required=False, label="For user", help_text="superusers only; yourself if empty"
+        max_length=150, required=False, label="For user", help_text="yourself if empty"
     )
 
-    def __init__(self, *args: Any, projects: Any = (), **kwargs: Any) -> None:
+    def __init__(self, *args: Any, projects: Any = (), for_others: bool = False, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         _choice(self, "project").choices = [("", "none")] + [(str(p.id), p.name) for p in projects]
+        if not for_others:
+            del self.fields["username"]
 
     def expires_in(self) -> timedelta | None:
         days = self.cleaned_data.get("expires_in_days")

@@ -157,6 +157,15 @@ def test_log_in_and_see_the_dashboard(console, browser):
     ]:
         root.go(path)
         root.shot(name)
+    root.go("/admin/api-keys/")
+    root.page.fill("#id_description", "deploy pipeline")
+    root.page.select_option("#id_expires_in_days", "30")
+    root.page.click("#api-key-form input[type=submit]")
+    secret_key = root.page.inner_text("#secret-key")
+    assert re.fullmatch(r"[0-9a-f-]{36}", secret_key)
+    root.shot("api-key-created")
+    root.go("/admin/api-keys/")
+    assert secret_key not in root.page.content()  # shown once
     root.go("/admin/audit-log/")
     root.page.click("#verify-chain")
     assert "Audit chain intact" in root.page.inner_text(".messagelist")

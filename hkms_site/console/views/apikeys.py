@@ -21,12 +21,12 @@ from hkms_site.errors import ObjectNotFound, PermissionDenied, ServiceError
 def api_keys(request: HttpRequest) -> HttpResponse:
     principal = console_principal(request)
     projects = projects_visible(principal)
-    form = ApiKeyCreateForm(request.POST or None, projects=projects)
+    form = ApiKeyCreateForm(request.POST or None, projects=projects, for_others=principal.is_superuser)
     issued: Any = None
     if request.method == "POST" and form.is_valid():
         try:
             user: Any = principal.user
-            if form.cleaned_data["username"]:
+            if form.cleaned_data.get("username"):
                 user = user_by_name(form.cleaned_data["username"])
             project = projects.filter(id=form.cleaned_data["project"]).first() if form.cleaned_data["project"] else None
             issued = api_key_create(
@@ -41,7 +41,7 @@ def api_keys(request: HttpRequest) -> HttpResponse:
         except ServiceError as exc:
             attach_service_error(form, exc, {"user": "username", "expires_in": "expires_in_days"})
         else:
-            form = ApiKeyCreateForm(projects=projects)
+            form = ApiKeyCreateForm(projects=projects, for_others=principal.is_superuser)
     context = {"form": form, "issued": issued, "keys": api_keys_visible(principal).order_by("-created_at")[:200]}
     response = page(request, "console/api_keys.html", context, title="API keys")
     response["Cache-Control"] = "no-store"
