@@ -26,25 +26,26 @@ class KeyCache:
         self.max_age = max_age
         self._clock = clock
         self._lock = threading.Lock()
-        self._entries: OrderedDict[Hashable, tuple[float, str, SecretBytes]] = OrderedDict()
+        self._entries: OrderedDict[Hashable, tuple[float, str, SecretBytes, object]] = OrderedDict()
 
-    def get(self, name: Hashable) -> SecretBytes | None:
+    def get(self, name: Hashable, tag: object = None) -> SecretBytes | None:
+        """The cached value, unless expired or stored with another ``tag`` (a key generation)."""
         with self._lock:
             entry = self._entries.get(name)
             if entry is None:
                 return None
-            stored_at, _owner, value = entry
-            if self._clock() - stored_at > self.max_age:
+            stored_at, _owner, value, stored_tag = entry
+            if self._clock() - stored_at > self.max_age or stored_tag != tag:
                 del self._entries[name]
                 return None
             self._entries.move_to_end(name)
             return value
 
-    def put(self, name: Hashable, owner: str, value: SecretBytes) -> None:
+    def put(self, name: Hashable, owner: str, value: SecretBytes, tag: object = None) -> None:
         if self.max_entries <= 0:
             return
         with self._lock:
-            self._entries[name] = (self._clock(), owner, value)
+            self._entries[name] = (self._clock(), owner, value, tag)
             self._entries.move_to_end(name)
             while len(self._entries) > self.max_entries:
                 self._entries.popitem(last=False)
@@ -56,7 +57,7 @@ class KeyCache:
     def drop_owner(self, owner: str) -> None:
         """Forget every entry of one key (disable, revoke, destroy)."""
         with self._lock:
-            for name in [n for n, (_t, o, _v) in self._entries.items() if o == owner]:
+            for name in [n for n, (_t, o, _v, _g) in self._entries.items() if o == owner]:
                 del self._entries[name]
 
     def clear(self) -> None:

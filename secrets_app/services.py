@@ -119,7 +119,12 @@ def version_resolve(secret: Secret, revision: Any) -> SecretVersion:
     return version
 
 
-def _key_for(project: Project, key_id: Any) -> Key:
+def _key_for(principal: Principal, project: Project, key_id: Any) -> Key:
+    """The secret's KEK: the project default, or a named key the principal may *use*.
+
+    Naming a key makes every later read of the secret use it, so it takes the
+    key-use role on that key (or its project), like encrypting with it would.
+    """
     if key_id in (None, ""):
         if project.default_key is None:
             raise PreconditionFailed("default_key", f"project {project.id} has no default key")
@@ -129,6 +134,7 @@ def _key_for(project: Project, key_id: Any) -> Key:
         raise InvalidArgument("key_id", "must be a Key Manager key of the secret's project")
     if key.usage != "symmetric_encryption" or key.state != KeyState.ENABLED:
         raise InvalidArgument("key_id", "must be an enabled symmetric encryption key")
+    authorize_audited(principal, Action.KEY_USE, key, "secret.create")
     return key
 
 
@@ -172,7 +178,7 @@ def secret_create(
         "protected": bool(protected),
         **_policy_fields(ephemeral_policy),
     }
-    key = _key_for(project, key_id)
+    key = _key_for(principal, project, key_id)
     try:
         with transaction.atomic():
             secret = Secret.objects.create(project=project, key=key, region=region, **fields)

@@ -150,7 +150,7 @@ def dek_create(*, key: Key, owner_id: uuid.UUID | None) -> tuple[Dek, crypto.Sec
     row = Dek.objects.using("dek").create(
         id=dek_id, key_id=key.id, kek_version=key.primary_version, wrapped=wrapped, owner_id=owner_id
     )
-    key_cache().put(("dek", dek_id), str(key.id), material)
+    key_cache().put(("dek", dek_id), str(key.id), material, tag=key.primary_version)
     return row, material
 
 
@@ -158,11 +158,14 @@ def dek_material(*, key: Key, dek_id: uuid.UUID) -> crypto.SecretBytes:
     """Unwrap one DEK of ``key``; refuses when the key is not enabled.
 
     At most one query on the dek database and one on the kek database, none
-    when the material is cached.
+    when the material is cached.  Cached DEKs are tagged with the key's
+    primary version, read fresh with the key on every use: when another
+    process rotates the key or replaces its material (delete_key_material then
+    import), this process's cached DEKs of that key stop being used at once.
     """
     key_require_enabled(key)
     cache = key_cache()
-    cached = cache.get(("dek", dek_id))
+    cached = cache.get(("dek", dek_id), tag=key.primary_version)
     if cached is not None:
         return cached
     row = Dek.objects.using("dek").filter(id=dek_id).first()
@@ -171,7 +174,7 @@ def dek_material(*, key: Key, dek_id: uuid.UUID) -> crypto.SecretBytes:
     if row.key_id != key.id:
         raise IntegrityError(f"DEK {dek_id} belongs to key {row.key_id}, not to key {key.id}")
     material = dek_unwrap(row)
-    cache.put(("dek", dek_id), str(key.id), material)
+    cache.put(("dek", dek_id), str(key.id), material, tag=key.primary_version)
     return material
 
 
