@@ -38,11 +38,12 @@ PASSWORD = "Console-test-pw-1!"
 
 SETUP = """
 import json
+import zlib
 from django.contrib.auth import get_user_model
 from hkms_site.access.principal import Principal
 from hkms_site.access.projects import project_create
 from hkms_site.access.services import role_grant
-from secrets_app.storage import secret_create, secret_version_create
+from secrets_app.storage import secret_create, secret_version_create, secret_version_set_status
 op = Principal.for_command()
 users = get_user_model().objects
 acme = project_create(principal=op, name="acme")
@@ -52,7 +53,11 @@ for name, role in [("reader", "secret_reader"), ("writer", "secret_writer"), ("a
     role_grant(principal=op, user=users.create_user(name, password=PW), role=role, obj=acme)
 users.create_user("newcomer", password=PW)
 seeded = secret_create(project=acme, name="payments-api", path="/prod/payments", tags=["prod"])
-secret_version_create(secret=seeded, data=b"seeded-v1")
+secret_version_create(secret=seeded, data=b"seeded-v1", description="initial token")
+old = secret_version_create(secret=seeded, data=b"seeded-v2", description="rotated after the audit")
+secret_version_set_status(old, "disabled")
+secret_version_create(secret=seeded, data=b"seeded-v3", description="current token",
+                      data_crc32=zlib.crc32(b"seeded-v3"))
 for i in range(3):
     s = secret_create(project=acme, name=f"service-{i}", path="/prod/services", tags=["prod", "svc"])
     secret_version_create(secret=s, data=b"x" * (i + 1))
@@ -139,13 +144,14 @@ def test_log_in_and_see_the_dashboard(console, browser):
     anon.context.close()
 
     root = Session(browser, server, "root")
+    root.page.click("#toggle-nav-sidebar")  # more room for the page (remembered by the browser)
     assert root.page.inner_text("h1") == "Dashboard"
     assert root.page.locator("#card-root .big").inner_text() == "v1"
     assert root.page.locator("svg.chart g.bar").count() >= 3
     assert root.page.locator("svg.chart g.bar-older").count() == 1
     _doc_copy(root.shot("dashboard"), "dashboard.png")
     root.go(f"/admin/secrets/{ids['seeded']}/")
-    assert root.page.locator("[data-action=reveal]").count() == 1
+    assert root.page.locator("[data-action=reveal]").count() == 2  # the enabled versions
     _doc_copy(root.shot("secret-detail-superuser"), "secret.png")
     for path, name in [
         ("/admin/keys/", "keys"),
