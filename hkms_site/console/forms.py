@@ -328,9 +328,7 @@ class ApiKeyCreateForm(forms.Form):
     description = forms.CharField(max_length=255, required=False)
     project = forms.ChoiceField(required=False, label="Default project")
     expires_in_days = forms.ChoiceField(choices=EXPIRY_CHOICES, required=False, label="Expires in")
-    username = forms.CharField(
-        max_length=150, required=False, label="For user", help_text="yourself if empty"
-    )
+    username = forms.CharField(max_length=150, required=False, label="For user", help_text="yourself if empty")
 
     def __init__(self, *args: Any, projects: Any = (), for_others: bool = False, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

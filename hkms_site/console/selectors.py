@@ -121,10 +121,6 @@ def normalise_path(raw: str) -> str:
     return raw if raw == "/" else raw + "/"
 
 
-def _secret_path(secret: Secret) -> str:
-    return normalise_path(secret.path)
-
-
 @dataclass(frozen=True)
 class SecretFilter:
     q: str = ""
@@ -141,7 +137,8 @@ def secrets_filtered(principal: Principal, f: SecretFilter) -> QuerySet[Secret]:
     if f.q:
         secrets = secrets.filter(Q(name__icontains=f.q) | Q(description__icontains=f.q))
     if f.project_id:
-        secrets = secrets.filter(project_id=_uuid_or_none(f.project_id))
+        project_id = _uuid_or_none(f.project_id)
+        secrets = secrets.filter(project_id=project_id) if project_id else secrets.none()
     if f.path:
         path = normalise_path(f.path)
         exact = Q(path=path) | Q(path=path.rstrip("/") or "/")
@@ -178,13 +175,6 @@ def secret_folders(principal: Principal, f: SecretFilter) -> list[dict[str, str]
             child = base + path[len(base) :].split("/", 1)[0] + "/"
             folders[child] = folders.get(child, 0) + 1
     return [{"path": p, "name": p[len(base) :].rstrip("/"), "count": str(n)} for p, n in sorted(folders.items())]
-
-
-def secret_tags(principal: Principal) -> list[str]:
-    tags: set[str] = set()
-    for row in visible(principal, Secret.objects.all()).values_list("tags", flat=True):
-        tags.update(str(t) for t in row or [])
-    return sorted(tags)
 
 
 def projects_visible(principal: Principal) -> QuerySet[Project]:

@@ -122,8 +122,9 @@ def secret_create(request: HttpRequest) -> HttpResponse:
     projects = _writable_projects(principal)
     if not projects.exists():
         return denied(request, "create secrets")
-    keys = visible(principal, Key.objects.select_related("project"), Action.KEY_VIEW).filter(
-        usage="symmetric_encryption"
+    # Naming a key for a secret needs key_user on it; the project default needs nothing more.
+    keys = visible(principal, Key.objects.select_related("project"), Action.KEY_USE).filter(
+        usage="symmetric_encryption", state="enabled"
     )
     initial = {"path": request.GET.get("path", "/")}
     form = SecretCreateForm(request.POST or None, projects=projects, keys=keys, initial=initial)
