@@ -169,6 +169,14 @@ MATRIX = [
         lambda w: {"username": "stranger", "role": "secret_reader", "target": f"project:{w.project.id}"},
     ),
     Row("API keys", "GET", lambda w: reverse("admin:api_keys"), ALL),
+    Row("change own password", "GET", lambda w: reverse("admin:password_change"), ALL),
+    Row("two-factor", "GET", lambda w: reverse("admin:two_factor"), ALL),
+    Row(
+        "model admin",
+        "GET",
+        lambda w: reverse("admin:secrets_app_secret_changelist"),
+        {**dict.fromkeys(USERS, 403), "admin": 200},
+    ),
     Row("audit log", "GET", lambda w: reverse("admin:audit_log"), only(200, AUDITORS, seen=set(USERS))),
     Row("audit export", "GET", lambda w: reverse("admin:audit_export"), only(200, AUDITORS, seen=set(USERS))),
     Row(
