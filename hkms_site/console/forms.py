@@ -153,6 +153,18 @@ class SecretCreateForm(forms.Form):
         return _tags(self.cleaned_data.get("tags", ""))
 
 
+class SecretEditForm(forms.Form):
+    """Metadata a writer may change; a new path moves the secret."""
+
+    name = forms.CharField(max_length=255)
+    path = forms.CharField(max_length=1024)
+    tags = forms.CharField(required=False, help_text="comma-separated")
+    description = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}))
+
+    def tag_list(self) -> list[str]:
+        return _tags(self.cleaned_data.get("tags", ""))
+
+
 class VersionForm(forms.Form):
     """Base of the typed version forms: ``payload()`` gives the bytes to store.
 
@@ -297,6 +309,24 @@ class RotationPolicyForm(forms.Form):
         help_text="YYYY-MM-DD HH:MM; defaults to now + period",
         widget=forms.DateTimeInput(attrs={"type": "datetime-local"}),
     )
+
+    def rotation_period(self) -> timedelta | None:
+        hours = self.cleaned_data.get("rotation_period_hours")
+        return timedelta(hours=hours) if hours else None
+
+
+class KeyCreateForm(forms.Form):
+    project = forms.ChoiceField()
+    name = forms.CharField(max_length=255)
+    description = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}))
+    algorithm = forms.ChoiceField(help_text="symmetric keys can protect secrets and rotate")
+    protected = forms.BooleanField(required=False, initial=True, help_text="a protected key cannot be deleted")
+    rotation_period_hours = RotationPolicyForm.base_fields["rotation_period_hours"]
+
+    def __init__(self, *args: Any, projects: Any = (), algorithms: Any = (), **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _choice(self, "project").choices = [(str(p.id), p.name) for p in projects]
+        _choice(self, "algorithm").choices = [(a.name, f"{a.name} ({a.usage})") for a in algorithms]
 
     def rotation_period(self) -> timedelta | None:
         hours = self.cleaned_data.get("rotation_period_hours")

@@ -78,6 +78,13 @@ MATRIX = [
         only(200, ACME_SECRET_WRITE, seen=ACME_SECRET_VIEW),
     ),
     Row(
+        "edit secret",
+        "POST",
+        lambda w: _secret(w, "admin:secret_edit"),
+        only(302, ACME_SECRET_WRITE, seen=ACME_SECRET_VIEW),
+        lambda w: {"name": w.secret.name, "path": "/prod/db", "tags": "prod, db, edited", "description": "edited"},
+    ),
+    Row(
         "add version",
         "POST",
         lambda w: _secret(w, "admin:secret_version_add"),
@@ -128,6 +135,19 @@ MATRIX = [
         only(302, ACME_SECRET_ADMIN, seen=ACME_SECRET_VIEW),
     ),
     Row("key list", "GET", lambda w: reverse("admin:key_list"), ALL),
+    Row(
+        "new key form",
+        "GET",
+        lambda w: reverse("admin:key_create"),
+        only(200, ACME_KEY_ADMIN, seen=set(USERS) - ACME_KEY_ADMIN - {"admin"}),
+    ),
+    Row(
+        "create key",
+        "POST",
+        lambda w: reverse("admin:key_create"),
+        only(302, ACME_KEY_ADMIN, seen=set(USERS) - ACME_KEY_ADMIN - {"admin"}),
+        lambda w: {"project": str(w.project.id), "name": "new-key", "algorithm": "aes_256_gcm", "protected": "on"},
+    ),
     Row("key detail", "GET", lambda w: _key(w, "admin:key_detail"), only(200, ACME_KEY_VIEW)),
     Row(
         "other project's key",

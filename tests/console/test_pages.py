@@ -6,7 +6,7 @@ import pytest
 from django.urls import reverse
 
 from hkms_site.audit.models import AuditEvent
-from keys_app.models import Dek, KekVersion, RotationJob
+from keys_app.models import Dek, KekVersion, Key, RotationJob
 from keys_app.services.material import key_create_with_material
 from keys_app.services.rotation import kek_rotate
 
@@ -177,3 +177,26 @@ def test_key_actions_go_through_the_key_services(world, as_user):
     assert spare.state == "enabled"
     actions = set(AuditEvent.objects.filter(actor="keyadmin").values_list("action", flat=True))
     assert {"key.rotate", "key.disable", "key.enable", "key.unprotect", "key.delete", "key.restore"} <= actions
+
+
+def test_create_a_key_with_a_rotation_policy(world, as_user):
+    client = as_user("keyadmin")
+    form = client.get(reverse("admin:key_create")).content.decode()
+    assert 'value="aes_256_gcm" selected' in form and 'id="id_protected" checked' in form
+    response = client.post(
+        reverse("admin:key_create"),
+        {"project": str(world.project.id), "name": "bad\x00name", "algorithm": "aes_256_gcm"},
+    )
+    assert response.status_code == 200 and b"errorlist" in response.content
+    response = client.post(
+        reverse("admin:key_create"),
+        {
+            "project": str(world.project.id),
+            "name": "payments-kek",
+            "algorithm": "aes_256_gcm",
+            "rotation_period_hours": "720",
+        },
+    )
+    key = Key.objects.get(name="payments-kek")
+    assert response["Location"] == reverse("admin:key_detail", args=[key.id])
+    assert not key.protected and key.rotation_period.days == 30 and key.next_rotation_at is not None

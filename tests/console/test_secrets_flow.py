@@ -157,3 +157,14 @@ def test_version_and_secret_actions(world, as_user):
     admin.post(reverse("admin:secret_action", args=[world.secret.id, "restore"]))
     world.secret.refresh_from_db()
     assert world.secret.deletion_requested_at is None
+
+
+def test_edit_moves_and_retags_a_secret(world, as_user):
+    client = as_user("writer")
+    url = reverse("admin:secret_edit", args=[world.secret.id])
+    assert 'value="prod, db"' in client.get(url).content.decode()
+    response = client.post(url, {"name": "db-password", "path": "/prod/bad path", "tags": "x", "description": "d"})
+    assert b"segments must be" in response.content and b'value="/prod/bad path"' in response.content
+    client.post(url, {"name": "db-main", "path": "/prod/databases", "tags": "prod, main", "description": "moved"})
+    world.secret.refresh_from_db()
+    assert (world.secret.name, world.secret.path, world.secret.tags) == ("db-main", "/prod/databases", ["prod", "main"])

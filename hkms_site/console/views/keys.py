@@ -13,16 +13,17 @@ from django.views.decorators.http import require_POST
 
 from hkms_site.access.principal import Principal
 from hkms_site.access.roles import Action
-from hkms_site.access.services import can
-from hkms_site.console.forms import RotationPolicyForm, attach_service_error
+from hkms_site.access.services import can, visible
+from hkms_site.console.forms import KeyCreateForm, RotationPolicyForm, attach_service_error
 from hkms_site.console.jobs import rewrap_start
 from hkms_site.console.principal import console_principal
 from hkms_site.console.selectors import job_for_key, key_versions, principal_can_grant
 from hkms_site.console.views.common import denied, not_found, page, run_action
 from hkms_site.errors import ObjectNotFound, PermissionDenied, ServiceError
+from keys_app import asymmetric
 from keys_app.models import Key, RotationJob
 from keys_app.services import keys as key_services
-from secrets_app.models import Secret
+from secrets_app.models import Project, Secret
 
 KEY_OPERATIONS: dict[str, Callable[..., Key]] = {
     "rotate": key_services.key_rotate,
@@ -32,6 +33,10 @@ KEY_OPERATIONS: dict[str, Callable[..., Key]] = {
     "unprotect": key_services.key_unprotect,
     "delete": key_services.key_delete,
     "restore": key_services.key_restore,
+}
+_POLICY_FIELDS = {
+    "rotation_policy.rotation_period": "rotation_period_hours",
+    "rotation_policy": "rotation_period_hours",
 }
 KEY_ACTIONS = ("rotate", "enable", "disable", "protect", "unprotect", "delete", "restore", "rewrap")
 
@@ -49,8 +54,54 @@ def key_list(request: HttpRequest) -> HttpResponse:
     name = request.GET.get("name", "")
     keys = key_services.key_list(principal=principal, name=name)
     scheduled = key_services.key_list(principal=principal, name=name, scheduled_for_deletion=True)
-    context = {"keys": keys.select_related("project"), "scheduled": scheduled.select_related("project"), "name": name}
+    context = {
+        "keys": keys.select_related("project"),
+        "scheduled": scheduled.select_related("project"),
+        "name": name,
+        "can_create": _administered_projects(principal).exists(),
+    }
     return page(request, "console/key_list.html", context, title="Keys")
+
+
+def _administered_projects(principal: Principal) -> Any:
+    return visible(principal, Project.objects.all(), Action.KEY_ADMIN).order_by("name")
+
+
+def key_create(request: HttpRequest) -> HttpResponse:
+    """A new Key Manager key (``key_create``), in a project the principal administers keys of."""
+    principal = console_principal(request)
+    projects = _administered_projects(principal)
+    if not projects.exists():
+        return denied(request, "create keys")
+    form = KeyCreateForm(
+        request.POST or None,
+        projects=projects,
+        algorithms=asymmetric.available_algorithms(),
+        initial={"algorithm": "aes_256_gcm"},
+    )
+    if request.method == "POST" and form.is_valid():
+        chosen = asymmetric.ALGORITHMS[form.cleaned_data["algorithm"]]
+        period = form.rotation_period()
+        try:
+            key = key_services.key_create(
+                principal=principal,
+                project_id=form.cleaned_data["project"],
+                name=form.cleaned_data["name"],
+                description=form.cleaned_data["description"],
+                usage=chosen.usage,
+                algorithm=chosen.name,
+                unprotected=not form.cleaned_data["protected"],
+                rotation_policy=key_services.RotationPolicy(period) if period else None,
+            )
+        except PermissionDenied:
+            form.add_error("project", "You may not create keys in this project.")
+        except ServiceError as exc:
+            attach_service_error(form, exc, _POLICY_FIELDS)
+        else:
+            messages.success(request, f"Key {key.name} created.")
+            return HttpResponseRedirect(reverse("admin:key_detail", args=[key.id]))
+    context = {"form": form, "submit": "Create key", "cancel_url": reverse("admin:key_list")}
+    return page(request, "console/form_page.html", context, title="New key")
 
 
 def key_detail(request: HttpRequest, key_id: Any) -> HttpResponse:
@@ -117,14 +168,7 @@ def key_policy(request: HttpRequest, key_id: Any) -> HttpResponse:
         except PermissionDenied:
             return denied(request, "change this key's rotation policy")
         except ServiceError as exc:
-            attach_service_error(
-                form,
-                exc,
-                {
-                    "rotation_policy.rotation_period": "rotation_period_hours",
-                    "rotation_policy": "rotation_period_hours",
-                },
-            )
+            attach_service_error(form, exc, _POLICY_FIELDS)
         else:
             messages.success(request, "Rotation policy saved.")
             return HttpResponseRedirect(reverse("admin:key_detail", args=[key.id]))

@@ -27,6 +27,7 @@ from hkms_site.console.forms import (
     VERSION_FIELD_MAP,
     VERSION_FORMS,
     SecretCreateForm,
+    SecretEditForm,
     SecretFilterForm,
     attach_service_error,
 )
@@ -177,6 +178,40 @@ def secret_detail(request: HttpRequest, secret_id: Any) -> HttpResponse:
         "urls": {a: reverse("admin:secret_action", args=[secret.id, a]) for a in SECRET_ACTIONS},
     }
     return page(request, "console/secret_detail.html", context, title=f"Secret {secret.name}")
+
+
+def secret_edit(request: HttpRequest, secret_id: Any) -> HttpResponse:
+    """Rename, move (path), retag or describe a secret (``secret_update``)."""
+    principal = console_principal(request)
+    secret = _visible_secret(principal, secret_id)
+    if not can(principal, Action.SECRET_WRITE, secret):
+        return denied(request, "edit this secret")
+    initial = {
+        "name": secret.name,
+        "path": secret.path,
+        "tags": ", ".join(secret.tags),
+        "description": secret.description,
+    }
+    form = SecretEditForm(request.POST or None, initial=initial)
+    if request.method == "POST" and form.is_valid():
+        try:
+            secret_services.secret_update(
+                principal=principal,
+                secret_id=secret.id,
+                name=form.cleaned_data["name"],
+                path=form.cleaned_data["path"],
+                tags=form.tag_list(),
+                description=form.cleaned_data["description"],
+            )
+        except PermissionDenied:
+            return denied(request, "edit this secret")
+        except ServiceError as exc:
+            attach_service_error(form, exc)
+        else:
+            messages.success(request, "Secret updated.")
+            return HttpResponseRedirect(reverse("admin:secret_detail", args=[secret.id]))
+    context = {"form": form, "submit": "Save", "cancel_url": reverse("admin:secret_detail", args=[secret.id])}
+    return page(request, "console/form_page.html", context, title=f"Edit {secret.name}")
 
 
 # --- versions ----------------------------------------------------------------------------
