@@ -78,14 +78,26 @@ def api_key_create(
     return IssuedApiKey(api_key=api_key, secret_key=secret_key)
 
 
-@sensitive_variables("token")
-def api_key_authenticate(token: str) -> ApiKey | None:
-    """The active key whose secret is ``token``, or None (for every kind of failure)."""
+@sensitive_variables("token", "canonical")
+def token_digest(token: str) -> str | None:
+    """The stored digest of a well-formed secret key (a UUID in any case or spelling), else None."""
     try:
         canonical = str(uuid.UUID(token.strip()))
     except (ValueError, AttributeError):
         return None
-    digest = secret_digest(canonical)
+    return secret_digest(canonical)
+
+
+@sensitive_variables("token")
+def api_key_authenticate(token: str) -> ApiKey | None:
+    """The active key whose secret is ``token``, or None (for every kind of failure).
+
+    Requests go through ``hkms_site.access.cache.principal_authenticate``, which
+    calls this on a cache miss.
+    """
+    digest = token_digest(token)
+    if digest is None:
+        return None
     api_key = ApiKey.objects.select_related("user").filter(secret_digest=digest).first()
     if api_key is None or not hmac.compare_digest(api_key.secret_digest, digest):
         return None
@@ -95,6 +107,8 @@ def api_key_authenticate(token: str) -> ApiKey | None:
 
 
 def api_key_revoke(*, principal: Principal, access_key: str) -> ApiKey:
+    """Revoke a key; every process refuses it from its next request (the access generation moves)."""
+    from hkms_site.access.cache import access_generation_bump
     from hkms_site.audit.services import audit_record
 
     api_key = ApiKey.objects.filter(access_key=access_key).first()
@@ -104,6 +118,7 @@ def api_key_revoke(*, principal: Principal, access_key: str) -> ApiKey:
         if api_key.revoked_at is None:
             api_key.revoked_at = timezone.now()
             api_key.save(update_fields=["revoked_at"])
+        access_generation_bump()
         audit_record(principal, "api_key.revoke", ("api_key", api_key.access_key, ""))
     return api_key
 

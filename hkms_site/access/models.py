@@ -66,3 +66,20 @@ class RoleGrant(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user_id} {self.role} on {self.content_type.model} {self.object_pk}"
+
+
+class AccessGeneration(models.Model):
+    """One row whose ``value`` grows whenever who-may-do-what changes.
+
+    API-key revocation, role grants and revocations, user changes (deactivation,
+    superuser flag) and object-permission changes bump it in the transaction of
+    the change; every request reads it (one indexed primary-key read) and drops
+    the principals it cached under an older value (``hkms_site.access.cache``),
+    so a revocation takes effect on the next request in every process.
+    """
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1)
+    value = models.BigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"access generation {self.value}"

@@ -27,6 +27,7 @@ from django.db.models import Q, QuerySet
 from guardian.models import UserObjectPermission
 from guardian.shortcuts import assign_perm, remove_perm
 
+from hkms_site.access.cache import access_generation_bump
 from hkms_site.access.models import RoleGrant
 from hkms_site.access.principal import Grants, Principal
 from hkms_site.access.roles import GRANTING_ACTION, PERMISSIONS_BY_MODEL, ROLES, ROLES_FOR_MODEL, Action
@@ -48,17 +49,23 @@ def _project_id(obj: Any) -> uuid.UUID:
     return uuid.UUID(str(obj.id if _label(obj) == "secrets_app.project" else obj.project_id))
 
 
+def user_grants(user: Any | None) -> Grants:
+    """``{(content_type_id, object_pk): codenames}`` of a user's object permissions (one query)."""
+    grants: dict[tuple[int, str], set[str]] = {}
+    if user is not None and user.is_active:
+        rows = UserObjectPermission.objects.filter(user_id=user.pk).values_list(
+            "content_type_id", "object_pk", "permission__codename"
+        )
+        for ct_id, pk, codename in rows:
+            grants.setdefault((ct_id, str(pk)), set()).add(codename)
+    return {k: frozenset(v) for k, v in grants.items()}
+
+
 def principal_grants(principal: Principal) -> Grants:
-    """``{(content_type_id, object_pk): codenames}`` for the principal's user (one query, cached)."""
+    """The principal's grants: loaded once per principal (API requests bring them from
+    ``hkms_site.access.cache``, already checked against the access generation)."""
     if principal._grants is None:
-        grants: dict[tuple[int, str], set[str]] = {}
-        if principal.user is not None and principal.user.is_active:
-            rows = UserObjectPermission.objects.filter(user_id=principal.user.pk).values_list(
-                "content_type_id", "object_pk", "permission__codename"
-            )
-            for ct_id, pk, codename in rows:
-                grants.setdefault((ct_id, str(pk)), set()).add(codename)
-        principal._grants = {k: frozenset(v) for k, v in grants.items()}
+        principal._grants = user_grants(principal.user)
     return principal._grants
 
 
@@ -186,6 +193,7 @@ def role_grant(*, principal: Principal, user: Any, role: str, obj: Any) -> RoleG
             defaults={"project_id": _project_id(obj), "granted_by": principal.username},
         )
         _sync_object_permissions(user, obj)
+        access_generation_bump()
         audit_record(principal, "role.grant", obj, role=role, grantee=user.get_username())
     return grant
 
@@ -204,6 +212,7 @@ def role_revoke(*, principal: Principal, user: Any, role: str, obj: Any) -> bool
             user=user, role=role, content_type=ContentType.objects.get_for_model(obj), object_pk=str(obj.pk)
         ).delete()
         _sync_object_permissions(user, obj)
+        access_generation_bump()
         audit_record(principal, "role.revoke", obj, role=role, grantee=user.get_username(), held=bool(deleted))
     return bool(deleted)
 

@@ -11,7 +11,7 @@ from rest_framework.authentication import BaseAuthentication, SessionAuthenticat
 from rest_framework.exceptions import AuthenticationFailed, Throttled
 from rest_framework.request import Request
 
-from hkms_site.access.apikeys import api_key_authenticate
+from hkms_site.access.cache import principal_authenticate
 from hkms_site.access.models import ApiKey
 from hkms_site.access.principal import Principal
 
@@ -28,7 +28,12 @@ def request_id(request: Any) -> str:
 
 
 class ApiKeyAuthentication(BaseAuthentication):
-    """Authenticate an API key's secret key; every failure is the same 401 and is audited."""
+    """Authenticate an API key's secret key; every failure is the same 401 and is audited.
+
+    The key, its user and the user's grants come from the per-process principal
+    cache (``hkms_site.access.cache``): one primary-key read of the access
+    generation per request when cached, and revocations apply on the next request.
+    """
 
     def authenticate(self, request: Request) -> tuple[Any, ApiKey] | None:
         token = request.META.get(TOKEN_HEADER)
@@ -37,8 +42,8 @@ class ApiKeyAuthentication(BaseAuthentication):
         failures_key = f"hkms:auth-failures:{client_ip(request)}"
         if cache.get(failures_key, 0) >= settings.HKMS_AUTH_FAILURES_PER_MINUTE:
             raise Throttled(wait=60)
-        api_key = api_key_authenticate(token)
-        if api_key is None:
+        entry = principal_authenticate(token)
+        if entry is None:
             from hkms_site.audit.services import audit_denied
 
             cache.add(failures_key, 0, timeout=60)
@@ -49,7 +54,8 @@ class ApiKeyAuthentication(BaseAuthentication):
             anonymous = Principal(user=None, source_ip=client_ip(request), request_id=request_id(request))
             audit_denied(anonymous, "auth.api_key", None, AuthenticationFailed())
             raise AuthenticationFailed("authentication is denied")
-        return api_key.user, api_key
+        request._hkms_grants = entry.grants  # type: ignore[attr-defined]
+        return entry.api_key.user, entry.api_key
 
     def authenticate_header(self, request: Request) -> str:
         return "X-Auth-Token"
@@ -71,6 +77,7 @@ def request_principal(request: Request) -> Principal:
         source_ip=client_ip(request),
         request_id=request_id(request),
         via="api" if api_key is not None else "console",
+        _grants=getattr(request, "_hkms_grants", None) if api_key is not None else None,
     )
     request._hkms_principal = principal  # type: ignore[attr-defined]
     return principal

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
-from django.db import transaction
+from django.db import connections, transaction
 from django.utils import timezone
 
 from hkms_site.access.principal import Principal
@@ -79,13 +79,21 @@ def _describe(obj: Any) -> tuple[str, str, str]:
 def audit_record(
     principal: Principal, action: str, obj: Any = None, *, outcome: str = AuditEvent.Outcome.ALLOWED, **detail: Any
 ) -> AuditEvent:
-    """Append one event, linked to its predecessor, in the caller's transaction (default db)."""
+    """Append one event, linked to its predecessor, in the caller's transaction (default db).
+
+    The chain head is read and locked (``FOR UPDATE`` where the database has it;
+    SQLite's writers are serialised by their immediate transactions), the event
+    inserted and the head moved, as late as possible in the transaction and in
+    plain SQL: the lock is held for three short statements and the commit.  No
+    savepoint: if any step fails, the caller's whole transaction fails with it.
+    """
     object_type, object_id, project_id = _describe(obj)
     now = timezone.now()
-    with transaction.atomic():
-        head, _ = AuditChainHead.objects.select_for_update().get_or_create(id=1)
+    clean = _clean_detail(detail)
+    with transaction.atomic(using="default", savepoint=False):
+        seq, prev_hash = _head_lock()
         values: dict[str, Any] = {
-            "seq": head.last_seq + 1,
+            "seq": seq + 1,
             "created_at": now,
             "actor": principal.username,
             "actor_user_id": principal.user_id,
@@ -98,13 +106,39 @@ def audit_record(
             "outcome": str(outcome),
             "source_ip": principal.source_ip or "",
             "request_id": principal.request_id or "",
-            "detail": _clean_detail(detail),
+            "detail": clean,
         }
-        digest = event_hash(head.last_hash, values)
-        event = AuditEvent.objects.create(prev_hash=head.last_hash, hash=digest, **values)
-        head.last_seq, head.last_hash = values["seq"], digest
-        head.save(update_fields=["last_seq", "last_hash"])
+        digest = event_hash(prev_hash, values)
+        event = AuditEvent.objects.create(prev_hash=prev_hash, hash=digest, **values)
+        _head_move(values["seq"], digest)
     return event
+
+
+def _head_table() -> str:
+    return connections["default"].ops.quote_name(AuditChainHead._meta.db_table)
+
+
+def _head_lock() -> tuple[int, str]:
+    """``(last_seq, last_hash)`` of the chain head, locked until the transaction ends."""
+    connection = connections["default"]
+    sql = f"SELECT last_seq, last_hash FROM {_head_table()} WHERE id = 1"  # noqa: S608 (our own table name)
+    if connection.features.has_select_for_update:
+        sql += " FOR UPDATE"
+    with connection.cursor() as cursor:
+        cursor.execute(sql)
+        row = cursor.fetchone()
+    if row is None:  # a flushed database: the migration's row is gone
+        head, _ = AuditChainHead.objects.select_for_update().get_or_create(id=1)
+        return head.last_seq, head.last_hash
+    return int(row[0]), str(row[1])
+
+
+def _head_move(seq: int, digest: str) -> None:
+    with connections["default"].cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {_head_table()} SET last_seq = %s, last_hash = %s WHERE id = 1",  # noqa: S608
+            [seq, digest],
+        )
 
 
 def audit_denied(principal: Principal, action: str, obj: Any, error: Exception, **detail: Any) -> AuditEvent:

@@ -1,0 +1,26 @@
+"""The read-path benchmark runs end to end in its quick mode (HKMS, and OpenBao when its binary is there)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_read_path_quick_runs(tmp_path):
+    figures = tmp_path / "figures.json"
+    command = [sys.executable, str(REPO / "bench" / "read_path.py"), "--quick", "--json", str(figures)]
+    if os.environ.get("HKMS_TEST_POSTGRES") == "1":
+        command.append("--postgres")
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=150, check=False)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "targets:" in result.stdout
+
+    report = json.loads(figures.read_text())
+    for endpoint in ("access", "get_secret", "whoami", "create_version"):
+        assert report["results"][endpoint]["requests"] > 0 and report["results"][endpoint]["errors"] == 0
+    assert {r["ratio"] for r in report["ratios"]} >= {"access / get_secret", "create_version / access"}
