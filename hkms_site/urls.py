@@ -1,9 +1,10 @@
 from django.contrib import admin
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView
+from drf_spectacular.views import SpectacularAPIView
 from rest_framework.permissions import AllowAny
 
 from hkms_site import views
+from hkms_site.api.docs import ApiDocsView
 from hkms_site.api.views import SealStatusView, SealView, UnsealView, WhoAmIView
 
 urlpatterns = [
@@ -16,5 +17,5 @@ urlpatterns = [
     path("key-manager/v1alpha1/", include("keys_app.api.urls")),
     path("", include("secrets_app.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(permission_classes=[AllowAny]), name="schema"),
-    path("api/docs/", SpectacularRedocView.as_view(url_name="schema", permission_classes=[AllowAny]), name="api-docs"),
+    path("api/docs/", ApiDocsView.as_view(), name="api-docs"),
 ]
