@@ -30,7 +30,7 @@ class ApiDocsView(SpectacularRedocView):
     title = "HKMS API"
     schema = None  # the page itself is not part of the API
 
-    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        response = super().get(request, *args, **kwargs)
+    def finalize_response(self, request: Request, response: Response, *args: Any, **kwargs: Any) -> Response:
+        response = super().finalize_response(request, response, *args, **kwargs)
         response["Content-Security-Policy"] = DOCS_CSP
         return response
