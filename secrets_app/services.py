@@ -591,8 +591,30 @@ def _expired(version: SecretVersion, now: datetime) -> bool:
 def secret_version_access(
     *, principal: Principal, secret_id: Any, revision: Any, region: str | None = None, now: datetime | None = None
 ) -> AccessedPayload:
-    secret = _secret(principal, secret_id, Action.SECRET_READ, "secret.version.access", region)
-    return _access(principal, secret, revision, now or timezone.now())
+    """The hot path: the version, its secret and key in one query, then the same checks as
+    :func:`_secret` and :func:`_access`; anything unusual goes the general way, which says what."""
+    version = _version_with_secret(secret_id, revision)
+    if version is None:  # unknown secret, no such version or a malformed revision
+        secret = _secret(principal, secret_id, Action.SECRET_READ, "secret.version.access", region)
+        return _access(principal, secret, revision, now or timezone.now())
+    secret = version.secret
+    if region is not None and secret.region != region:
+        raise ObjectNotFound("secret", secret_id)
+    authorize_audited(principal, Action.SECRET_READ, secret, "secret.version.access")
+    return _access(principal, secret, revision, now or timezone.now(), version=version)
+
+
+def _version_with_secret(secret_id: Any, revision: Any) -> SecretVersion | None:
+    """The version ``revision`` names with its secret and key (one query), or None."""
+    versions = SecretVersion.objects.select_related("secret__key").filter(secret_id=_uuid(secret_id, "secret"))
+    raw = str(revision)
+    if raw == "latest_enabled":
+        return versions.filter(status=VersionStatus.ENABLED).order_by("-revision").first()
+    if raw == "latest":
+        return versions.order_by("-revision").first()
+    if raw.isascii() and raw.isdigit() and len(raw) <= 10 and 0 < int(raw) < 2**31:
+        return versions.filter(revision=int(raw)).first()
+    return None
 
 
 def secret_version_access_by_path(
@@ -619,13 +641,15 @@ def secret_version_access_by_path(
     return _access(principal, secret, revision, now or timezone.now())
 
 
-def _access(principal: Principal, secret: Secret, revision: Any, now: datetime) -> AccessedPayload:
+def _access(
+    principal: Principal, secret: Secret, revision: Any, now: datetime, version: SecretVersion | None = None
+) -> AccessedPayload:
     """Decrypt, then record the read (and an expires-once-accessed transition) before returning.
 
     The event is written in the transaction that marks the version accessed: if
-    it cannot be written, the payload is not returned.
+    it cannot be written, the payload is not returned.  ``version``: already resolved.
     """
-    version = version_resolve(secret, revision)
+    version = version if version is not None else version_resolve(secret, revision)
     if version.status != VersionStatus.ENABLED:
         raise PreconditionFailed(
             version.status, f"revision {version.revision} of secret {secret.id} is {version.status}"

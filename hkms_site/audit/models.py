@@ -8,7 +8,48 @@ concurrent writers form one chain, and it exposes a truncated tail.
 
 from __future__ import annotations
 
-from django.db import models
+from typing import Any
+
+from django.db import connections, models, router
+
+
+class AuditEventManager(models.Manager["AuditEvent"]):
+    """``create`` appends with one plain ``INSERT … RETURNING id``.
+
+    Every audited request appends an event, so the append is on the hot path:
+    this skips the ORM's insert compilation (and the save signals, which
+    nothing listens to for audit rows).  Only ``audit_record`` creates events;
+    reads, ``update`` and ``delete`` are the ordinary manager's.
+    """
+
+    _sql: dict[str, tuple[str, list[Any]]] = {}
+
+    def create(self, **values: Any) -> AuditEvent:
+        event = self.model(**values)
+        alias = router.db_for_write(self.model)
+        connection = connections[alias]
+        sql, fields = self._insert_sql(alias)
+        params = [field.get_db_prep_save(getattr(event, field.attname), connection) for field in fields]
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            event.pk = cursor.fetchone()[0] if connection.features.can_return_columns_from_insert else cursor.lastrowid
+        event._state.adding, event._state.db = False, alias
+        return event
+
+    def _insert_sql(self, alias: str) -> tuple[str, list[Any]]:
+        if alias not in self._sql:
+            connection = connections[alias]
+            quote = connection.ops.quote_name
+            fields = [f for f in self.model._meta.concrete_fields if not f.primary_key]
+            sql = "INSERT INTO {} ({}) VALUES ({})".format(  # noqa: S608 (model metadata, not input)
+                quote(self.model._meta.db_table),
+                ", ".join(quote(str(f.column)) for f in fields),
+                ", ".join(["%s"] * len(fields)),
+            )
+            if connection.features.can_return_columns_from_insert:
+                sql += f" RETURNING {quote(str(self.model._meta.pk.column))}"  # type: ignore[union-attr,unused-ignore]
+            self._sql[alias] = (sql, fields)
+        return self._sql[alias]
 
 
 class AuditEvent(models.Model):
@@ -33,6 +74,8 @@ class AuditEvent(models.Model):
     detail = models.JSONField(default=dict, blank=True)
     prev_hash = models.CharField(max_length=64)
     hash = models.CharField(max_length=64)
+
+    objects = AuditEventManager()
 
     class Meta:
         ordering = ["seq"]

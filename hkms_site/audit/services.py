@@ -109,7 +109,7 @@ def audit_record(
             "detail": clean,
         }
         digest = event_hash(prev_hash, values)
-        event = AuditEvent.objects.create(prev_hash=prev_hash, hash=digest, **values)
+        event = AuditEvent.objects.create(**{**values, "prev_hash": prev_hash, "hash": digest})
         _head_move(values["seq"], digest)
     return event
 
