@@ -7,7 +7,7 @@ guardian's object-permission pages) are for superusers only.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from django.contrib import admin, messages
 from django.contrib.auth import logout as auth_logout
@@ -49,14 +49,13 @@ class ConsoleSite(admin.AdminSite):
             return HttpResponseRedirect(reverse("admin:index", current_app=self.name))
         context = {**self.each_context(request), "title": "Log in", "site_header": self.site_header}
         context.update(extra_context or {})
-        response = ConsoleLoginView.as_view(
+        view = ConsoleLoginView.as_view(
             authentication_form=self.login_form,
             template_name=self.login_template,
             extra_context=context,
             redirect_authenticated_user=False,
-        )(request)
-        assert isinstance(response, HttpResponse)
-        return response
+        )
+        return cast(HttpResponse, view(request))
 
     @method_decorator(never_cache)
     def logout(  # type: ignore[override]  # a redirect, not the admin's "logged out" page
