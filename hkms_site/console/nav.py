@@ -17,6 +17,7 @@ _SECTIONS = {
     "api_key": "api_keys",
     "audit": "audit",
     "two_factor": "two_factor",
+    "custody": "custody",
 }
 
 
@@ -39,6 +40,8 @@ def console_nav(principal: Principal, match: ResolverMatch | None) -> list[dict[
     items.append(("api_keys", "API keys", "admin:api_keys"))
     if principal_can_audit(principal):
         items.append(("audit", "Audit log", "admin:audit_log"))
+    if principal.is_superuser:
+        items.append(("custody", "Root key", "admin:custody"))
     items.append(("two_factor", "Two-factor", "admin:two_factor"))
     current = _section(match)
     return [{"id": i, "label": label, "url": reverse(name), "active": i == current} for i, label, name in items]

@@ -65,7 +65,7 @@ class ConsoleSite(admin.AdminSite):
         return _logout(request)
 
     def get_urls(self) -> list[URLResolver | URLPattern]:
-        from hkms_site.console.views import account, apikeys, audit, dashboard, keys, roles, secrets
+        from hkms_site.console.views import account, apikeys, audit, custody, dashboard, keys, roles, secrets
 
         view = self.admin_view
         console = [
@@ -97,6 +97,7 @@ class ConsoleSite(admin.AdminSite):
             path("api-keys/", view(apikeys.api_keys), name="api_keys"),
             path("api-keys/<str:access_key>/revoke/", view(apikeys.api_key_revoke_view), name="api_key_revoke"),
             path("audit-log/", view(audit.audit_log), name="audit_log"),
+            path("root-key/", view(custody.custody), name="custody"),
             path("audit-log/verify/", view(audit.audit_log_verify), name="audit_verify"),
             path("audit-log/export/", view(audit.audit_log_export), name="audit_export"),
         ]

@@ -72,3 +72,27 @@ def test_seal_then_unseal_share_by_share_over_the_api(settings, shamir_in_proces
     assert cold_read(secret) == [b"hunter2"]
     events = list(AuditEvent.objects.filter(action="root_key.unseal").values_list("detail", flat=True))
     assert len(events) == 4 and not any(word in str(events) for word in shares[0].split()[:3])
+
+
+def test_console_custody_page_unseals_and_seals(settings, shamir_in_process, client):
+    from tests.providers.test_shamir import init_shamir
+
+    settings.HKMS_ROOT_KEY_PROVIDER = "shamir"
+    shares = init_shamir()
+    users = get_user_model().objects
+    client.force_login(users.create_superuser("root", password="x" * 12))
+    page = client.get("/admin/root-key/")
+    assert page.status_code == 200 and b"unsealed" in page.content
+    client.post("/admin/root-key/", {"action": "seal"})
+    assert b"sealed" in client.get("/admin/root-key/").content
+    for share in shares[:3]:
+        response = client.post("/admin/root-key/", {"action": "unseal", "share": share}, follow=True)
+        assert shares[0].split()[2].encode() not in response.content  # never echoed
+    assert client.get("/api/seal-status").json()["sealed"] is False
+    assert AuditEvent.objects.filter(action="root_key.unseal").count() == 3
+
+
+def test_console_custody_page_is_404_for_staff_who_are_not_superusers(hierarchy, client):
+    staff = get_user_model().objects.create_user("staff", password="x" * 12, is_staff=True)
+    client.force_login(staff)
+    assert client.get("/admin/root-key/").status_code == 404
