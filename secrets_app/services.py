@@ -109,7 +109,7 @@ def version_resolve(secret: Secret, revision: Any) -> SecretVersion:
         version = versions.order_by("-revision").first()
     elif raw == "latest_enabled":
         version = versions.filter(status=VersionStatus.ENABLED).order_by("-revision").first()
-    elif raw.isdigit() and 0 < int(raw) < 2**31:
+    elif raw.isascii() and raw.isdigit() and len(raw) <= 10 and 0 < int(raw) < 2**31:
         version = versions.filter(revision=int(raw)).first()
     else:
         raise InvalidArgument("revision", "must be a revision number, latest or latest_enabled")
@@ -129,13 +129,19 @@ def _key_for(principal: Principal, project: Project, key_id: Any) -> Key:
         if project.default_key is None:
             raise PreconditionFailed("default_key", f"project {project.id} has no default key")
         return project.default_key
-    key = Key.objects.filter(id=_uuid(key_id, "key"), project=project).first()
+    try:
+        key = Key.objects.filter(id=uuid.UUID(str(key_id)), project=project).first()
+    except ValueError:
+        key = None
     if key is None:
         raise InvalidArgument("key_id", "must be a Key Manager key of the secret's project")
     if key.usage != "symmetric_encryption" or key.state != KeyState.ENABLED:
         raise InvalidArgument("key_id", "must be an enabled symmetric encryption key")
     authorize_audited(principal, Action.KEY_USE, key, "secret.create")
     return key
+
+
+_POLICY_COLUMNS = ("ephemeral_ttl", "ephemeral_expires_once_accessed", "ephemeral_action")
 
 
 def _policy_fields(policy: EphemeralPolicy | None) -> dict[str, Any]:
@@ -222,9 +228,11 @@ def secret_update(
         for field, value in _policy_fields(ephemeral_policy).items():
             setattr(secret, field, value)
         changed.append("ephemeral_policy")
+    # Only the edited columns: a version added meanwhile keeps its version_count.
+    columns = [c for f in changed for c in (_POLICY_COLUMNS if f == "ephemeral_policy" else (f,))]
     try:
         with transaction.atomic():
-            secret.save()
+            secret.save(update_fields=[*columns, "updated_at"])
             audit_record(principal, "secret.update", secret, fields=changed)
     except DbIntegrityError:
         raise Conflict(f"a secret named {secret.name} already exists at {secret.path}") from None
@@ -530,7 +538,8 @@ def secret_version_update(
         version.ephemeral_action = validation.ephemeral_action(ephemeral_action)
         changed.append("ephemeral_action")
     with transaction.atomic():
-        version.save()
+        # Only the edited columns: a concurrent DEK rotation or status change is kept.
+        version.save(update_fields=[*changed, "updated_at"])
         audit_record(principal, "secret.version.update", secret, revision=version.revision, fields=changed)
     return version
 
@@ -650,12 +659,12 @@ def _access(
     it cannot be written, the payload is not returned.  ``version``: already resolved.
     """
     version = version if version is not None else version_resolve(secret, revision)
+    if _expired(version, now):  # also once disabled or destroyed by its own expiry
+        raise Expired("secret_version", f"{secret.id}/{version.revision}")
     if version.status != VersionStatus.ENABLED:
         raise PreconditionFailed(
             version.status, f"revision {version.revision} of secret {secret.id} is {version.status}"
         )
-    if _expired(version, now):
-        raise Expired("secret_version", f"{secret.id}/{version.revision}")
     data = storage.secret_version_payload(version)
     once = version.expires_once_accessed
     with transaction.atomic():
@@ -695,7 +704,9 @@ def secret_versions_expire(
     )
     due_secrets = Secret.objects.filter(deletion_requested_at__lte=cutoff)
     for version in expired:
-        if version.ephemeral_action == EphemeralAction.DISABLE:
+        # Only an explicit ``delete`` action destroys; an expiry without one (set on a
+        # single version) disables, which can be undone.
+        if version.ephemeral_action != EphemeralAction.DELETE:
             if version.status == VersionStatus.ENABLED:
                 counts["versions_disabled"] += 1
                 if not dry_run:

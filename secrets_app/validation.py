@@ -33,7 +33,7 @@ TYPE_FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 
 
 def secret_name(raw: Any) -> str:
-    if not isinstance(raw, str) or not _NAME.match(raw) or raw in {".", ".."}:
+    if not isinstance(raw, str) or not _NAME.fullmatch(raw) or raw in {".", ".."}:
         raise InvalidArgument("name", "must be 1 to 255 characters from letters, digits, '.', '_' and '-'")
     return raw
 
@@ -46,7 +46,7 @@ def secret_path(raw: Any, field: str = "path") -> str:
         raise InvalidArgument(field, "must be an absolute path such as /apps/web")
     segments = [s for s in raw.strip("/").split("/")] if raw.strip("/") else []
     for segment in segments:
-        if not _SEGMENT.match(segment) or segment in {".", ".."}:
+        if not _SEGMENT.fullmatch(segment) or segment in {".", ".."}:
             raise InvalidArgument(field, "segments must be 1 to 255 characters from letters, digits, '.', '_' and '-'")
     return "/" + "/".join(segments)
 

@@ -21,6 +21,8 @@ from hkms_site.errors import InvalidArgument
 
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
+#: Scaleway's ``page`` is a uint32; the bound also keeps OFFSET within the databases' integers.
+MAX_PAGE = 2**32 - 1
 _DURATION = re.compile(r"^(-?\d+(?:\.\d{1,9})?)s$")
 
 
@@ -79,14 +81,14 @@ def b64encode(data: bytes) -> str:
 
 
 def page_params(params: Any) -> tuple[int, int]:
-    """``page`` (≥ 1) and ``page_size`` (1…100) from query parameters."""
+    """``page`` (1…2³²-1) and ``page_size`` (1…100) from query parameters."""
     try:
         page = int(params.get("page") or 1)
         page_size = int(params.get("page_size") or DEFAULT_PAGE_SIZE)
     except (TypeError, ValueError):
         raise InvalidArgument("page", "page and page_size must be integers") from None
-    if page < 1:
-        raise InvalidArgument("page", "must be at least 1")
+    if not 1 <= page <= MAX_PAGE:
+        raise InvalidArgument("page", f"must be between 1 and {MAX_PAGE}")
     if not 1 <= page_size <= MAX_PAGE_SIZE:
         raise InvalidArgument("page_size", f"must be between 1 and {MAX_PAGE_SIZE}")
     return page, page_size

@@ -23,12 +23,17 @@ from keys_app.providers import RootKeyProvider, RootKeyUnavailable, get_provider
 
 _verified_lock = threading.Lock()
 _verified: set[tuple[str, int]] = set()
+#: Rows of verified REK versions, so that unwrapping a KEK costs one kek query (its own row).
+#: A version's provider never changes (a provider migration is a new version); a retired
+#: version wraps nothing any more, so a stale ``state`` here is harmless.
+_verified_rows: dict[int, RootKeyVersion] = {}
 
 
 def forget_verified_root_keys() -> None:
     """Forget which REK versions were checked (after a seal or a provider change)."""
     with _verified_lock:
         _verified.clear()
+        _verified_rows.clear()
 
 
 def rek_versions() -> list[RootKeyVersion]:
@@ -70,6 +75,7 @@ def rek_check(row: RootKeyVersion) -> RootKeyProvider:
         )
     with _verified_lock:
         _verified.add((row.provider, row.version))
+        _verified_rows[row.version] = row
     return provider
 
 
@@ -93,7 +99,9 @@ def rek_wrap(row: RootKeyVersion, material: crypto.SecretBytes, *, key_id: objec
 
 
 def rek_unwrap(rek_version: int, blob: bytes, *, key_id: object, kek_version: int) -> crypto.SecretBytes:
-    row = _row(rek_version)
+    with _verified_lock:
+        cached = _verified_rows.get(rek_version)
+    row = cached if cached is not None else _row(rek_version)
     provider = rek_check(row)
     try:
         return crypto.SecretBytes(
@@ -146,6 +154,7 @@ def rek_retire(row: RootKeyVersion) -> None:
         raise RootKeyError(str(exc)) from None
     with _verified_lock:
         _verified.discard((row.provider, row.version))
+        _verified_rows.pop(row.version, None)
 
 
 def hierarchy_init(provider_name: str | None = None) -> tuple[RootKeyVersion, bool]:

@@ -1,4 +1,4 @@
-from django.urls import path
+from django.urls import path, re_path
 
 from secrets_app.api import views
 
@@ -23,4 +23,6 @@ urlpatterns = [
     path(f"{V}/enable", views.SecretVersionActionView.as_view(action_name="enable")),
     path(f"{V}/disable", views.SecretVersionActionView.as_view(action_name="disable")),
     path(f"{V}/restore", views.SecretVersionActionView.as_view(action_name="restore")),
+    # Anything else under the API's prefix: Scaleway's JSON 404, never Django's HTML page.
+    re_path(r"^secret-manager/", views.unknown_endpoint),
 ]
