@@ -76,3 +76,23 @@ def hkms_server(tmp_path_factory):
     server = LiveServer(tmp_path_factory.mktemp("live")).start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def principal_with(project):
+    """``principal_with(role, obj=None, name=None)``: a principal for a fresh user holding ``role`` on
+    ``obj`` (the ``project`` fixture by default); ``role=None`` makes a stranger with no role at all."""
+    from django.contrib.auth import get_user_model
+
+    from hkms_site.access.principal import Principal
+    from hkms_site.access.services import role_grant
+
+    counter = iter(range(1_000_000))
+
+    def make(role, obj=None, name=None):
+        user = get_user_model().objects.create_user(name or f"user-{next(counter)}")
+        if role:
+            role_grant(principal=Principal.for_command(), user=user, role=role, obj=obj or project)
+        return Principal(user=user)
+
+    return make

@@ -396,8 +396,9 @@ def test_ephemeral_policies(api, credentials):
         action=EphemeralPolicyAction.DISABLE, expires_at=None, expires_once_accessed=True
     )
     assert unb64(api.access_secret_version(secret_id=once.id, revision="1").data) == b"read me once"
-    status, _ = error_of(lambda: api.access_secret_version(secret_id=once.id, revision="1"))
-    assert status in (410, 412)
+    status, body = error_of(lambda: api.access_secret_version(secret_id=once.id, revision="1"))
+    assert status == 410 and body["type"] == "resource_expired"
+    assert api.get_secret_version(secret_id=once.id, revision="1").status == SecretVersionStatus.DISABLED
     assert api.list_secrets(scheduled_for_deletion=False, ephemeral=True).total_count >= 1
 
     short = api.create_secret(
@@ -491,6 +492,41 @@ def test_errors_reach_the_sdk_in_the_scaleway_shape(api, hkms_server, credential
     bad_token = SecretV1Beta1API(sdk_client(hkms_server, {**credentials, "secret_key": str(uuid.uuid4())}))
     status, body = error_of(lambda: bad_token.get_secret(secret_id=secret.id))
     assert status == 401 and body["type"] == "denied_authentication"
+
+
+def test_a_reader_of_another_project_gets_404_on_every_call(api, hkms_server, credentials):
+    secret = api.create_secret(name="acme-only", protected=False, path="/private")
+    api.create_secret_version(secret_id=secret.id, data=b64(b"acme eyes only"))
+    reader = SecretV1Beta1API(
+        sdk_client(
+            hkms_server,
+            hkms_server.create_api_key(
+                "--user", "globex-reader", "--create-user", "--create-project", "globex-r", "--role", "secret_reader"
+            ),
+        )
+    )
+    calls = {
+        "get_secret": lambda: reader.get_secret(secret_id=secret.id),
+        "access_secret_version": lambda: reader.access_secret_version(secret_id=secret.id, revision="latest"),
+        "access_by_path": lambda: reader.access_secret_version_by_path(
+            secret_path="/private", secret_name="acme-only", revision="1", project_id=credentials["project_id"]
+        ),
+        "get_secret_version": lambda: reader.get_secret_version(secret_id=secret.id, revision="1"),
+        "list_secret_versions": lambda: reader.list_secret_versions(secret_id=secret.id),
+        "update_secret": lambda: reader.update_secret(secret_id=secret.id, name="stolen"),
+        "delete_secret": lambda: reader.delete_secret(secret_id=secret.id),
+        "create_secret_version": lambda: reader.create_secret_version(secret_id=secret.id, data=b64(b"x")),
+        "create_secret": lambda: reader.create_secret(
+            name="intruder", protected=False, project_id=credentials["project_id"]
+        ),
+    }
+    for name, call in calls.items():
+        status, body = error_of(call)
+        assert (status, body["type"]) == (404, "not_found"), name
+    assert reader.list_secrets(scheduled_for_deletion=False, project_id=credentials["project_id"]).total_count == 0
+    assert reader.list_tags(project_id=credentials["project_id"]).tags == []
+    assert api.get_secret(secret_id=secret.id).name == "acme-only"
+    assert unb64(api.access_secret_version(secret_id=secret.id, revision="1").data) == b"acme eyes only"
 
 
 def test_every_sdk_method_is_exercised_here():
