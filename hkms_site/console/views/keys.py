@@ -114,6 +114,7 @@ def key_detail(request: HttpRequest, key_id: Any) -> HttpResponse:
         "versions": versions,
         "deks_on_older": sum(v["deks"] for v in versions if not v["primary"]),
         "secrets_count": Secret.objects.filter(key_id=key.id).count(),
+        "is_default_key": Project.objects.filter(default_key_id=key.id).exists(),
         "job": job,
         "job_running": job is not None and job.state == RotationJob.State.RUNNING,
         "can": {"admin": can(principal, Action.KEY_ADMIN, key), "grant": principal_can_grant(principal)},
