@@ -38,6 +38,8 @@ class World:
     key: Any
     other_key: Any
     users: dict[str, Any] = field(default_factory=dict)
+    #: The access key of an API key owned by ``reader``.
+    reader_api_key: str = ""
 
 
 @pytest.fixture(autouse=True)
@@ -73,7 +75,11 @@ def world(project, other_project, make_secret) -> World:
     made["stranger"] = users.create_user("stranger", password=password_of("stranger"))
     secret = make_secret(b"s3cr3t-payload-acme", name="db-password", path="/prod/db", tags=["prod", "db"])
     other_secret = make_secret(b"s3cr3t-payload-globex", name="globex-token", target_project=other_project)
+    from hkms_site.access.apikeys import api_key_create
+
+    issued = api_key_create(principal=operator, user=made["reader"], project=project)
     return World(
+        reader_api_key=issued.api_key.access_key,
         project=project,
         other_project=other_project,
         secret=secret,

@@ -20,7 +20,7 @@ def test_api_key_secret_is_shown_once_then_revoked(world, as_user):
         reverse("admin:api_keys"), {"description": "ci", "project": str(world.project.id), "expires_in_days": "30"}
     )
     page = response.content.decode()
-    api_key = ApiKey.objects.get(user=world.users["reader"])
+    api_key = ApiKey.objects.get(user=world.users["reader"], description="ci")
     secret = page.split('id="secret-key">')[1].split("<")[0]
     assert api_key_authenticate(secret) == api_key and api_key.expires_at is not None
     assert "no-store" in response["Cache-Control"]
@@ -36,6 +36,7 @@ def test_api_key_secret_is_shown_once_then_revoked(world, as_user):
 
 
 def test_only_superusers_create_api_keys_for_others(world, as_user):
+    ApiKey.objects.all().delete()
     page = as_user("reader").get(reverse("admin:api_keys")).content.decode()
     assert 'name="username"' not in page
     as_user("reader").post(reverse("admin:api_keys"), {"username": "writer"})  # ignored: for oneself

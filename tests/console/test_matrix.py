@@ -12,10 +12,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlparse
 
 import pytest
-from django.urls import reverse
+from django.contrib import admin
+from django.urls import URLPattern, resolve, reverse
 
+from hkms_site.access.models import RoleGrant
 from tests.console.conftest import USERS
 
 pytestmark = pytest.mark.django_db(databases=["default", "kek", "dek"])
@@ -205,7 +208,31 @@ MATRIX = [
         lambda w: reverse("admin:audit_verify"),
         only(302, AUDITORS, seen=set(USERS)),
     ),
+    Row("root key custody", "GET", lambda w: reverse("admin:custody"), only(200, set())),
+    Row(
+        "revoke reader's API key",
+        "POST",
+        lambda w: reverse("admin:api_key_revoke", args=[w.reader_api_key]),
+        only(302, {"reader"}),
+    ),
+    # Last: it changes what the reader may do.
+    Row(
+        "revoke reader's role",
+        "POST",
+        lambda w: reverse("admin:role_revoke"),
+        only(302, ACME_SECRET_ADMIN, seen=set(USERS)),
+        lambda w: {"grant": RoleGrant.objects.get(user=w.users["reader"]).pk},
+    ),
 ]
+
+#: Django admin views that are not console pages (each has its own checks).
+ADMIN_BUILTINS = {"login", "logout", "password_change_done", "jsi18n", "view_on_site", "autocomplete", "app_list"}
+
+
+def test_every_console_page_has_a_row(world):
+    named = {p.name for p in admin.site.get_urls() if isinstance(p, URLPattern) and p.name} - ADMIN_BUILTINS
+    covered = {resolve(urlparse(row.url(world)).path).url_name for row in MATRIX}
+    assert named <= covered, f"console pages without a matrix row: {sorted(named - covered)}"
 
 
 def test_every_row_names_every_user():

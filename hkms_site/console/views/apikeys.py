@@ -14,7 +14,7 @@ from hkms_site.access.services import user_by_name
 from hkms_site.console.forms import ApiKeyCreateForm, attach_service_error
 from hkms_site.console.principal import console_principal
 from hkms_site.console.selectors import projects_visible
-from hkms_site.console.views.common import page
+from hkms_site.console.views.common import not_found, page
 from hkms_site.errors import ObjectNotFound, PermissionDenied, ServiceError
 
 
@@ -52,8 +52,7 @@ def api_keys(request: HttpRequest) -> HttpResponse:
 def api_key_revoke_view(request: HttpRequest, access_key: str) -> HttpResponse:
     try:
         api_key_revoke(principal=console_principal(request), access_key=access_key)
-    except ObjectNotFound:
-        messages.error(request, f"API key {access_key} not found.")
-    else:
-        messages.success(request, f"API key {access_key} revoked.")
+    except ObjectNotFound as exc:
+        raise not_found(exc) from None  # someone else's key: as if it did not exist
+    messages.success(request, f"API key {access_key} revoked.")
     return HttpResponseRedirect(reverse("admin:api_keys"))
