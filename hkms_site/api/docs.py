@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.views import SpectacularRedocView
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
@@ -34,3 +36,23 @@ class ApiDocsView(SpectacularRedocView):
         response = super().finalize_response(request, response, *args, **kwargs)
         response["Content-Security-Policy"] = DOCS_CSP
         return response
+
+
+class ApiKeyScheme(OpenApiAuthenticationExtension):  # type: ignore[no-untyped-call]
+    """Describes ``X-Auth-Token`` (an API key's secret key) in the schema."""
+
+    target_class = "hkms_site.api.authentication.ApiKeyAuthentication"
+    name = "ScalewayToken"
+
+    def get_security_definition(self, auto_schema: Any) -> dict[str, str]:
+        return {"type": "apiKey", "in": "header", "name": "X-Auth-Token"}
+
+
+class ConsoleSessionScheme(OpenApiAuthenticationExtension):  # type: ignore[no-untyped-call]
+    """The console's session cookie (browsers; CSRF-protected)."""
+
+    target_class = "hkms_site.api.authentication.ConsoleSessionAuthentication"
+    name = "consoleSession"
+
+    def get_security_definition(self, auto_schema: Any) -> dict[str, str]:
+        return {"type": "apiKey", "in": "cookie", "name": settings.SESSION_COOKIE_NAME}

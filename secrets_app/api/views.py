@@ -6,7 +6,8 @@ from typing import Any
 
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.debug import sensitive_variables
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers as drf
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -15,10 +16,55 @@ from hkms_site.api.common import ScalewayView, b64decode_field, b64encode, page_
 from hkms_site.errors import InvalidArgument
 from secrets_app import services
 from secrets_app.api import serializers as s
+from secrets_app.models import SecretType, VersionStatus
 from secrets_app.services import EphemeralPolicy, SecretFilter
 from secrets_app.validation import MAX_PAYLOAD_BYTES
 
 TAG = ["Secret Manager v1beta1"]
+ORDER_BY = list(services.ORDERINGS)
+TYPES = ["unknown_type", *SecretType.values]
+
+
+def _query(name: str, type_: Any = OpenApiTypes.STR, description: str = "", **kw: Any) -> OpenApiParameter:
+    return OpenApiParameter(name, type_, OpenApiParameter.QUERY, description=description, **kw)
+
+
+#: Query parameters, as the SDK sends them (documented in the OpenAPI schema).
+PAGING = [
+    _query("page", OpenApiTypes.INT, "page number, from 1"),
+    _query("page_size", OpenApiTypes.INT, "1 to 100 (default 20)"),
+]
+PROJECT = _query("project_id", OpenApiTypes.UUID, "only this project")
+TAGS = _query("tags", description="every tag must match", many=True, explode=True)
+TYPE = _query("type", enum=TYPES)
+LIST_SECRETS = [
+    _query("organization_id", OpenApiTypes.UUID, "only this organization"),
+    PROJECT,
+    _query("order_by", enum=ORDER_BY, default="created_at_asc"),
+    *PAGING,
+    TAGS,
+    _query("name", description="exact name"),
+    _query("path", description="exact folder path"),
+    _query("ephemeral", OpenApiTypes.BOOL, "only ephemeral (true) or non-ephemeral (false) secrets"),
+    TYPE,
+    _query("scheduled_for_deletion", OpenApiTypes.BOOL, "secrets scheduled for deletion instead (default false)"),
+]
+BROWSE = [
+    _query("prefix", description="folder to list (default /)"),
+    PROJECT,
+    _query("order_by", enum=ORDER_BY, default="name_asc"),
+    *PAGING,
+    TAGS,
+    TYPE,
+]
+VERSION_STATUS = _query(
+    "status", description="only these statuses", many=True, explode=True, enum=["unknown_status", *VersionStatus.values]
+)
+BY_PATH = [
+    _query("project_id", OpenApiTypes.UUID, required=True),
+    _query("secret_path", description="folder of the secret, e.g. /apps/web", required=True),
+    _query("secret_name", required=True),
+]
 
 
 def _body(serializer: type[drf.Serializer[Any]], data: Any) -> dict[str, Any]:
@@ -58,7 +104,13 @@ def _version(version: Any) -> dict[str, Any]:
 
 
 class SecretsView(ScalewayView):
-    @extend_schema(tags=TAG, summary="List secrets", responses=s.ListSecretsSerializer)
+    @extend_schema(
+        tags=TAG,
+        operation_id="list_secrets",
+        summary="List secrets",
+        parameters=LIST_SECRETS,
+        responses=s.ListSecretsSerializer,
+    )
     def get(self, request: Request, region: str) -> Response:
         params = request.query_params
         filters = SecretFilter(
@@ -80,7 +132,13 @@ class SecretsView(ScalewayView):
         page, total = paginate(qs, params)
         return Response({"secrets": [_secret(x) for x in page], "total_count": total})
 
-    @extend_schema(tags=TAG, summary="Create a secret", request=s.CreateSecretRequest, responses=s.SecretSerializer)
+    @extend_schema(
+        tags=TAG,
+        operation_id="create_secret",
+        summary="Create a secret",
+        request=s.CreateSecretRequest,
+        responses=s.SecretSerializer,
+    )
     def post(self, request: Request, region: str) -> Response:
         body = _body(s.CreateSecretRequest, request.data)
         secret = services.secret_create(
@@ -100,12 +158,13 @@ class SecretsView(ScalewayView):
 
 
 class SecretView(ScalewayView):
-    @extend_schema(tags=TAG, summary="Get a secret's metadata", responses=s.SecretSerializer)
+    @extend_schema(tags=TAG, operation_id="get_secret", summary="Get a secret's metadata", responses=s.SecretSerializer)
     def get(self, request: Request, region: str, secret_id: str) -> Response:
         return Response(_secret(services.secret_get(principal=self.principal, secret_id=secret_id, region=region)))
 
     @extend_schema(
         tags=TAG,
+        operation_id="update_secret",
         summary="Update a secret (a new path moves it)",
         request=s.UpdateSecretRequest,
         responses=s.SecretSerializer,
@@ -124,30 +183,52 @@ class SecretView(ScalewayView):
         )
         return Response(_secret(secret))
 
-    @extend_schema(tags=TAG, summary="Delete a secret (scheduled for 7 days)", responses={204: None})
+    @extend_schema(
+        tags=TAG, operation_id="delete_secret", summary="Delete a secret (scheduled for 7 days)", responses={204: None}
+    )
     def delete(self, request: Request, region: str, secret_id: str) -> Response:
         services.secret_delete(principal=self.principal, secret_id=secret_id, region=region)
         return Response(status=204)
 
 
-class SecretActionView(ScalewayView):
-    """POST …/secrets/{id}/{protect|unprotect|restore}."""
+class _SecretActionView(ScalewayView):
+    """POST …/secrets/{id}/{protect|unprotect|restore}: one subclass per action (see ``_secret_action``)."""
 
-    action_name = ""
+    service: Any = None
 
-    @extend_schema(tags=TAG, request=None, responses=s.SecretSerializer)
     def post(self, request: Request, region: str, secret_id: str) -> Response:
-        call = {
-            "protect": services.secret_protect,
-            "unprotect": services.secret_unprotect,
-            "restore": services.secret_restore,
-        }[self.action_name]
-        return Response(_secret(call(principal=self.principal, secret_id=secret_id, region=region)))
+        service = type(self).service
+        return Response(_secret(service(principal=self.principal, secret_id=secret_id, region=region)))
+
+
+def _secret_action(name: str, service: Any, operation_id: str, summary: str) -> type[_SecretActionView]:
+    def post(self: _SecretActionView, request: Request, region: str, secret_id: str) -> Response:
+        return _SecretActionView.post(self, request, region, secret_id)
+
+    post = extend_schema(
+        tags=TAG, operation_id=operation_id, summary=summary, request=None, responses=s.SecretSerializer
+    )(post)
+    return type(name, (_SecretActionView,), {"service": staticmethod(service), "post": post})
+
+
+ProtectSecretView = _secret_action(
+    "ProtectSecretView", services.secret_protect, "protect_secret", "Protect a secret (it cannot be deleted)"
+)
+UnprotectSecretView = _secret_action(
+    "UnprotectSecretView", services.secret_unprotect, "unprotect_secret", "Remove a secret's protection"
+)
+RestoreSecretView = _secret_action(
+    "RestoreSecretView", services.secret_restore, "restore_secret", "Restore a secret scheduled for deletion"
+)
 
 
 class AddSecretOwnerView(ScalewayView):
     @extend_schema(
-        tags=TAG, summary="Allow a product to use the secret", request=s.AddSecretOwnerRequest, responses={204: None}
+        tags=TAG,
+        operation_id="add_secret_owner",
+        summary="Allow a product to use the secret",
+        request=s.AddSecretOwnerRequest,
+        responses={204: None},
     )
     def post(self, request: Request, region: str, secret_id: str) -> Response:
         body = _body(s.AddSecretOwnerRequest, request.data)
@@ -156,7 +237,13 @@ class AddSecretOwnerView(ScalewayView):
 
 
 class BrowseSecretsView(ScalewayView):
-    @extend_schema(tags=TAG, summary="Browse folders and secrets under a prefix", responses=s.BrowseSecretsSerializer)
+    @extend_schema(
+        tags=TAG,
+        operation_id="browse_secrets",
+        summary="Browse folders and secrets under a prefix",
+        parameters=BROWSE,
+        responses=s.BrowseSecretsSerializer,
+    )
     def get(self, request: Request, region: str) -> Response:
         params = request.query_params
         current, items = services.secret_browse(
@@ -199,7 +286,13 @@ def _browse_item(item: services.BrowseItem) -> dict[str, Any]:
 
 
 class SecretVersionsView(ScalewayView):
-    @extend_schema(tags=TAG, summary="List a secret's versions", responses=s.ListSecretVersionsSerializer)
+    @extend_schema(
+        tags=TAG,
+        operation_id="list_secret_versions",
+        summary="List a secret's versions",
+        parameters=[*PAGING, VERSION_STATUS],
+        responses=s.ListSecretVersionsSerializer,
+    )
     def get(self, request: Request, region: str, secret_id: str) -> Response:
         qs = services.secret_version_list(
             principal=self.principal,
@@ -213,6 +306,7 @@ class SecretVersionsView(ScalewayView):
     @sensitive_variables("data", "body")
     @extend_schema(
         tags=TAG,
+        operation_id="create_secret_version",
         summary="Add a version (base64 data)",
         request=s.CreateSecretVersionRequest,
         responses=s.SecretVersionSerializer,
@@ -233,7 +327,12 @@ class SecretVersionsView(ScalewayView):
 
 
 class SecretVersionView(ScalewayView):
-    @extend_schema(tags=TAG, summary="Get a version's metadata", responses=s.SecretVersionSerializer)
+    @extend_schema(
+        tags=TAG,
+        operation_id="get_secret_version",
+        summary="Get a version's metadata",
+        responses=s.SecretVersionSerializer,
+    )
     def get(self, request: Request, region: str, secret_id: str, revision: str) -> Response:
         return Response(
             _version(
@@ -244,7 +343,11 @@ class SecretVersionView(ScalewayView):
         )
 
     @extend_schema(
-        tags=TAG, summary="Update a version", request=s.UpdateSecretVersionRequest, responses=s.SecretVersionSerializer
+        tags=TAG,
+        operation_id="update_secret_version",
+        summary="Update a version",
+        request=s.UpdateSecretVersionRequest,
+        responses=s.SecretVersionSerializer,
     )
     def patch(self, request: Request, region: str, secret_id: str, revision: str) -> Response:
         body = _body(s.UpdateSecretVersionRequest, request.data)
@@ -261,25 +364,50 @@ class SecretVersionView(ScalewayView):
         )
         return Response(_version(version))
 
-    @extend_schema(tags=TAG, summary="Delete a version (scheduled for 7 days)", responses={204: None})
+    @extend_schema(
+        tags=TAG,
+        operation_id="delete_secret_version",
+        summary="Delete a version (scheduled for 7 days)",
+        responses={204: None},
+    )
     def delete(self, request: Request, region: str, secret_id: str, revision: str) -> Response:
         services.secret_version_delete(principal=self.principal, secret_id=secret_id, revision=revision, region=region)
         return Response(status=204)
 
 
-class SecretVersionActionView(ScalewayView):
-    """POST …/versions/{revision}/{enable|disable|restore}."""
+class _SecretVersionActionView(ScalewayView):
+    """POST …/versions/{revision}/{enable|disable|restore}: one subclass per action."""
 
-    action_name = ""
+    service: Any = None
 
-    @extend_schema(tags=TAG, request=None, responses=s.SecretVersionSerializer)
     def post(self, request: Request, region: str, secret_id: str, revision: str) -> Response:
-        call = {
-            "enable": services.secret_version_enable,
-            "disable": services.secret_version_disable,
-            "restore": services.secret_version_restore,
-        }[self.action_name]
-        return Response(_version(call(principal=self.principal, secret_id=secret_id, revision=revision, region=region)))
+        service = type(self).service
+        version = service(principal=self.principal, secret_id=secret_id, revision=revision, region=region)
+        return Response(_version(version))
+
+
+def _version_action(name: str, service: Any, operation_id: str, summary: str) -> type[_SecretVersionActionView]:
+    def post(self: _SecretVersionActionView, request: Request, region: str, secret_id: str, revision: str) -> Response:
+        return _SecretVersionActionView.post(self, request, region, secret_id, revision)
+
+    post = extend_schema(
+        tags=TAG, operation_id=operation_id, summary=summary, request=None, responses=s.SecretVersionSerializer
+    )(post)
+    return type(name, (_SecretVersionActionView,), {"service": staticmethod(service), "post": post})
+
+
+EnableSecretVersionView = _version_action(
+    "EnableSecretVersionView", services.secret_version_enable, "enable_secret_version", "Enable a version"
+)
+DisableSecretVersionView = _version_action(
+    "DisableSecretVersionView", services.secret_version_disable, "disable_secret_version", "Disable a version"
+)
+RestoreSecretVersionView = _version_action(
+    "RestoreSecretVersionView",
+    services.secret_version_restore,
+    "restore_secret_version",
+    "Restore a version scheduled for deletion",
+)
 
 
 def _access_response(payload: services.AccessedPayload) -> Response:
@@ -297,7 +425,12 @@ def _access_response(payload: services.AccessedPayload) -> Response:
 
 
 class AccessSecretVersionView(ScalewayView):
-    @extend_schema(tags=TAG, summary="Access a version's payload", responses=s.AccessSecretVersionSerializer)
+    @extend_schema(
+        tags=TAG,
+        operation_id="access_secret_version",
+        summary="Access a version's payload",
+        responses=s.AccessSecretVersionSerializer,
+    )
     def get(self, request: Request, region: str, secret_id: str, revision: str) -> Response:
         return _access_response(
             services.secret_version_access(
@@ -307,7 +440,13 @@ class AccessSecretVersionView(ScalewayView):
 
 
 class AccessSecretVersionByPathView(ScalewayView):
-    @extend_schema(tags=TAG, summary="Access a payload by path and name", responses=s.AccessSecretVersionSerializer)
+    @extend_schema(
+        tags=TAG,
+        operation_id="access_secret_version_by_path",
+        summary="Access a payload by path and name",
+        parameters=BY_PATH,
+        responses=s.AccessSecretVersionSerializer,
+    )
     def get(self, request: Request, region: str, revision: str) -> Response:
         params = request.query_params
         return _access_response(
@@ -323,7 +462,13 @@ class AccessSecretVersionByPathView(ScalewayView):
 
 
 class TagsView(ScalewayView):
-    @extend_schema(tags=TAG, summary="List tags", responses=s.ListTagsSerializer)
+    @extend_schema(
+        tags=TAG,
+        operation_id="list_tags",
+        summary="List tags",
+        parameters=[PROJECT, *PAGING],
+        responses=s.ListTagsSerializer,
+    )
     def get(self, request: Request, region: str) -> Response:
         found = services.secret_tags(
             principal=self.principal, region=region, project_id=request.query_params.get("project_id") or None
@@ -333,7 +478,13 @@ class TagsView(ScalewayView):
 
 
 class SecretTypesView(ScalewayView):
-    @extend_schema(tags=TAG, summary="List secret types in use", responses=s.ListSecretTypesSerializer)
+    @extend_schema(
+        tags=TAG,
+        operation_id="list_secret_types",
+        summary="List secret types in use",
+        parameters=[PROJECT, *PAGING],
+        responses=s.ListSecretTypesSerializer,
+    )
     def get(self, request: Request, region: str) -> Response:
         found = services.secret_types(
             principal=self.principal, region=region, project_id=request.query_params.get("project_id") or None

@@ -102,6 +102,33 @@ def test_every_sdk_call_is_in_the_schema(schema):
     assert missing == []
 
 
+def test_operation_ids_are_the_sdk_method_names(schema):
+    ids = {name: schema["paths"][path][method]["operationId"] for name, (method, path, _) in sdk_calls().items()}
+    assert ids == {name: name for name in ids}
+
+
+def test_every_query_parameter_the_sdk_sends_is_described(schema):
+    source = inspect.getsource(sdk_api)
+    for match in re.finditer(r"\n    def (\w+)\(.*?(?=\n    def |\Z)", source, re.S):
+        params = re.search(r"params=\{(.*?)\n            \}", match.group(0), re.S)
+        if params is None or match.group(1) not in sdk_calls():
+            continue
+        method, path, _ = sdk_calls()[match.group(1)]
+        sent = set(re.findall(r'"(\w+)":', params.group(1)))
+        described = {p["name"] for p in schema["paths"][path][method].get("parameters", []) if p["in"] == "query"}
+        assert sent <= described, f"{match.group(1)}: {sorted(sent - described)}"
+
+
+def test_the_schema_generates_without_warnings():
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    err = StringIO()
+    call_command("spectacular", "--validate", "--fail-on-warn", "--file", "/dev/null", stderr=err)
+    assert "Warning" not in err.getvalue()
+
+
 def test_responses_describe_every_field_the_sdk_reads(schema):
     for name, (method, path, unmarshal) in sdk_calls().items():
         described = response_schema(schema, method, path)
