@@ -35,8 +35,13 @@ bootstrap: migrate
 	$(BIN)/python manage.py collectstatic --noinput --verbosity 0
 	$(BIN)/python manage.py bootstrap_admin
 
+# gthread workers (WORKERS processes x THREADS threads, default 2 x 4): on the 2-core reference
+# machine bench/read_path.py measured them ahead of sync workers on audited reads and writes,
+# since a thread waiting for SQLite's write lock or a PostgreSQL round trip no longer idles its
+# whole process (docs/readme/performance.md).  Caches of keys and principals are per process.
 run: bootstrap
 	$(BIN)/gunicorn hkms_site.wsgi:application --bind $(HOST):$(PORT) --workers $(WORKERS) \
+		--worker-class gthread --threads $${THREADS:-4} \
 		--access-logfile - --forwarded-allow-ips 127.0.0.1
 
 lint: $(STAMP)

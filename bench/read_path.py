@@ -483,6 +483,10 @@ def report(results: dict[str, dict[str, Any]], config: dict[str, Any]) -> list[d
     print(f"read path — {config['database']}, N={config['n']} secrets of {PAYLOAD_BYTES} B, "
           f"{config['duration']:.0f} s per endpoint, {config['connections']} connections, "
           f"server: {config['server']}")  # fmt: skip
+    print(
+        f"machine: {config['cpus']} CPUs, load average {config['load_at_start']} at start, "
+        f"{config['load_at_end']} at end (other processes share these CPUs: compare figures of one run)"
+    )
     print(f"{'endpoint':<18}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}")
     for name, figures in results.items():
         print(
@@ -513,6 +517,8 @@ def run(args: argparse.Namespace) -> int:
     bao: OpenBao | None = None
     results: dict[str, dict[str, Any]] = {}
     config = {
+        "cpus": os.cpu_count(),
+        "load_at_start": round(os.getloadavg()[0], 2),
         "database": "PostgreSQL" if args.postgres else "SQLite",
         "n": args.n,
         "duration": args.duration,
@@ -568,6 +574,7 @@ def run(args: argparse.Namespace) -> int:
             server.stop()
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
+    config["load_at_end"] = round(os.getloadavg()[0], 2)
     ratios = report(results, config)
     elapsed = time.monotonic() - started
     print(f"total {elapsed:.0f} s")

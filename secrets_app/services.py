@@ -30,7 +30,7 @@ from django.utils import timezone
 from hkms_site.access.principal import Principal
 from hkms_site.access.roles import Action
 from hkms_site.access.services import authorize_audited, project_ids_with, visible
-from hkms_site.audit.services import audit_record
+from hkms_site.audit.services import audit_record, audit_record_committed
 from hkms_site.errors import Conflict, InvalidArgument, ObjectNotFound, PreconditionFailed, ServiceError
 from keys_app.models import Key, KeyState
 from secrets_app import storage, validation
@@ -655,8 +655,11 @@ def _access(
 ) -> AccessedPayload:
     """Decrypt, then record the read (and an expires-once-accessed transition) before returning.
 
-    The event is written in the transaction that marks the version accessed: if
-    it cannot be written, the payload is not returned.  ``version``: already resolved.
+    The event is committed before the payload is returned, and if it cannot be
+    written the payload is not returned: in the transaction that marks an
+    expires-once-accessed version accessed, else group-committed with the
+    concurrent reads of this process (``audit_record_committed``).
+    ``version``: already resolved.
     """
     version = version if version is not None else version_resolve(secret, revision)
     if _expired(version, now):  # also once disabled or destroyed by its own expiry
@@ -667,14 +670,16 @@ def _access(
         )
     data = storage.secret_version_payload(version)
     once = version.expires_once_accessed
-    with transaction.atomic():
-        if once:
+    if once:
+        with transaction.atomic():
             updated = SecretVersion.objects.filter(id=version.id, accessed_at__isnull=True).update(
                 accessed_at=now, status=VersionStatus.DISABLED, updated_at=now
             )
             if not updated:  # someone else read it first
                 raise Expired("secret_version", f"{secret.id}/{version.revision}")
-        audit_record(principal, "secret.version.access", secret, revision=version.revision)
+            audit_record(principal, "secret.version.access", secret, revision=version.revision)
+    else:
+        audit_record_committed(principal, "secret.version.access", secret, revision=version.revision)
     if once and version.ephemeral_action == EphemeralAction.DELETE:
         storage.secret_version_destroy(version)
     return AccessedPayload(secret.id, version.revision, data, secret.type, version.data_crc32)

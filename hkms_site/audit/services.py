@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
@@ -76,6 +77,40 @@ def _describe(obj: Any) -> tuple[str, str, str]:
     return label, str(obj.pk), str(project or "")
 
 
+def _event_values(principal: Principal, action: str, obj: Any, outcome: str, detail: dict[str, Any]) -> dict[str, Any]:
+    """An event's content, less its place in the chain (``seq``, hashes)."""
+    object_type, object_id, project_id = _describe(obj)
+    return {
+        "created_at": timezone.now(),
+        "actor": principal.username,
+        "actor_user_id": principal.user_id,
+        "api_key": principal.api_key.access_key if principal.api_key is not None else "",
+        "via": principal.via,
+        "action": action,
+        "object_type": object_type,
+        "object_id": object_id,
+        "project_id": project_id,
+        "outcome": str(outcome),
+        "source_ip": principal.source_ip or "",
+        "request_id": principal.request_id or "",
+        "detail": _clean_detail(detail),
+    }
+
+
+def _append(batch: list[dict[str, Any]]) -> list[AuditEvent]:
+    """Link and insert events in order, in the current transaction: one head read, one head move."""
+    seq, prev_hash = _head_lock()
+    events = []
+    for content in batch:
+        seq += 1
+        values = {"seq": seq, **content}
+        digest = event_hash(prev_hash, values)
+        events.append(AuditEvent.objects.create(**{**values, "prev_hash": prev_hash, "hash": digest}))
+        prev_hash = digest
+    _head_move(seq, prev_hash)
+    return events
+
+
 def audit_record(
     principal: Principal, action: str, obj: Any = None, *, outcome: str = AuditEvent.Outcome.ALLOWED, **detail: Any
 ) -> AuditEvent:
@@ -87,31 +122,92 @@ def audit_record(
     plain SQL: the lock is held for three short statements and the commit.  No
     savepoint: if any step fails, the caller's whole transaction fails with it.
     """
-    object_type, object_id, project_id = _describe(obj)
-    now = timezone.now()
-    clean = _clean_detail(detail)
+    content = _event_values(principal, action, obj, outcome, detail)
     with transaction.atomic(using="default", savepoint=False):
-        seq, prev_hash = _head_lock()
-        values: dict[str, Any] = {
-            "seq": seq + 1,
-            "created_at": now,
-            "actor": principal.username,
-            "actor_user_id": principal.user_id,
-            "api_key": principal.api_key.access_key if principal.api_key is not None else "",
-            "via": principal.via,
-            "action": action,
-            "object_type": object_type,
-            "object_id": object_id,
-            "project_id": project_id,
-            "outcome": str(outcome),
-            "source_ip": principal.source_ip or "",
-            "request_id": principal.request_id or "",
-            "detail": clean,
-        }
-        digest = event_hash(prev_hash, values)
-        event = AuditEvent.objects.create(**{**values, "prev_hash": prev_hash, "hash": digest})
-        _head_move(values["seq"], digest)
-    return event
+        return _append([content])[0]
+
+
+class _Pending:
+    __slots__ = ("content", "done", "error", "event")
+
+    def __init__(self, content: dict[str, Any]) -> None:
+        self.content = content
+        self.done = False
+        self.event: AuditEvent | None = None
+        self.error: BaseException | None = None
+
+
+class GroupCommit:
+    """Concurrent appends of one process share a transaction: one leader writes them all.
+
+    A caller queues its event and waits.  When no append is in progress, the
+    first waiter becomes the leader: it takes everything queued (at most
+    ``max_batch``), links and inserts it in one transaction on its own
+    connection, commits, and wakes the others, each of which then returns —
+    or raises the leader's error if the transaction failed (fail closed: no
+    caller returns before its event is committed).  Waiters block on a
+    condition variable instead of polling the database's write lock, and N
+    concurrent events cost one lock, one head update and one commit.
+    """
+
+    def __init__(self, max_batch: int = 64) -> None:
+        self.max_batch = max_batch
+        self._cond = threading.Condition()
+        self._queue: list[_Pending] = []
+        self._writing = False
+
+    def append(self, content: dict[str, Any]) -> AuditEvent:
+        mine = _Pending(content)
+        with self._cond:
+            self._queue.append(mine)
+            while not mine.done and self._writing:
+                self._cond.wait()
+            if mine.done:
+                return self._result(mine)
+            self._writing = True
+            batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch :]
+            if mine not in batch:  # more than max_batch queued ahead of us: they go first
+                batch, self._queue = [*batch[:-1], mine], [batch[-1], *self._queue]
+        try:
+            with transaction.atomic(using="default"):
+                events = _append([p.content for p in batch])
+            for pending, event in zip(batch, events, strict=True):
+                pending.event = event
+        except BaseException as exc:
+            for pending in batch:
+                pending.error = exc
+            raise
+        finally:
+            with self._cond:
+                for pending in batch:
+                    pending.done = True
+                self._writing = False
+                self._cond.notify_all()
+        return self._result(mine)
+
+    @staticmethod
+    def _result(pending: _Pending) -> AuditEvent:
+        if pending.error is not None:
+            raise pending.error
+        assert pending.event is not None
+        return pending.event
+
+
+_group = GroupCommit()
+
+
+def audit_record_committed(
+    principal: Principal, action: str, obj: Any = None, *, outcome: str = AuditEvent.Outcome.ALLOWED, **detail: Any
+) -> AuditEvent:
+    """Append one event and return only once it is committed (for reads: record, then reveal).
+
+    Outside a transaction, concurrent callers of this process are group-committed
+    (:class:`GroupCommit`); inside one, this is :func:`audit_record` and the
+    caller's commit is the event's.
+    """
+    if connections["default"].in_atomic_block:
+        return audit_record(principal, action, obj, outcome=outcome, **detail)
+    return _group.append(_event_values(principal, action, obj, outcome, detail))
 
 
 def _head_table() -> str:
