@@ -36,9 +36,10 @@ bootstrap: migrate
 	$(BIN)/python manage.py bootstrap_admin
 
 # gthread workers (WORKERS processes x THREADS threads, default 2 x 4): on the 2-core reference
-# machine bench/read_path.py measured them ahead of sync workers on audited reads and writes,
-# since a thread waiting for SQLite's write lock or a PostgreSQL round trip no longer idles its
-# whole process (docs/readme/performance.md).  Caches of keys and principals are per process.
+# machine bench/read_path.py measured about twice the audited reads/s of 2 or 3 sync workers
+# (and more than granian), since a thread waiting for SQLite's write lock or a PostgreSQL round
+# trip no longer idles its process; the price is a longer p99 for concurrent writes on SQLite
+# (docs/readme/performance.md).  The key and principal caches are per process.
 run: bootstrap
 	$(BIN)/gunicorn hkms_site.wsgi:application --bind $(HOST):$(PORT) --workers $(WORKERS) \
 		--worker-class gthread --threads $${THREADS:-4} \
