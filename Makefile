@@ -39,7 +39,7 @@ bootstrap: migrate
 # machine bench/read_path.py measured about twice the audited reads/s of 2 or 3 sync workers
 # (and more than granian), since a thread waiting for SQLite's write lock or a PostgreSQL round
 # trip no longer idles its process; the price is a longer p99 for concurrent writes on SQLite
-# (docs/readme/performance.md).  The key and principal caches are per process.
+# (README, "Performance").  The key and principal caches are per process.
 run: bootstrap
 	$(BIN)/gunicorn hkms_site.wsgi:application --bind $(HOST):$(PORT) --workers $(WORKERS) \
 		--worker-class gthread --threads $${THREADS:-4} \

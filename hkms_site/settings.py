@@ -157,7 +157,7 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 HKMS_ROOT_KEY_PROVIDER = env_str("HKMS_ROOT_KEY_PROVIDER", "file")
 HKMS_ROOT_KEY_OPTIONS: dict[str, dict[str, Any]] = {
     "file": {"path": str(env_path("HKMS_ROOT_KEY_FILE", HKMS_DATA_DIR / "root_keyring.json"))},
-    # REK in memory only, k-of-n custodian shares (docs/root-key-custody.md).  Server workers and
+    # REK in memory only, k-of-n custodian shares (README, "Root key custody").  Server workers and
     # commands reach the seal keeper (`manage.py seal_keeper`) on this socket; set
     # HKMS_SHAMIR_KEEPER_SOCKET to an empty value to hold the key in-process (single process only).
     "shamir": {
