@@ -32,6 +32,7 @@ from hkms_site.access.roles import Action
 from hkms_site.access.services import authorize_audited, project_ids_with, visible
 from hkms_site.audit.services import audit_record, audit_record_committed
 from hkms_site.errors import Conflict, InvalidArgument, ObjectNotFound, PreconditionFailed, ServiceError
+from hkms_site.queries import filter_json_list_contains
 from keys_app.models import Key, KeyState
 from secrets_app import storage, validation
 from secrets_app.models import EphemeralAction, Project, Secret, SecretType, SecretVersion, VersionStatus
@@ -353,8 +354,7 @@ def secret_list(
         qs = qs.filter(project__organization_id=_uuid(filters.organization_id, "organization"))
     if filters.project_id:
         qs = qs.filter(project_id=_uuid(filters.project_id, "project"))
-    for tag in filters.tags:
-        qs = qs.filter(tags__contains=[tag]) if _json_contains_supported(qs) else qs.filter(tags__icontains=f'"{tag}"')
+    qs = filter_json_list_contains(qs, "tags", filters.tags)
     if filters.name:
         qs = qs.filter(name=filters.name)
     if filters.path:
@@ -366,12 +366,6 @@ def secret_list(
         qs = qs.filter(type=validation.secret_type(filters.type))
     qs = qs.filter(deletion_requested_at__isnull=not filters.scheduled_for_deletion)
     return qs.order_by(*ORDERINGS[order_by])
-
-
-def _json_contains_supported(qs: QuerySet[Any]) -> bool:
-    from django.db import connections
-
-    return bool(connections[qs.db].features.supports_json_field_contains)
 
 
 @dataclass(frozen=True)

@@ -49,6 +49,7 @@ from hkms_site.access.services import authorize_audited, visible
 from hkms_site.audit.models import AuditEvent
 from hkms_site.audit.services import audit_record
 from hkms_site.errors import InvalidArgument, ObjectNotFound, PermissionDenied, PreconditionFailed, ServiceError
+from hkms_site.queries import filter_json_list_contains
 from keys_app import asymmetric, crypto
 from keys_app.errors import HierarchyError, KeyDisabled, KeyMaterialUnavailable
 from keys_app.models import Dek, KekVersion, Key, KeyOrigin, KeyState, KeyUsage
@@ -383,7 +384,7 @@ def key_list(
     ``scheduled_for_deletion`` selects the keys awaiting deletion instead of
     the others; ``name`` matches a part of the name (case-insensitive);
     ``tags`` keeps keys holding every tag given.  Visibility is two ``IN``
-    clauses (see ``visible``); the tag filter runs over ids and tags only.
+    clauses (see ``visible``); tags match exactly (``filter_json_list_contains``).
     """
     qs = visible(principal, _live_keys(now))
     if region is not None:
@@ -402,10 +403,7 @@ def key_list(
         qs = qs.filter(state=KeyState.SCHEDULED_FOR_DELETION)
     else:
         qs = qs.exclude(state=KeyState.SCHEDULED_FOR_DELETION)
-    wanted = [t for t in (tags or []) if t]
-    if wanted:
-        ids = [kid for kid, key_tags in qs.values_list("id", "tags") if set(wanted) <= set(key_tags or [])]
-        qs = qs.filter(id__in=ids)
+    qs = filter_json_list_contains(qs, "tags", tags or [])
     ordering = ORDERINGS.get(order_by or "name_asc")
     if ordering is None:
         raise InvalidArgument("order_by", f"must be one of {', '.join(ORDERINGS)}")

@@ -463,6 +463,8 @@ def test_list_filters_orders_and_hides_other_projects(admin, operator, project, 
     assert names == sorted(names) and "alien" not in names and {"alpha", "beta"} <= set(names)
     assert list(svc.key_list(principal=admin, tags=["prod", "eu"])) == [a]
     assert list(svc.key_list(principal=admin, tags=["prod", "us"])) == []
+    assert list(svc.key_list(principal=admin, tags=["PROD"])) == []
+    assert list(svc.key_list(principal=admin, tags=["pro"])) == []
     assert list(svc.key_list(principal=admin, usage="asymmetric_signing")) == [b]
     assert list(svc.key_list(principal=admin, name="ALP")) == [a]
     assert [k.name for k in svc.key_list(principal=admin, order_by="name_desc")] == sorted(names, reverse=True)

@@ -633,3 +633,24 @@ def test_reads_changes_and_denials_are_audited_without_payloads(admin, project, 
     everything = json.dumps(list(AuditEvent.objects.values()[start:]), default=str)
     for leaked in (payload.decode(), base64.b64encode(payload).decode(), payload.hex()):
         assert leaked not in everything
+
+
+def test_tag_filter_matches_whole_tags_exactly_on_every_engine(admin, new_secret):
+    """Tags match as whole, case-sensitive elements (SQLite included), all of them required;
+    quotes and SQL-looking tags are data, not syntax."""
+    web = new_secret("web", b"1", tags=["prod", "eu", 'say "hi"'])
+    new_secret("db", b"2", tags=["Prod", "production", "eu"])
+    odd = new_secret("odd", b"3", tags=["x' OR '1'='1"])
+
+    def names(*tags: str) -> list[str]:
+        listed = services.secret_list(principal=admin, filters=SecretFilter(tags=tags))
+        return sorted(s.name for s in listed)
+
+    assert names("prod") == ["web"]
+    assert names("Prod") == ["db"]
+    assert names("eu") == ["db", "web"]
+    assert names("prod", "eu") == ["web"]
+    assert names("prod", "production") == []
+    assert names('say "hi"') == ["web"] and names("hi") == []
+    assert names("x' OR '1'='1") == ["odd"] and names("x") == []
+    assert {web.id, odd.id} <= {s.id for s in services.secret_list(principal=admin)}
