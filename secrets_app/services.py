@@ -29,7 +29,7 @@ from django.utils import timezone
 
 from hkms_site.access.principal import Principal
 from hkms_site.access.roles import Action
-from hkms_site.access.services import authorize_audited, project_ids_with, visible
+from hkms_site.access.services import authorize_audited, grants_forget, project_ids_with, visible
 from hkms_site.audit.services import audit_record, audit_record_committed
 from hkms_site.errors import Conflict, InvalidArgument, ObjectNotFound, PreconditionFailed, ServiceError
 from hkms_site.queries import filter_json_list_contains
@@ -269,10 +269,12 @@ def _schedule_version(version: SecretVersion, now: datetime) -> None:
 
 
 def _destroy_secret(secret: Secret) -> None:
-    """Destroy every version (DEK first), then the secret row."""
+    """Destroy every version (DEK first), then the secret row with the roles granted on it."""
     for version in SecretVersion.objects.filter(secret=secret).exclude(status=VersionStatus.DELETED):
         storage.secret_version_destroy(version)
-    Secret.objects.filter(id=secret.id).delete()
+    with transaction.atomic():
+        grants_forget(secret)
+        Secret.objects.filter(id=secret.id).delete()
 
 
 def secret_restore(*, principal: Principal, secret_id: Any, region: str | None = None) -> Secret:

@@ -217,6 +217,20 @@ def role_revoke(*, principal: Principal, user: Any, role: str, obj: Any) -> bool
     return bool(deleted)
 
 
+def grants_forget(obj: Any) -> int:
+    """Delete every role grant and object permission held on ``obj``, which is being
+    destroyed for good; returns how many grants there were.
+
+    Called inside the transaction that deletes the object's row, so that an id
+    reused later (or a restored backup row) never inherits old grants.
+    """
+    content_type = ContentType.objects.get_for_model(obj)
+    deleted, _ = RoleGrant.objects.filter(content_type=content_type, object_pk=str(obj.pk)).delete()
+    UserObjectPermission.objects.filter(content_type=content_type, object_pk=str(obj.pk)).delete()
+    access_generation_bump()
+    return deleted
+
+
 def role_grants_on(obj: Any) -> QuerySet[RoleGrant]:
     return RoleGrant.objects.filter(
         content_type=ContentType.objects.get_for_model(obj), object_pk=str(obj.pk)

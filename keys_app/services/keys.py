@@ -45,7 +45,7 @@ from django.utils import timezone
 
 from hkms_site.access.principal import Principal
 from hkms_site.access.roles import Action
-from hkms_site.access.services import authorize_audited, visible
+from hkms_site.access.services import authorize_audited, grants_forget, visible
 from hkms_site.audit.models import AuditEvent
 from hkms_site.audit.services import audit_record
 from hkms_site.errors import InvalidArgument, ObjectNotFound, PermissionDenied, PreconditionFailed, ServiceError
@@ -992,10 +992,7 @@ def keys_purge_deleted(*, principal: Principal, now: datetime | None = None, dry
     (``_shred``), then on default its role grants go and the row is deleted --
     or kept, invisible, while a secret still names it.  Idempotent.
     """
-    from django.contrib.contenttypes.models import ContentType
-    from guardian.models import UserObjectPermission
 
-    from hkms_site.access.models import RoleGrant
     from secrets_app.models import Secret
 
     _require_operator(principal, "key.purge")
@@ -1008,13 +1005,11 @@ def keys_purge_deleted(*, principal: Principal, now: datetime | None = None, dry
     reports = [key_exposure_report(key) for key in due]
     if dry_run:
         return {"dry_run": True, "now": now.isoformat(), "keys": reports}
-    content_type = ContentType.objects.get_for_model(Key)
     purged = []
     for key, report in zip(due, reports, strict=True):
         shredded = _shred(key)
         with transaction.atomic():
-            RoleGrant.objects.filter(content_type=content_type, object_pk=str(key.id)).delete()
-            UserObjectPermission.objects.filter(content_type=content_type, object_pk=str(key.id)).delete()
+            grants_forget(key)
             kept = Secret.objects.filter(key_id=key.id).exists()
             audit_record(
                 principal,

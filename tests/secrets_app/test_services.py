@@ -12,7 +12,9 @@ from io import StringIO
 import pytest
 from django.core.management import CommandError, call_command
 from django.utils import timezone
+from guardian.models import UserObjectPermission
 
+from hkms_site.access.models import RoleGrant
 from hkms_site.access.principal import Principal
 from hkms_site.access.services import role_grant
 from hkms_site.audit.models import AuditEvent
@@ -200,16 +202,21 @@ def test_bad_ephemeral_policies_are_refused(admin, project, policy, field):
     assert info.value.field == field
 
 
-def test_deleting_an_ephemeral_secret_or_version_destroys_at_once(admin, new_secret):
+def test_deleting_an_ephemeral_secret_or_version_destroys_at_once(admin, new_secret, principal_with):
     policy = EphemeralPolicy(time_to_live=timedelta(hours=1), action="disable")
     secret = new_secret("eph", b"one", b"two", ephemeral_policy=policy)
     versions = list(SecretVersion.objects.filter(secret=secret).order_by("revision"))
     deleted = services.secret_version_delete(principal=admin, secret_id=secret.id, revision="1")
     assert deleted.status == VersionStatus.DELETED and not dek_exists(versions[0].dek_id)
+    reader = principal_with("secret_reader", obj=secret)
     services.secret_delete(principal=admin, secret_id=secret.id)
     assert not Secret.objects.filter(id=secret.id).exists() and not dek_exists(versions[1].dek_id)
     with pytest.raises(ObjectNotFound):
         services.secret_get(principal=admin, secret_id=secret.id)
+    # the grants on a destroyed secret go with it: nothing is left for a reused id to inherit
+    assert not RoleGrant.objects.filter(object_pk=str(secret.id)).exists()
+    assert not UserObjectPermission.objects.filter(object_pk=str(secret.id)).exists()
+    assert reader.user.role_grants.count() == 0
 
 
 # --- payload validation -----------------------------------------------------------------------
