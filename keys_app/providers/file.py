@@ -10,6 +10,11 @@ File format (JSON)::
 
 Writes are atomic (a 0600 temporary file, fsync, rename, fsync of the
 directory), so a crash leaves either the old or the new keyring, never half.
+A process killed between creating its temporary file and the rename leaves
+that file behind, with key material in it (perhaps a version about to be
+retired); every write first deletes the temporary files of processes that no
+longer exist (their names carry the writer's pid), so destroying a REK version
+also destroys such leftovers.
 """
 
 from __future__ import annotations
@@ -25,6 +30,18 @@ from typing import Any
 
 from keys_app import crypto
 from keys_app.providers.base import RootKeyProvider, RootKeyUnavailable
+
+TEMP_PREFIX = ".root_keyring."
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class FileRootKeyProvider(RootKeyProvider):
@@ -64,7 +81,8 @@ class FileRootKeyProvider(RootKeyProvider):
                 str(number): base64.b64encode(key.reveal()).decode() for number, key in sorted(keyring.items())
             },
         }
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".root_keyring.")
+        self._remove_leftovers()
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f"{TEMP_PREFIX}{os.getpid()}.")
         try:
             os.fchmod(fd, 0o600)
             with os.fdopen(fd, "w") as handle:
@@ -80,6 +98,14 @@ class FileRootKeyProvider(RootKeyProvider):
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+
+    def _remove_leftovers(self) -> None:
+        """Delete temporary keyring files whose writer process is gone (killed mid-write)."""
+        for leftover in self.path.parent.glob(f"{TEMP_PREFIX}*"):
+            pid_text = leftover.name[len(TEMP_PREFIX):].split(".", 1)[0]
+            if pid_text.isdigit() and _process_exists(int(pid_text)):
+                continue
+            leftover.unlink(missing_ok=True)
 
     def _key(self, version: int) -> crypto.SecretBytes:
         keyring = self._load()

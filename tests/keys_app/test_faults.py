@@ -383,3 +383,29 @@ def test_check_e003_root_key_file_mode(hierarchy):
 def test_check_w001_file_provider_in_production(settings):
     settings.HKMS_PRODUCTION = True
     assert "hkms.W001" in hkms_ids(run_checks(tags=["hkms"]))
+
+
+def test_keyring_write_removes_leftovers_of_killed_writers(tmp_path):
+    """A writer killed between its temporary file and the rename leaves key material behind;
+    the next write deletes it (dead pid), but never a live writer's file."""
+    import subprocess
+    import sys
+
+    from keys_app.providers.file import TEMP_PREFIX, FileRootKeyProvider
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    dead_leftover = tmp_path / f"{TEMP_PREFIX}{int(dead.stdout)}.abcd"
+    dead_leftover.write_text('{"format": 1, "versions": {"1": "retired key material"}}')
+    old_style = tmp_path / f"{TEMP_PREFIX}x9y8z7"
+    old_style.write_text("{}")
+    live = tmp_path / f"{TEMP_PREFIX}{os.getppid()}.efgh"
+    live.write_text("{}")
+
+    provider = FileRootKeyProvider({"path": tmp_path / "root_keyring.json"})
+    check_value = provider.create_version(1)
+
+    assert not dead_leftover.exists() and not old_style.exists()
+    assert live.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, "root_keyring.json"])
+    assert provider.create_version(1) == check_value
