@@ -71,14 +71,18 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
         response["WWW-Authenticate"] = "X-Auth-Token"
         return response
     if isinstance(exc, drf.Throttled):
-        return scaleway_error(
+        wait = getattr(exc, "wait", None)  # whole seconds (DRF rounds up), or None
+        response = scaleway_error(
             429,
             {
                 "type": "quotas_exceeded",
                 "message": "too many requests; retry later",
-                "details": [{"resource": "requests", "wait": getattr(exc, "wait", None)}],
+                "details": [{"resource": "requests", "wait": wait}],
             },
         )
+        if wait is not None:
+            response["Retry-After"] = str(max(int(wait), 1))
+        return response
     if isinstance(exc, Http404 | drf.NotFound):
         return scaleway_error(404, {"type": "not_found", "message": "resource is not found"})
     if isinstance(exc, drf.PermissionDenied):
