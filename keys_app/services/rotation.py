@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, NamedTuple
 
@@ -38,6 +39,38 @@ from keys_app.services.material import (
     kek_version_create,
     key_cache,
 )
+
+# Pages SQLite's WAL may hold before a bulk rotation checkpoints it (SQLite's default: 1,000).
+# Batches update rows spread over the whole table (ids are random), so consecutive batches
+# rewrite many of the same index pages; checkpointing every 1,000 pages copied each of them
+# back to the database file once per batch.  A larger WAL copies each page once per 20,000
+# pages written: about 30 % less time for a DEK rotation at 100k versions (bench/).
+BULK_WAL_AUTOCHECKPOINT = 20_000
+
+
+@contextmanager
+def sqlite_bulk_writes(*aliases: str) -> Iterator[None]:
+    """Checkpoint SQLite's WAL less often during a bulk rotation, then once at the end.
+
+    Only the connections of this thread on SQLite aliases are changed (PostgreSQL is
+    left alone) and the default is restored afterwards, also on an error.  Durability
+    and crash safety are unchanged: a committed transaction is in the WAL either way,
+    and a checkpoint only copies it into the database file (the WAL may grow to about
+    80 MiB meanwhile).  Inside an outer transaction the final checkpoint is left to
+    the next commit.
+    """
+    changed = [connections[a] for a in aliases if connections[a].vendor == "sqlite"]
+    for connection in changed:
+        with connection.cursor() as cursor:
+            cursor.execute(f"PRAGMA wal_autocheckpoint = {BULK_WAL_AUTOCHECKPOINT}")
+    try:
+        yield
+    finally:
+        for connection in changed:
+            with connection.cursor() as cursor:
+                cursor.execute("PRAGMA wal_autocheckpoint = 1000")
+                if not connection.in_atomic_block:  # SQLite cannot checkpoint inside a transaction
+                    cursor.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
 
 def _bulk_update(
@@ -213,8 +246,9 @@ def deks_rewrap(
     job_advance(job, total=job.processed + total)
     rewrapped = 0
     for k in keys:
-        for old_version in sorted(pending.get(k.id, {})):
-            rewrapped += _rewrap_version(job, k, old_version, batch_size, progress)
+        with sqlite_bulk_writes("dek"):
+            for old_version in sorted(pending.get(k.id, {})):
+                rewrapped += _rewrap_version(job, k, old_version, batch_size, progress)
         if k.id in pending:
             KekVersion.objects.using("kek").filter(
                 key_id=k.id, version__lt=k.primary_version, state=KekVersion.State.ENABLED
@@ -312,17 +346,18 @@ def deks_rotate(
         job_advance(job, total=versions.count())
     rotated = 0
     columns = ("id", "secret_id", "revision", "dek_id", "ciphertext", "secret__key_id")
-    while True:
-        batch_qs = versions.order_by("id")
-        if job.cursor:
-            batch_qs = batch_qs.filter(id__gt=uuid.UUID(job.cursor))
-        batch = [_VersionRow(*row) for row in batch_qs.values_list(*columns)[:batch_size]]
-        if not batch:
-            break
-        rotated += _rotate_batch(job, batch)
-        job_advance(job, processed=len(batch), cursor=str(batch[-1].id))
-        if progress:
-            progress(job.processed, job.total)
+    with sqlite_bulk_writes("default", "dek"):
+        while True:
+            batch_qs = versions.order_by("id")
+            if job.cursor:
+                batch_qs = batch_qs.filter(id__gt=uuid.UUID(job.cursor))
+            batch = [_VersionRow(*row) for row in batch_qs.values_list(*columns)[:batch_size]]
+            if not batch:
+                break
+            rotated += _rotate_batch(job, batch)
+            job_advance(job, processed=len(batch), cursor=str(batch[-1].id))
+            if progress:
+                progress(job.processed, job.total)
     job_finish(job)
     return {"job": str(job.id), "resumed": resumed, "versions_rotated": rotated}
 
