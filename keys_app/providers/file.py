@@ -29,19 +29,10 @@ from pathlib import Path
 from typing import Any
 
 from keys_app import crypto
+from keys_app.processes import pid_alive
 from keys_app.providers.base import RootKeyProvider, RootKeyUnavailable
 
 TEMP_PREFIX = ".root_keyring."
-
-
-def _process_exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class FileRootKeyProvider(RootKeyProvider):
@@ -103,7 +94,7 @@ class FileRootKeyProvider(RootKeyProvider):
         """Delete temporary keyring files whose writer process is gone (killed mid-write)."""
         for leftover in self.path.parent.glob(f"{TEMP_PREFIX}*"):
             pid_text = leftover.name[len(TEMP_PREFIX):].split(".", 1)[0]
-            if pid_text.isdigit() and _process_exists(int(pid_text)):
+            if pid_text.isdigit() and pid_alive(int(pid_text)):
                 continue
             leftover.unlink(missing_ok=True)
 

@@ -20,6 +20,7 @@ from django.utils import timezone
 
 from keys_app.errors import HierarchyError
 from keys_app.models import RotationJob
+from keys_app.processes import pid_alive
 
 LEASE = timedelta(minutes=5)
 Progress = Callable[[int, int], None]
@@ -33,22 +34,12 @@ def lease_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _lease_alive(job: RotationJob) -> bool:
     if not job.lease_owner or job.lease_until is None or job.lease_until < timezone.now():
         return False
     host, _, pid = job.lease_owner.rpartition(":")
     if host == socket.gethostname() and pid.isdigit():
-        return _pid_alive(int(pid))
+        return pid_alive(int(pid))
     return True
 
 
