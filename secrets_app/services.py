@@ -124,7 +124,9 @@ def _key_for(principal: Principal, project: Project, key_id: Any) -> Key:
     """The secret's KEK: the project default, or a named key the principal may *use*.
 
     Naming a key makes every later read of the secret use it, so it takes the
-    key-use role on that key (or its project), like encrypting with it would.
+    key-use role on that key (or its project), like encrypting with it would.  A key
+    the principal may not see answers like one that does not exist, and its state is
+    only told to those who may use it: ids and states of hidden keys cannot be probed.
     """
     if key_id in (None, ""):
         if project.default_key is None:
@@ -134,11 +136,15 @@ def _key_for(principal: Principal, project: Project, key_id: Any) -> Key:
         key = Key.objects.filter(id=uuid.UUID(str(key_id)), project=project).first()
     except ValueError:
         key = None
+    if key is not None:
+        try:
+            authorize_audited(principal, Action.KEY_USE, key, "secret.create")
+        except ObjectNotFound:
+            key = None
     if key is None:
         raise InvalidArgument("key_id", "must be a Key Manager key of the secret's project")
     if key.usage != "symmetric_encryption" or key.state != KeyState.ENABLED:
         raise InvalidArgument("key_id", "must be an enabled symmetric encryption key")
-    authorize_audited(principal, Action.KEY_USE, key, "secret.create")
     return key
 
 
@@ -337,6 +343,13 @@ class SecretFilter:
     scheduled_for_deletion: bool = False
 
 
+def _filter_text(value: str, field: str) -> str:
+    """A free-text filter value; NUL cannot be stored, and PostgreSQL refuses it in a query."""
+    if "\x00" in value:
+        raise InvalidArgument(field, "must not contain NUL characters")
+    return value
+
+
 def secrets_visible(*, principal: Principal, region: str | None = None) -> QuerySet[Secret]:
     qs = visible(principal, Secret.objects.select_related("project"))
     return qs.filter(region=region) if region is not None else qs
@@ -356,9 +369,9 @@ def secret_list(
         qs = qs.filter(project__organization_id=_uuid(filters.organization_id, "organization"))
     if filters.project_id:
         qs = qs.filter(project_id=_uuid(filters.project_id, "project"))
-    qs = filter_json_list_contains(qs, "tags", filters.tags)
+    qs = filter_json_list_contains(qs, "tags", [_filter_text(tag, "tags") for tag in filters.tags])
     if filters.name:
-        qs = qs.filter(name=filters.name)
+        qs = qs.filter(name=_filter_text(filters.name, "name"))
     if filters.path:
         qs = qs.filter(path=validation.secret_path(filters.path))
     if filters.ephemeral is not None:

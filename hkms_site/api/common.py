@@ -23,7 +23,8 @@ DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
 #: Scaleway's ``page`` is a uint32; the bound also keeps OFFSET within the databases' integers.
 MAX_PAGE = 2**32 - 1
-_DURATION = re.compile(r"^(-?\d+(?:\.\d{1,9})?)s$")
+#: ASCII digits only, and nothing after the ``s`` (``$`` would let a trailing newline through).
+_DURATION = re.compile(r"(-?[0-9]+(?:\.[0-9]{1,9})?)s")
 
 
 def region_check(region: str) -> str:
@@ -36,7 +37,7 @@ def region_check(region: str) -> str:
 
 def parse_duration(raw: Any, field: str) -> timedelta:
     """A protobuf JSON duration such as ``"3600s"`` or ``"1.5s"``."""
-    match = _DURATION.match(str(raw)) if isinstance(raw, str) else None
+    match = _DURATION.fullmatch(raw) if isinstance(raw, str) else None
     if match is None:
         raise InvalidArgument(field, 'must be a duration in seconds such as "3600s"')
     try:

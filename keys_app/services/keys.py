@@ -403,7 +403,7 @@ def key_list(
         qs = qs.filter(state=KeyState.SCHEDULED_FOR_DELETION)
     else:
         qs = qs.exclude(state=KeyState.SCHEDULED_FOR_DELETION)
-    qs = filter_json_list_contains(qs, "tags", tags or [])
+    qs = filter_json_list_contains(qs, "tags", [_text(tag, "tags") for tag in tags or []])
     ordering = ORDERINGS.get(order_by or "name_asc")
     if ordering is None:
         raise InvalidArgument("order_by", f"must be one of {', '.join(ORDERINGS)}")

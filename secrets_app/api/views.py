@@ -68,7 +68,9 @@ BY_PATH = [
 
 
 def _body(serializer: type[drf.Serializer[Any]], data: Any) -> dict[str, Any]:
-    checked = serializer(data=data if isinstance(data, dict) else {"non_field_errors": data})
+    if not isinstance(data, dict):  # an array, string, number or null is not a request body
+        raise drf.ValidationError({"non_field_errors": ["the request body must be a JSON object"]})
+    checked = serializer(data=data)
     checked.is_valid(raise_exception=True)
     return dict(checked.validated_data)
 
@@ -425,6 +427,10 @@ def _access_response(payload: services.AccessedPayload) -> Response:
 
 
 class AccessSecretVersionView(ScalewayView):
+    #: No HEAD (Django would serve it by ``get``): a payload read decrypts, is audited and
+    #: consumes an expires-once-accessed version, so it must deliver what it read.
+    http_method_names = ["get", "options"]
+
     @extend_schema(
         tags=TAG,
         operation_id="access_secret_version",
@@ -440,6 +446,8 @@ class AccessSecretVersionView(ScalewayView):
 
 
 class AccessSecretVersionByPathView(ScalewayView):
+    http_method_names = AccessSecretVersionView.http_method_names
+
     @extend_schema(
         tags=TAG,
         operation_id="access_secret_version_by_path",
