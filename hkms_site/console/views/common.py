@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 from django.contrib import admin, messages
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
+from django.utils.http import url_has_allowed_host_and_scheme
 
 from hkms_site.errors import ObjectNotFound, PermissionDenied, ServiceError
 from keys_app.errors import HierarchyError
@@ -34,7 +35,8 @@ def not_found(error: ObjectNotFound | None = None) -> Http404:
 def back(request: HttpRequest, fallback: str) -> HttpResponseRedirect:
     """Redirect to the form's ``next`` when it is a local path, else to ``fallback``."""
     target = str(request.POST.get("next") or "")
-    if not target.startswith("/") or target.startswith("//"):
+    # A path on this site only: browsers read a backslash as a slash, so "/" + "\\evil.example" leaves it.
+    if not target.startswith("/") or not url_has_allowed_host_and_scheme(target, allowed_hosts=None):
         target = fallback
     return HttpResponseRedirect(target)
 

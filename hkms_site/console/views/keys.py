@@ -52,8 +52,12 @@ def _visible_key(principal: Principal, key_id: Any) -> Key:
 def key_list(request: HttpRequest) -> HttpResponse:
     principal = console_principal(request)
     name = request.GET.get("name", "")
-    keys = key_services.key_list(principal=principal, name=name)
-    scheduled = key_services.key_list(principal=principal, name=name, scheduled_for_deletion=True)
+    try:
+        keys = key_services.key_list(principal=principal, name=name)
+        scheduled = key_services.key_list(principal=principal, name=name, scheduled_for_deletion=True)
+    except ServiceError as exc:  # a filter the service refuses (a NUL character): say so, list nothing
+        messages.error(request, exc.message)
+        keys = scheduled = Key.objects.none()
     context = {
         "keys": keys.select_related("project"),
         "scheduled": scheduled.select_related("project"),
