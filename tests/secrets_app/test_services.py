@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import uuid
 import zlib
 from datetime import timedelta
 from io import StringIO
@@ -540,8 +541,11 @@ def test_a_secret_uses_the_project_default_key_or_a_named_key_of_its_project(adm
 def test_naming_a_key_takes_the_key_user_role(project, principal_with):
     writer = principal_with("secret_writer")
     key = key_create(principal=Principal.for_command(), project_id=project.id, name="k")
-    with pytest.raises(ObjectNotFound):  # the writer cannot even see the key
+    with pytest.raises(InvalidArgument) as hidden:  # the writer cannot even see the key: as if it did not exist
         services.secret_create(principal=writer, project_id=project.id, name="n", key_id=str(key.id))
+    with pytest.raises(InvalidArgument) as missing:
+        services.secret_create(principal=writer, project_id=project.id, name="n", key_id=str(uuid.uuid4()))
+    assert hidden.value.as_scaleway() == missing.value.as_scaleway()
     key_viewer = principal_with("auditor")  # sees keys
     role_grant(principal=Principal.for_command(), user=key_viewer.user, role="secret_writer", obj=project)
     key_viewer = Principal(user=key_viewer.user)
