@@ -349,8 +349,16 @@ class Client:
         self.headers = {"Content-Type": "application/json", **headers}
 
     def call(self, method: str, path: str, body: Any = None, expect: tuple[int, ...] = (200,)) -> Any:
-        self.conn.request(method, path, body=None if body is None else json.dumps(body), headers=self.headers)
-        response = self.conn.getresponse()
+        data = None if body is None else json.dumps(body)
+        try:
+            self.conn.request(method, path, body=data, headers=self.headers)
+            response = self.conn.getresponse()
+        except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+            # gunicorn closes a keep-alive connection idle for 2 s (--keep-alive): this client
+            # may have waited that long for the other loader threads.  Once more, on a new one.
+            self.conn.close()
+            self.conn.request(method, path, body=data, headers=self.headers)
+            response = self.conn.getresponse()
         raw = response.read()
         if response.status not in expect:
             raise RuntimeError(f"{method} {path}: {response.status} {raw[:500]!r}")
