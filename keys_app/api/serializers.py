@@ -14,6 +14,7 @@ from typing import Any
 from rest_framework import serializers
 
 from hkms_site.api.common import b64decode_field, format_duration, parse_duration, timestamp
+from hkms_site.api.fields import StringField
 from hkms_site.errors import InvalidArgument
 from keys_app.models import Key
 from keys_app.services.keys import RotationPolicy
@@ -43,7 +44,7 @@ class Base64Field(serializers.CharField):
 
 
 class RotationPolicyInput(serializers.Serializer[Any]):
-    rotation_period = serializers.CharField(required=False, allow_null=True)
+    rotation_period = StringField(required=False, allow_null=True)
     next_rotation_at = serializers.DateTimeField(required=False, allow_null=True)
 
     def validate_rotation_period(self, value: str | None) -> Any:
@@ -56,12 +57,12 @@ class RotationPolicyInput(serializers.Serializer[Any]):
 
 
 class _MetadataInput(serializers.Serializer[Any]):
-    name = serializers.CharField(required=False, allow_null=True, allow_blank=True, max_length=255)
-    description = serializers.CharField(
+    name = StringField(required=False, allow_null=True, allow_blank=True, max_length=255)
+    description = StringField(
         required=False, allow_null=True, allow_blank=True, max_length=4096, trim_whitespace=False
     )
     tags = serializers.ListField(
-        child=serializers.CharField(max_length=128), required=False, allow_null=True, max_length=64
+        child=StringField(max_length=128), required=False, allow_null=True, max_length=64
     )
     rotation_policy = RotationPolicyInput(required=False, allow_null=True)
 
@@ -75,9 +76,9 @@ class _MetadataInput(serializers.Serializer[Any]):
 
 class CreateKeyInput(_MetadataInput):
     unprotected = serializers.BooleanField(required=False, default=False)
-    project_id = serializers.CharField(required=False, allow_null=True, allow_blank=True)
-    usage = serializers.DictField(child=serializers.CharField(allow_null=True), required=False, allow_null=True)
-    origin = serializers.CharField(required=False, allow_null=True, allow_blank=True)
+    project_id = StringField(required=False, allow_null=True, allow_blank=True)
+    usage = serializers.DictField(child=StringField(allow_null=True), required=False, allow_null=True)
+    origin = StringField(required=False, allow_null=True, allow_blank=True)
 
     def validate_usage(self, value: dict[str, Any] | None) -> tuple[str | None, str | None]:
         if not value:
@@ -110,7 +111,7 @@ class DecryptInput(serializers.Serializer[Any]):
 
 class GenerateDataKeyInput(serializers.Serializer[Any]):
     without_plaintext = serializers.BooleanField(required=False, default=False)
-    algorithm = serializers.CharField(required=False, allow_null=True, allow_blank=True)
+    algorithm = StringField(required=False, allow_null=True, allow_blank=True)
 
 
 class SignInput(serializers.Serializer[Any]):

@@ -12,6 +12,7 @@ from typing import Any
 from rest_framework import serializers
 
 from hkms_site.api.common import format_duration, timestamp
+from hkms_site.api.fields import StringField
 from secrets_app.models import Secret, SecretType, SecretVersion, VersionStatus
 
 
@@ -26,7 +27,7 @@ def ephemeral_policy_json(secret: Secret) -> dict[str, Any] | None:
 
 
 class EphemeralPolicySerializer(serializers.Serializer[Any]):
-    time_to_live = serializers.CharField(required=False, allow_null=True, help_text='duration such as "3600s"')
+    time_to_live = StringField(required=False, allow_null=True, help_text='duration such as "3600s"')
     expires_once_accessed = serializers.BooleanField(required=False, allow_null=True)
     action = serializers.ChoiceField(choices=["unknown_action", "delete", "disable"], required=False)
 
@@ -161,32 +162,32 @@ class BrowseSecretsSerializer(serializers.Serializer[Any]):
 
 # --- request bodies ------------------------------------------------------------------------------
 class CreateSecretRequest(serializers.Serializer[Any]):
-    name = serializers.CharField(max_length=255)
-    project_id = serializers.CharField(max_length=64)
+    name = StringField(max_length=255)
+    project_id = StringField(max_length=64)
     protected = serializers.BooleanField(required=False, default=False)
-    tags = serializers.ListField(child=serializers.CharField(max_length=255), required=False, allow_null=True)
-    description = serializers.CharField(required=False, allow_blank=True, allow_null=True, max_length=4096)
-    type = serializers.CharField(required=False, allow_null=True, max_length=32)
-    path = serializers.CharField(required=False, allow_null=True, max_length=1024)
+    tags = serializers.ListField(child=StringField(max_length=255), required=False, allow_null=True)
+    description = StringField(required=False, allow_blank=True, allow_null=True, max_length=4096)
+    type = StringField(required=False, allow_null=True, max_length=32)
+    path = StringField(required=False, allow_null=True, max_length=1024)
     ephemeral_policy = EphemeralPolicySerializer(required=False, allow_null=True)
-    key_id = serializers.CharField(required=False, allow_null=True, allow_blank=True, max_length=64)
+    key_id = StringField(required=False, allow_null=True, allow_blank=True, max_length=64)
 
 
 class UpdateSecretRequest(serializers.Serializer[Any]):
-    name = serializers.CharField(required=False, allow_null=True, max_length=255)
-    tags = serializers.ListField(child=serializers.CharField(max_length=255), required=False, allow_null=True)
-    description = serializers.CharField(required=False, allow_null=True, allow_blank=True, max_length=4096)
-    path = serializers.CharField(required=False, allow_null=True, max_length=1024)
+    name = StringField(required=False, allow_null=True, max_length=255)
+    tags = serializers.ListField(child=StringField(max_length=255), required=False, allow_null=True)
+    description = StringField(required=False, allow_null=True, allow_blank=True, max_length=4096)
+    path = StringField(required=False, allow_null=True, max_length=1024)
     ephemeral_policy = EphemeralPolicySerializer(required=False, allow_null=True)
 
 
 class AddSecretOwnerRequest(serializers.Serializer[Any]):
-    product = serializers.CharField(max_length=64)
+    product = StringField(max_length=64)
 
 
 class CreateSecretVersionRequest(serializers.Serializer[Any]):
-    data = serializers.CharField(allow_blank=True, trim_whitespace=False, help_text="base64 payload, at most 64 KiB")  # type: ignore[assignment]
-    description = serializers.CharField(required=False, allow_null=True, allow_blank=True, max_length=4096)
+    data = StringField(allow_blank=True, trim_whitespace=False, help_text="base64 payload, at most 64 KiB")  # type: ignore[assignment]
+    description = StringField(required=False, allow_null=True, allow_blank=True, max_length=4096)
     disable_previous = serializers.BooleanField(required=False, allow_null=True)
     data_crc32 = serializers.IntegerField(required=False, allow_null=True, min_value=0, max_value=2**32 - 1)
 
@@ -198,5 +199,5 @@ class EphemeralPropertiesSerializer(serializers.Serializer[Any]):
 
 
 class UpdateSecretVersionRequest(serializers.Serializer[Any]):
-    description = serializers.CharField(required=False, allow_null=True, allow_blank=True, max_length=4096)
+    description = StringField(required=False, allow_null=True, allow_blank=True, max_length=4096)
     ephemeral_properties = EphemeralPropertiesSerializer(required=False, allow_null=True)

@@ -123,3 +123,13 @@ def test_every_broken_ciphertext_is_the_same_400_and_is_never_recorded(api, proj
     for needle in [good, "hello-plaintext", b64(b"hello-plaintext"), *broken]:
         assert needle not in dumped
     assert AuditEvent.objects.filter(action="key.decrypt", outcome="failed").count() >= len(broken)
+
+
+@pytest.mark.parametrize(
+    "body", [{"name": 5}, {"tags": [1, 2]}, {"description": 12}, {"origin": 1}, {"usage": {"symmetric_encryption": 1}}]
+)
+def test_numbers_are_not_strings(api, project, body):
+    """DRF's CharField would have turned ``5`` into ``"5"``; Scaleway refuses a number where
+    the API takes a string, and so do we, creating nothing."""
+    error(send(api, "post", "/keys", {"project_id": str(project.id), **body}), 400)
+    assert not Key.objects.exclude(id=project.default_key_id).exists()

@@ -154,6 +154,12 @@ def test_a_refused_version_is_not_created(api, project, body):
         {"path": "/a\x00"},
         {"type": ["opaque"]},
         {"project_id": None},
+        # numbers are not strings (DRF's CharField would have turned them into "5", "1", ...)
+        {"name": 5},
+        {"tags": [1, 2]},
+        {"description": 12},
+        {"path": 7},
+        {"project_id": 1234},
     ],
 )
 def test_a_refused_secret_is_not_created(api, project, body):
