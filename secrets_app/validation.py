@@ -39,12 +39,18 @@ def secret_name(raw: Any) -> str:
 
 
 def secret_path(raw: Any, field: str = "path") -> str:
-    """A folder path: ``/`` or ``/seg/seg`` with segments of 1 to 255 of ``[A-Za-z0-9._-]``."""
+    """A folder path: ``/`` or ``/seg/seg`` with segments of 1 to 255 of ``[A-Za-z0-9._-]``.
+
+    One trailing slash is dropped; an empty segment anywhere else (``/a//b``, ``/a//``)
+    is refused rather than silently collapsed.
+    """
     if raw is None or raw == "":
         return "/"
     if not isinstance(raw, str) or not raw.startswith("/") or len(raw) > 1024:
         raise InvalidArgument(field, "must be an absolute path such as /apps/web")
-    segments = [s for s in raw.strip("/").split("/")] if raw.strip("/") else []
+    if raw != "/" and raw.endswith("/"):
+        raw = raw[:-1]  # one trailing slash is dropped ("/apps/web/" is "/apps/web"); "/a//" is refused
+    segments = raw[1:].split("/") if raw != "/" else []
     for segment in segments:
         if not _SEGMENT.fullmatch(segment) or segment in {".", ".."}:
             raise InvalidArgument(field, "segments must be 1 to 255 characters from letters, digits, '.', '_' and '-'")

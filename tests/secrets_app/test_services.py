@@ -304,7 +304,8 @@ def test_valid_paths_are_normalised(admin, project, raw, stored):
 
 
 @pytest.mark.parametrize(
-    "raw", ["apps", "/a//b", "/a b", "/..", "/a/./b", "/é", "/" + "s" * 256, "/a\x00", "\\a", 5, "/a/b\n"]
+    "raw",
+    ["apps", "/a//b", "/a//", "///", "/a b", "/..", "/a/./b", "/é", "/" + "s" * 256, "/a\x00", "\\a", 5, "/a/b\n"],
 )
 def test_invalid_paths_are_refused(admin, project, raw):
     with pytest.raises(InvalidArgument) as info:
