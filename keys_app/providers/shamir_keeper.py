@@ -114,10 +114,12 @@ class _Handler(socketserver.StreamRequestHandler):
     server: KeeperServer
 
     def handle(self) -> None:
+        # Read the request before answering, also to refuse it: closing before the peer has
+        # written would make its write fail (broken pipe) instead of showing the refusal.
+        line = self.rfile.readline(MAX_LINE + 1)
         if not self.server.peer_allowed(self.request):
             self._send({"ok": False, "error": "unavailable", "message": "this user may not use the seal keeper"})
             return
-        line = self.rfile.readline(MAX_LINE + 1)
         if not line or len(line) > MAX_LINE:
             return
         try:
