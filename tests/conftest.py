@@ -96,3 +96,13 @@ def principal_with(project):
         return Principal(user=user)
 
     return make
+
+
+@pytest.fixture
+def clear_throttles():
+    """Throttle counters live in Django's cache: start and end a test with none."""
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+    cache.clear()

@@ -20,7 +20,7 @@ from hkms_site.access.principal import Principal
 from hkms_site.api import throttling
 from hkms_site.api.throttling import FixedWindowThrottle, PrincipalThrottle, parse_rate
 
-pytestmark = pytest.mark.django_db(databases=["default"])
+pytestmark = [pytest.mark.usefixtures("clear_throttles"), pytest.mark.django_db(databases=["default"])]
 WHOAMI = "/api/whoami"
 DOCS = "/api/docs/"  # needs no authentication: the anonymous (per address) throttle's business
 
@@ -31,13 +31,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-@pytest.fixture(autouse=True)
-def _clear_throttles():
-    cache.clear()
-    yield
-    cache.clear()
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ from unittest import mock
 
 import pytest
 from django.contrib.auth import get_user_model
-from django.core.cache import cache
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -20,15 +19,8 @@ from hkms_site.access.models import ApiKey
 from hkms_site.access.principal import Principal
 from hkms_site.audit.models import AuditEvent
 
-pytestmark = pytest.mark.django_db(databases=["default"])
+pytestmark = [pytest.mark.usefixtures("clear_throttles"), pytest.mark.django_db(databases=["default"])]
 URL = "/api/whoami"
-
-
-@pytest.fixture(autouse=True)
-def _clear_throttles():
-    cache.clear()
-    yield
-    cache.clear()
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ import json
 
 import pytest
 from django.contrib.auth import get_user_model
-from django.core.cache import cache
 from rest_framework.test import APIClient
 
 from hkms_site.access.apikeys import api_key_create
@@ -18,19 +17,12 @@ from hkms_site.access.services import role_grant
 from hkms_site.audit.models import AuditEvent
 from keys_app.models import Key
 
-pytestmark = pytest.mark.django_db(databases=["default", "kek", "dek"])
+pytestmark = [pytest.mark.usefixtures("clear_throttles"), pytest.mark.django_db(databases=["default", "kek", "dek"])]
 BASE = "/key-manager/v1alpha1/regions/fr-par"
 
 
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
-
-
-@pytest.fixture(autouse=True)
-def _clear_throttles():
-    cache.clear()
-    yield
-    cache.clear()
 
 
 @pytest.fixture

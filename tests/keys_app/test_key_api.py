@@ -11,7 +11,6 @@ import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, utils
 from django.contrib.auth import get_user_model
-from django.core.cache import cache
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rest_framework.test import APIClient
@@ -21,19 +20,12 @@ from hkms_site.access.apikeys import api_key_create
 from hkms_site.access.principal import Principal
 from hkms_site.access.services import role_grant
 
-pytestmark = pytest.mark.django_db(databases=["default", "kek", "dek"])
+pytestmark = [pytest.mark.usefixtures("clear_throttles"), pytest.mark.django_db(databases=["default", "kek", "dek"])]
 BASE = "/key-manager/v1alpha1/regions/fr-par"
 
 
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
-
-
-@pytest.fixture(autouse=True)
-def _clear_throttles():
-    cache.clear()
-    yield
-    cache.clear()
 
 
 def client_for(project, role: str | None, name: str) -> APIClient:

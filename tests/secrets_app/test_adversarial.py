@@ -16,7 +16,6 @@ from unittest import mock
 
 import pytest
 from django.contrib.auth import get_user_model
-from django.core.cache import cache
 from django.utils import timezone
 from rest_framework.test import APIClient
 
@@ -28,20 +27,13 @@ from keys_app.services.keys import key_create, key_disable
 from secrets_app import services, storage
 from secrets_app.models import Secret, SecretVersion
 
-pytestmark = pytest.mark.django_db(databases=["default", "kek", "dek"])
+pytestmark = [pytest.mark.usefixtures("clear_throttles"), pytest.mark.django_db(databases=["default", "kek", "dek"])]
 BASE = "/secret-manager/v1beta1/regions/fr-par"
 KM = "/key-manager/v1alpha1/regions/fr-par"
 
 
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
-
-
-@pytest.fixture(autouse=True)
-def _clear_throttles():
-    cache.clear()
-    yield
-    cache.clear()
 
 
 def client_for(project, role, name, obj=None, **key_options):

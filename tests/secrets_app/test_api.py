@@ -11,7 +11,6 @@ from datetime import timedelta
 
 import pytest
 from django.contrib.auth import get_user_model
-from django.core.cache import cache
 from django.db import connections
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -25,20 +24,13 @@ from keys_app.services import material
 from keys_app.services.keys import key_create, key_disable, key_enable
 from secrets_app.models import Secret
 
-pytestmark = pytest.mark.django_db(databases=["default", "kek", "dek"])
+pytestmark = [pytest.mark.usefixtures("clear_throttles"), pytest.mark.django_db(databases=["default", "kek", "dek"])]
 BASE = "/secret-manager/v1beta1/regions/fr-par"
 PEM_CERT = b"-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIUQ2VydA==\n-----END CERTIFICATE-----\n"
 
 
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
-
-
-@pytest.fixture(autouse=True)
-def _clear_throttles():
-    cache.clear()
-    yield
-    cache.clear()
 
 
 def client_for(project, role: str | None, name: str, obj=None) -> APIClient:
