@@ -67,6 +67,8 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "hkms_site.console.middleware.SecurityHeadersMiddleware",
+    # Plain payload reads end here (secrets_app/api/hot.py); everything else goes on.
+    "secrets_app.api.hot.HotPathMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -212,6 +214,9 @@ STORAGES = {
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
 WHITENOISE_USE_FINDERS = True
+
+# Plain payload reads served by secrets_app/api/hot.py (0: every read takes the DRF view).
+HKMS_HOT_PATH = env_bool("HKMS_HOT_PATH", True)
 
 # Regions this server answers for in /…/regions/{region}/ paths.
 HKMS_REGIONS = env_list("HKMS_REGIONS", ["fr-par", "nl-ams", "pl-waw"])

@@ -1,0 +1,323 @@
+"""The hot path: the two payload-access endpoints, served without the generic machinery.
+
+``GET …/secrets/{id}/versions/{rev}/access`` and ``GET …/secrets-by-path/versions/{rev}/access``
+are what applications call most.  :class:`HotPathMiddleware` (early in ``MIDDLEWARE``,
+after the security-header middleware) answers them itself when the read is the plain,
+successful case, without DRF's request wrapping and content negotiation, the session,
+CSRF, authentication, OTP and message middleware that only serve the console, or the
+ORM's query compilation (one raw parameterised query finds version, secret and key).
+
+**Fast or general, never different.**  The hot path serves a request only when it can
+prove the answer is a 200 with the payload; for anything else it returns ``None`` and
+the request continues through the middleware to the ordinary DRF view
+(``secrets_app.api.views``), which answers exactly as before (errors byte for byte,
+refusals audited, expires-once-accessed consumed in its transaction).  The hot path
+has no side effect before it decides, except filling the unwrapped-DEK cache, so
+handing over is always safe.  It hands over when:
+
+* the method is not GET, there is no ``X-Auth-Token`` (cookie sessions go the general
+  way, whatever it decides for them), an ``Accept`` it does not recognise or a
+  ``format`` parameter (DRF's content negotiation decides those);
+* the region is unknown, the revision or an id is malformed, the by-path arguments do
+  not validate;
+* the token does not authenticate, or its address is over the failed-token limit;
+* the version, secret or key is not in the plain readable state: version not
+  ``enabled``, expired by time, ``expires_once_accessed`` (the general path marks it
+  accessed and records the event in one transaction: exactly once), secret scheduled
+  for deletion, key not ``enabled``, region mismatch;
+* the principal may not read the secret (the general path audits the refusal);
+* decryption fails for any reason (DEK destroyed or rotated meanwhile, key disabled,
+  tampering, sealed root key): the general path retries or answers the error;
+* the per-user throttle refuses (the general path answers the 429).
+
+**What it does itself**, in the order of the general path: authentication through the
+principal cache (one read of the access generation: a revoked key, role or user is
+refused on the next request, in every process), the ``ALLOWED_HOSTS`` check
+(``CommonMiddleware`` does it on the general path), the version lookup, authorization
+(``hkms_site.access.services.can``: the same grants), decryption
+(``keys_app.services.material.dek_material``: the same DEK cache and key-state check),
+the per-user throttle (the same counters), then the audit event, committed before the
+payload leaves (``audit_record_committed``: group commit; if it fails the answer is the
+general path's 500 and no payload).  The response has the general path's body and
+headers (``tests/secrets_app/test_hot_path.py`` compares them).
+
+``HKMS_HOT_PATH=0`` turns it off (every request then takes the general path).
+Nothing here logs; payloads and tokens never reach an exception message.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import uuid
+from collections.abc import Callable
+from typing import Any, cast
+
+from django.conf import settings
+from django.core.cache import cache as default_cache
+from django.db import connections
+from django.http import HttpRequest, HttpResponse
+from django.utils import timezone
+from django.views.decorators.debug import sensitive_variables
+
+from hkms_site.access.cache import principal_authenticate
+from hkms_site.access.principal import Principal
+from hkms_site.access.roles import Action
+from hkms_site.access.services import can
+from hkms_site.api.authentication import TOKEN_HEADER, client_ip, request_id
+from hkms_site.api.common import b64encode
+from hkms_site.api.throttling import PrincipalThrottle
+from hkms_site.audit.services import audit_record_committed
+from keys_app import crypto
+from keys_app.models import Key, KeyState
+from keys_app.services.material import dek_material
+from secrets_app import storage, validation
+from secrets_app.models import Secret, SecretVersion, VersionStatus
+
+log = logging.getLogger("hkms.api")
+
+_PREFIX = "/secret-manager/v1beta1/regions/"
+# Django's ``<str:…>`` converter is ``[^/]+``: the same paths as secrets_app/api/urls.py.
+_BY_ID = re.compile(r"/secret-manager/v1beta1/regions/([^/]+)/secrets/([^/]+)/versions/([^/]+)/access")
+_BY_PATH = re.compile(r"/secret-manager/v1beta1/regions/([^/]+)/secrets-by-path/versions/([^/]+)/access")
+#: ``Accept`` values DRF's negotiation maps to its JSON renderer without question.
+_PLAIN_ACCEPT = frozenset({"", "*/*", "application/json", "application/json, */*", "application/json, text/plain, */*"})
+_EVENT = "secret.version.access"
+_JSON = {"separators": (",", ":"), "ensure_ascii": False, "allow_nan": False}
+
+
+class _SecretRef:
+    """What ``can`` reads of a secret (its model, id and project), without a model instance."""
+
+    __slots__ = ("pk", "project_id")
+    _meta = Secret._meta
+
+    def __init__(self, pk: uuid.UUID, project_id: uuid.UUID) -> None:
+        self.pk = pk
+        self.project_id = project_id
+
+
+class _KeyRef:
+    """What ``dek_material`` reads of a key: id, state and primary version (the cache tag)."""
+
+    __slots__ = ("id", "primary_version", "state")
+
+    def __init__(self, id: uuid.UUID, state: str, primary_version: int) -> None:
+        self.id = id
+        self.state = state
+        self.primary_version = primary_version
+
+
+class _ThrottleRequest:
+    """What ``PrincipalThrottle`` reads of a request: the user (and the address for its ident)."""
+
+    __slots__ = ("META", "user")
+
+    def __init__(self, user: Any, meta: dict[str, Any]) -> None:
+        self.user = user
+        self.META = meta
+
+
+# --- the one query ---------------------------------------------------------------------------
+_COLUMNS = (
+    "v.revision, v.status, v.ciphertext, v.dek_id, v.data_crc32, v.expires_once_accessed, "
+    "(v.expires_at IS NOT NULL AND v.expires_at <= %s), "
+    "s.id, s.project_id, s.region, s.type, s.deletion_requested_at, k.id, k.state, k.primary_version"
+)
+_sql: dict[tuple[str, str], str] = {}
+
+
+def _query(vendor: str, kind: str) -> str:
+    """The lookup for ``kind`` (``number``, ``latest``, ``latest_enabled``, with ``path:`` for by-path)."""
+    key = (vendor, kind)
+    if key not in _sql:
+        ops = connections["default"].ops
+        version, secret = (ops.quote_name(m._meta.db_table) for m in (SecretVersion, Secret))
+        key_table = ops.quote_name(Key._meta.db_table)
+        by_path = kind.startswith("path:")
+        selector = kind.removeprefix("path:")
+        where = (
+            "s.project_id = %s AND s.path = %s AND s.name = %s AND s.region = %s AND s.deletion_requested_at IS NULL"
+            if by_path
+            else "v.secret_id = %s"
+        )
+        if selector == "number":
+            where += " AND v.revision = %s"
+        elif selector == "latest_enabled":
+            where += f" AND v.status = '{VersionStatus.ENABLED}'"
+        order = "" if selector == "number" else " ORDER BY v.revision DESC LIMIT 1"
+        _sql[key] = (
+            f"SELECT {_COLUMNS} FROM {version} v JOIN {secret} s ON s.id = v.secret_id "  # noqa: S608 (model metadata)
+            f"JOIN {key_table} k ON k.id = s.key_id WHERE {where}{order}"
+        )
+    return _sql[key]
+
+
+def _revision(raw: str) -> tuple[str, int | None] | None:
+    if raw in ("latest", "latest_enabled"):
+        return raw, None
+    if raw.isascii() and raw.isdigit() and len(raw) <= 10 and 0 < int(raw) < 2**31:
+        return "number", int(raw)
+    return None
+
+
+def _uuid_param(value: uuid.UUID) -> Any:
+    return value if connections["default"].features.has_native_uuid_field else value.hex
+
+
+def _as_uuid(value: Any) -> uuid.UUID:
+    return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
+
+
+# --- serving -----------------------------------------------------------------------------------
+def _target(request: HttpRequest) -> tuple[str, str, list[Any]] | None:
+    """``(region, revision, sql arguments)`` of a payload read the hot path may try, else None."""
+    path = request.path_info
+    if not path.startswith(_PREFIX):
+        return None
+    query = request.META.get("QUERY_STRING", "")
+    match = _BY_ID.fullmatch(path)
+    if match is not None:
+        if query:  # ?format=… and friends: DRF's business
+            return None
+        region, secret_id, raw_revision = match.groups()
+        revision = _revision(raw_revision)
+        if revision is None:
+            return None
+        try:
+            wanted = uuid.UUID(secret_id)
+        except ValueError:
+            return None
+        args: list[Any] = [_uuid_param(wanted)]
+        kind = revision[0]
+    else:
+        match = _BY_PATH.fullmatch(path)
+        if match is None:
+            return None
+        region, raw_revision = match.groups()
+        revision = _revision(raw_revision)
+        params = request.GET
+        if revision is None or "format" in params:
+            return None
+        try:
+            project = uuid.UUID(params.get("project_id") or "")
+            secret_path = validation.secret_path(params.get("secret_path") or "/", "secret_path")
+            name = validation.secret_name(params.get("secret_name") or "")
+        except Exception:  # malformed: the general path says what
+            return None
+        args = [_uuid_param(project), secret_path, name, region]
+        kind = "path:" + revision[0]
+    if revision[1] is not None:
+        args.append(revision[1])
+    return region, kind, args
+
+
+@sensitive_variables("token", "data", "body")
+def serve(request: HttpRequest) -> HttpResponse | None:
+    """The response to a plain successful payload read, or ``None``: the general path decides."""
+    meta = request.META
+    token = meta.get(TOKEN_HEADER)
+    if token is None or request.method != "GET" or meta.get("HTTP_ACCEPT", "") not in _PLAIN_ACCEPT:
+        return None
+    target = _target(request)
+    if target is None:
+        return None
+    region, kind, args = target
+    if region not in settings.HKMS_REGIONS:
+        return None
+    request.get_host()  # ALLOWED_HOSTS (DisallowedHost -> 400, as CommonMiddleware does it)
+    if default_cache.get(f"hkms:auth-failures:{client_ip(request)}", 0) >= settings.HKMS_AUTH_FAILURES_PER_MINUTE:
+        return None
+    entry = principal_authenticate(token)
+    if entry is None:
+        return None
+    connection = connections["default"]
+    now = timezone.now()
+    with connection.cursor() as cursor:
+        cursor.execute(_query(connection.vendor, kind), [connection.ops.adapt_datetimefield_value(now), *args])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    (revision, status, ciphertext, dek_id, crc32, once, expired,
+     secret_id, project_id, secret_region, secret_type, deletion_requested_at,
+     key_id, key_state, primary_version) = row  # fmt: skip
+    if (
+        status != VersionStatus.ENABLED
+        or once
+        or expired
+        or ciphertext is None
+        or dek_id is None
+        or secret_region != region
+        or deletion_requested_at is not None
+        or key_state != KeyState.ENABLED
+    ):
+        return None
+    secret_id, project_id, dek_id = _as_uuid(secret_id), _as_uuid(project_id), _as_uuid(dek_id)
+    api_key = entry.api_key
+    user = api_key.user
+    principal = Principal(
+        user=user,
+        api_key=api_key,
+        source_ip=client_ip(request),
+        request_id=request_id(request),
+        via="api",
+        _grants=entry.grants,
+    )
+    if not can(principal, Action.SECRET_READ, _SecretRef(secret_id, project_id)):
+        return None
+    try:
+        material = dek_material(key=cast(Key, _KeyRef(_as_uuid(key_id), key_state, primary_version)), dek_id=dek_id)
+        data = crypto.open_(
+            material, bytes(ciphertext), context=storage.payload_context(secret_id, revision, dek_id)
+        )
+    except Exception:  # destroyed, rotated meanwhile, disabled, tampered, sealed: the general path
+        return None
+    if not PrincipalThrottle().allow_request(_ThrottleRequest(user, meta), None):
+        return None  # counted once more there: it answers the 429 with its wait
+    try:
+        audit_record_committed(principal, _EVENT, ("secret", secret_id, project_id), revision=revision)
+    except Exception:
+        # Fail closed, as the general path: no event, no payload (its exception handler's 500).
+        log.exception("unexpected error in %s", "AccessSecretVersionView")
+        return _response(500, {"type": "internal_error", "message": "internal error"})
+    body = {
+        "secret_id": str(secret_id),
+        "revision": revision,
+        "data": b64encode(data),
+        "type": secret_type,
+        "data_crc32": crc32,
+    }
+    return _response(200, body)
+
+
+def _response(status: int, body: dict[str, Any]) -> HttpResponse:
+    """What the DRF view and the middleware after this one would send (same bytes, same headers)."""
+    content = json.dumps(body, **_JSON).encode()  # type: ignore[arg-type]
+    response = HttpResponse(content, status=status, content_type="application/json")
+    if status == 200:
+        response["Cache-Control"] = "no-store"
+    response["Allow"] = "GET, OPTIONS"
+    response["X-Frame-Options"] = settings.X_FRAME_OPTIONS
+    response["Content-Length"] = str(len(content))
+    response["Vary"] = "Cookie"
+    return response
+
+
+class HotPathMiddleware:
+    """Answers plain payload reads with :func:`serve`; hands everything else down the chain.
+
+    Sits after the security-header middleware (whose headers every response gets)
+    and before the session, CSRF, authentication, OTP and message middleware.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        path = request.path_info
+        if path.startswith(_PREFIX) and path.endswith("/access") and settings.HKMS_HOT_PATH:
+            response = serve(request)
+            if response is not None:
+                return response
+        return self.get_response(request)
