@@ -35,15 +35,12 @@ bootstrap: migrate
 	$(BIN)/python manage.py collectstatic --noinput --verbosity 0
 	$(BIN)/python manage.py bootstrap_admin
 
-# gthread workers (WORKERS processes x THREADS threads, default 2 x 4): on the 2-core reference
-# machine bench/read_path.py measured about twice the audited reads/s of 2 or 3 sync workers
-# (and more than granian), since a thread waiting for SQLite's write lock or a PostgreSQL round
-# trip no longer idles its process; the price is a longer p99 for concurrent writes on SQLite
-# (README, "Performance").  The key and principal caches are per process.
+# The server is scripts/serve.sh: granian, WORKERS processes x THREADS Python threads (default
+# 2 x 2), HTTP parsed in Rust so that slow clients hold no Python thread, and a client that has
+# not sent its headers within 10 s is disconnected.  docs/performance.md has the measurements
+# (granian against gunicorn sync and gthread) and how to reproduce them.
 run: bootstrap
-	$(BIN)/gunicorn hkms_site.wsgi:application --bind $(HOST):$(PORT) --workers $(WORKERS) \
-		--worker-class gthread --threads $${THREADS:-4} \
-		--access-logfile - --forwarded-allow-ips 127.0.0.1
+	BIN=$(BIN) HOST=$(HOST) PORT=$(PORT) WORKERS=$(WORKERS) THREADS=$${THREADS:-2} scripts/serve.sh
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

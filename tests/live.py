@@ -44,8 +44,11 @@ def _pg_admin(sql: str) -> None:
 
 
 class LiveServer:
-    def __init__(self, data_dir: Path, *, workers: int = 2, extra_env: dict[str, str] | None = None) -> None:
+    def __init__(self, data_dir: Path, *, workers: int = 2, extra_env: dict[str, str] | None = None,
+                 command: list[str] | None = None) -> None:
+        """``command``: the server to start instead of gunicorn (it reads ``PORT`` from the environment)."""
         self.data_dir = data_dir
+        self.command = command
         self.workers = workers
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -67,6 +70,8 @@ class LiveServer:
         else:
             self.env["HKMS_TEST_POSTGRES"] = "0"
         self.env.update(extra_env or {})
+        if command is not None:
+            self.env.update({"HOST": "127.0.0.1", "PORT": str(self.port)})
 
     def manage(self, *args: str, check: bool = True, input: str | None = None, timeout: float = 120) -> str:
         result = subprocess.run([PYTHON, "manage.py", *args], cwd=ROOT, env=self.env, capture_output=True,
@@ -84,9 +89,11 @@ class LiveServer:
     def start(self) -> LiveServer:
         self.setup()
         log = self.log_path.open("ab")
+        command = self.command or [
+            GUNICORN, "hkms_site.wsgi:application", "--bind", f"127.0.0.1:{self.port}",
+            "--workers", str(self.workers), "--timeout", "60", "--graceful-timeout", "5"]
         self.process = subprocess.Popen(
-            [GUNICORN, "hkms_site.wsgi:application", "--bind", f"127.0.0.1:{self.port}",
-             "--workers", str(self.workers), "--timeout", "60", "--graceful-timeout", "5"],
+            command,
             cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + 30

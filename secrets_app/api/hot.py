@@ -268,9 +268,7 @@ def serve(request: HttpRequest) -> HttpResponse | None:
         return None
     try:
         material = dek_material(key=cast(Key, _KeyRef(_as_uuid(key_id), key_state, primary_version)), dek_id=dek_id)
-        data = crypto.open_(
-            material, bytes(ciphertext), context=storage.payload_context(secret_id, revision, dek_id)
-        )
+        data = crypto.open_(material, bytes(ciphertext), context=storage.payload_context(secret_id, revision, dek_id))
     except Exception:  # destroyed, rotated meanwhile, disabled, tampered, sealed: the general path
         return None
     if not PrincipalThrottle().allow_request(_ThrottleRequest(user, meta), None):
