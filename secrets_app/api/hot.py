@@ -15,9 +15,10 @@ refusals audited, expires-once-accessed consumed in its transaction).  The hot p
 has no side effect before it decides, except filling the unwrapped-DEK cache, so
 handing over is always safe.  It hands over when:
 
-* the method is not GET, there is no ``X-Auth-Token`` (cookie sessions go the general
-  way, whatever it decides for them), an ``Accept`` it does not recognise or a
-  ``format`` parameter (DRF's content negotiation decides those);
+* the method is not GET, there is no ``X-Auth-Token``, or there is a cookie (console
+  sessions go the general way, whatever it and the session middleware decide for them,
+  e.g. the two-factor gate), an ``Accept`` it does not recognise or a ``format``
+  parameter (DRF's content negotiation decides those);
 * the region is unknown, the revision or an id is malformed, the by-path arguments do
   not validate;
 * the token does not authenticate, or its address is over the failed-token limit;
@@ -219,6 +220,8 @@ def serve(request: HttpRequest) -> HttpResponse | None:
     meta = request.META
     token = meta.get(TOKEN_HEADER)
     if token is None or request.method != "GET" or meta.get("HTTP_ACCEPT", "") not in _PLAIN_ACCEPT:
+        return None
+    if "HTTP_COOKIE" in meta:  # a console session rides along: its middleware decides (2FA gate, …)
         return None
     target = _target(request)
     if target is None:
