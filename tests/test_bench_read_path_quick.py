@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +17,7 @@ def test_read_path_quick_runs(tmp_path):
     command = [sys.executable, str(REPO / "bench" / "read_path.py"), "--quick", "--json", str(figures)]
     if os.environ.get("HKMS_TEST_POSTGRES") == "1":
         command.append("--postgres")
-    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=150, check=False)
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "targets:" in result.stdout
 
@@ -24,3 +25,7 @@ def test_read_path_quick_runs(tmp_path):
     for endpoint in ("access", "get_secret", "whoami", "create_version"):
         assert report["results"][endpoint]["requests"] > 0 and report["results"][endpoint]["errors"] == 0
     assert {r["ratio"] for r in report["ratios"]} >= {"access / get_secret", "create_version / access"}
+    if shutil.which("valgrind"):  # the callgrind count: every phase, and the hot path cheaper than the general one
+        counts = report["instructions_per_read"]
+        assert set(counts) == {"access", "access_general", "access_by_path", "get_secret", "access_unaudited"}
+        assert 0 < counts["access_unaudited"] < counts["access"] < counts["access_general"], counts
