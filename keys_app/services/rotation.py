@@ -418,8 +418,18 @@ def _rotate_batch(job: RotationJob, batch: list[_VersionRow]) -> int:
     missing = [v for v in batch if v.id not in current]
     if missing:
         present = set(Dek.objects.using("dek").filter(id__in=[v.dek_id for v in missing]).values_list("id", flat=True))
-        for version in missing:
-            if version.dek_id not in present:
+        gone = [v for v in missing if v.dek_id not in present]
+        # A concurrent destroy (``storage.secret_version_destroy``) deletes the DEK while it holds
+        # the version's row lock, then empties the row: wait for that lock, and skip the versions
+        # whose DEK reference changed meanwhile (they are skipped below: not in ``current``).
+        with transaction.atomic():
+            refs = dict(
+                SecretVersion.objects.select_for_update()
+                .filter(id__in=[v.id for v in gone])
+                .values_list("id", "dek_id")
+            )
+        for version in gone:
+            if refs.get(version.id) == version.dek_id:
                 raise KeyMaterialUnavailable(
                     f"DEK {version.dek_id} of secret {version.secret_id} revision {version.revision} is missing"
                 )
