@@ -363,6 +363,7 @@ def secret_add_owner(*, principal: Principal, secret_id: Any, product: Any, regi
     if product not in PRODUCTS:
         raise InvalidArgument("product", f"must be one of {', '.join(PRODUCTS)}")
     with transaction.atomic():
+        secret.used_by = _locked(secret).used_by  # re-read under the lock: a concurrent owner is kept
         if product not in secret.used_by:
             secret.used_by = [*secret.used_by, product]
             secret.save(update_fields=["used_by", "updated_at"])
@@ -585,6 +586,9 @@ def secret_version_update(
         version.ephemeral_action = validation.ephemeral_action(ephemeral_action)
         changed.append("ephemeral_action")
     with transaction.atomic():
+        _locked(secret)  # the locking rule: a destroy that committed first wins
+        if not SecretVersion.objects.filter(id=version.id).exclude(status=VersionStatus.DELETED).exists():
+            raise PreconditionFailed("deleted", "a deleted version cannot be changed")
         # Only the edited columns: a concurrent DEK rotation or status change is kept.
         version.save(update_fields=[*changed, "updated_at"])
         audit_record(principal, "secret.version.update", secret, revision=version.revision, fields=changed)
