@@ -59,7 +59,7 @@ def leaked_after(answers: list[Answer], ack: Answer) -> list[Answer]:
 # --- deletes against enable / disable ---------------------------------------------------------------
 def test_version_delete_vs_enable_disable(site):
     api, broken, total = site.api(), [], 0
-    for n in rounds(40, 6):
+    for n in rounds(40, 4):
         total += 1
         sid = new_secret(api, site.project_id)
         path = f"{SM}/secrets/{sid}/versions/1"
@@ -75,7 +75,7 @@ def test_version_delete_vs_enable_disable(site):
 
 def test_secret_delete_vs_enable_disable(site):
     api, broken, total = site.api(), [], 0
-    for n in rounds(40, 6):
+    for n in rounds(40, 4):
         total += 1
         sid = new_secret(api, site.project_id, versions=2)
         calls = [Call("delete", "DELETE", f"{SM}/secrets/{sid}", site.token)]
@@ -98,7 +98,7 @@ def test_secret_delete_vs_enable_disable(site):
 def test_delete_vs_access(site):
     """A payload is served only to accesses sent before the delete answered."""
     api, broken, total = site.api(), [], 0
-    for n in rounds(40, 6):
+    for n in rounds(40, 4):
         total += 1
         sid = new_secret(api, site.project_id)
         path = f"{SM}/secrets/{sid}/versions/1"
@@ -124,7 +124,7 @@ def test_delete_vs_access(site):
 
 def test_two_deletes_exactly_one_wins(site):
     api, broken, total = site.api(), [], 0
-    for n in rounds(40, 5):
+    for n in rounds(40, 3):
         total += 1
         sid = new_secret(api, site.project_id)
         target = f"{SM}/secrets/{sid}" if n % 2 else f"{SM}/secrets/{sid}/versions/1"
@@ -141,7 +141,7 @@ def test_enable_vs_destroy_by_expiry(site):
     api, broken, total = site.api(), [], 0
     policy = {"ephemeral_policy": {"time_to_live": "3600s", "action": "delete"}}
     later = (datetime.now(UTC) + timedelta(hours=2)).isoformat()
-    for n in rounds(3, 8):
+    for n in rounds(2, 6):
         total += 1
         secrets = [new_secret(api, site.project_id, versions=12, **policy) for _ in range(2)]
         paths = [f"{SM}/secrets/{sid}/versions/{r}" for sid in secrets for r in range(1, 13)]
@@ -185,7 +185,7 @@ def test_key_disable_vs_encrypt(site):
         },
     )
     base = f"{KM}/keys/{key['id']}"
-    for n in rounds(30, 5):
+    for n in rounds(30, 3):
         total += 1
         api.ok("POST", f"{base}/enable", {})
         encrypts = [Call("encrypt", "POST", f"{base}/encrypt", site.token, {"plaintext": b64(b"x")}, 4)] * 4
