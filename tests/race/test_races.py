@@ -139,12 +139,12 @@ def test_two_deletes_exactly_one_wins(site):
 def test_enable_vs_destroy_by_expiry(site):
     """``expire_secret_versions`` destroys ephemeral versions while enable/disable calls fire at them."""
     api, broken, total = site.api(), [], 0
-    policy = {"ephemeral_policy": {"time_to_live": "3600s", "action": "delete"}}
+    policy, count = {"ephemeral_policy": {"time_to_live": "3600s", "action": "delete"}}, 25
     later = (datetime.now(UTC) + timedelta(hours=2)).isoformat()
     for n in rounds(2, 6):
         total += 1
-        secrets = [new_secret(api, site.project_id, versions=12, **policy) for _ in range(2)]
-        paths = [f"{SM}/secrets/{sid}/versions/{r}" for sid in secrets for r in range(1, 13)]
+        secrets = [new_secret(api, site.project_id, versions=count, **policy) for _ in range(2)]
+        paths = [f"{SM}/secrets/{sid}/versions/{r}" for sid in secrets for r in range(1, count + 1)]
         stop = threading.Event()
 
         def toggle(offset: int, stop: threading.Event = stop, paths: list[str] = paths) -> None:
@@ -154,7 +154,7 @@ def test_enable_vs_destroy_by_expiry(site):
                 fire(site.url, [Call(action, "POST", f"{paths[i % len(paths)]}/{action}", site.token, {})])
                 i += 5
 
-        threads = [threading.Thread(target=toggle, args=(k,), daemon=True) for k in range(4)]
+        threads = [threading.Thread(target=toggle, args=(k,), daemon=True) for k in range(6)]
         for thread in threads:
             thread.start()
         try:
