@@ -84,24 +84,28 @@ def populate(*, secrets: int, versions: int, scheduled: int, deleted_secrets: in
         Dek.objects.using("dek").bulk_create(deks, batch_size=500)
     with transaction.atomic():
         SecretVersion.objects.bulk_create(rows, batch_size=500)
-    print(json.dumps({"doomed": doomed, "total": len(rows)}))
+    print(json.dumps({"doomed": doomed, "total": len(rows), "key_id": str(key.id)}))
 
 
-def _dek_rows(copy: str | None) -> list[tuple[uuid.UUID, uuid.UUID | None, uuid.UUID, int, bytes]]:
-    """(id, owner_id, key_id, kek_version, wrapped) of every DEK: from a file copy (SQLite) or the database."""
+def _dek_rows(copy: str | None, key_id: uuid.UUID) -> list[tuple[uuid.UUID, uuid.UUID | None, uuid.UUID, int, bytes]]:
+    """(id, owner_id, key_id, kek_version, wrapped) of the key's DEKs: from a file copy (SQLite) or the database."""
     if copy is None:
-        return list(Dek.objects.using("dek").values_list("id", "owner_id", "key_id", "kek_version", "wrapped"))
+        rows = Dek.objects.using("dek").filter(key_id=key_id)
+        return list(rows.values_list("id", "owner_id", "key_id", "kek_version", "wrapped"))
     table = Dek._meta.db_table
     with sqlite3.connect(copy) as conn:
         raw = conn.execute(f"SELECT id, owner_id, key_id, kek_version, wrapped FROM {table}").fetchall()  # noqa: S608
-    return [(uuid.UUID(i), uuid.UUID(o) if o else None, uuid.UUID(k), v, bytes(w)) for i, o, k, v, w in raw]
+    rows_ = [(uuid.UUID(i), uuid.UUID(o) if o else None, uuid.UUID(k), v, bytes(w)) for i, o, k, v, w in raw]
+    return [row for row in rows_ if row[2] == key_id]
 
 
-def check(*, doomed: list[str], copy: str | None) -> None:
+def check(*, doomed: list[str], copy: str | None, key_id: str) -> None:
+    """What is left of the versions of secrets under ``key_id`` (the populated project's key)."""
     doomed_ids = {uuid.UUID(v) for v in doomed}
-    versions = {row[0]: row for row in SecretVersion.objects.values_list("id", "status", "dek_id", "ciphertext")}
+    mine = SecretVersion.objects.filter(secret__key_id=key_id)
+    versions = {row[0]: row for row in mine.values_list("id", "status", "dek_id", "ciphertext")}
     live_refs = {dek for _, status, dek, _ in versions.values() if dek is not None and status != VersionStatus.DELETED}
-    rows = _dek_rows(copy)
+    rows = _dek_rows(copy, uuid.UUID(key_id))
     unwrapped_of_destroyed = 0
     for dek_id, owner, key_id, kek_version, wrapped in rows:
         if owner in doomed_ids or dek_id not in live_refs:

@@ -1,4 +1,4 @@
-"""One 4-worker live server per race-test module (SQLite, or fresh PostgreSQL databases
+"""One 4-worker live server for the race-test package (SQLite, or fresh PostgreSQL databases
 with ``HKMS_TEST_POSTGRES=1``) and an API key holding ``project_admin`` on a new project."""
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ class RaceSite:
         return Api(self.url, self.token)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Any:
     server = LiveServer(tmp_path_factory.mktemp("race"), workers=WORKERS).start()
     try:

@@ -18,8 +18,6 @@ import json
 import shutil
 import subprocess
 
-import pytest
-
 from tests.live import PYTHON, ROOT, LiveServer, postgres_enabled
 
 SECRETS, VERSIONS, SCHEDULED, DELETED_SECRETS = 20, 100, 75, 2
@@ -29,18 +27,8 @@ def shell(server: LiveServer, code: str) -> dict:
     return json.loads(server.manage("shell", "-c", code, timeout=180).strip().splitlines()[-1])
 
 
-@pytest.fixture(scope="module")
-def data_site(tmp_path_factory: pytest.TempPathFactory):
-    server = LiveServer(tmp_path_factory.mktemp("shred"))
-    try:
-        server.setup()
-        yield server
-    finally:
-        server.stop()
-
-
-def test_expiry_concurrent_with_dek_rotation_leaves_nothing_of_destroyed_versions(data_site, tmp_path):
-    server = data_site
+def test_expiry_concurrent_with_dek_rotation_leaves_nothing_of_destroyed_versions(site, tmp_path):
+    server = site.server  # shared with test_races (its versions are rotated too; the checks look at ours)
     made = shell(
         server,
         "from tests.race.bulk import populate; "
@@ -79,7 +67,7 @@ def test_expiry_concurrent_with_dek_rotation_leaves_nothing_of_destroyed_version
     result = shell(
         server,
         "import json; from tests.race.bulk import check; "
-        f"check(doomed=json.load(open({str(doomed_file)!r})), copy={copy!r})",
+        f"check(doomed=json.load(open({str(doomed_file)!r})), copy={copy!r}, key_id={made['key_id']!r})",
     )
     print(f"shredding under concurrency: {result}")
     assert expiry.returncode == 0, expiry_err[-2000:]
