@@ -198,3 +198,21 @@ class RotationJob(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind}[{self.scope}] {self.state} {self.processed}/{self.total}"
+
+
+class RotationLease(models.Model):
+    """The fencing token of a running job that writes the default database (default database).
+
+    Mirrors the owner of a :class:`RotationJob` lease (which lives on kek).  A
+    batch that moves secret versions checks, row-locked inside its own default
+    transaction, that it still names this process; a takeover or a release
+    rewrites it first.  So a process frozen past its lease can never commit a
+    batch after another process took the job over (``services.jobs``).
+    """
+
+    job_id = models.UUIDField(primary_key=True)
+    owner = models.CharField(max_length=128, blank=True, default="")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"lease of job {self.job_id}: {self.owner or '(released)'}"
