@@ -14,14 +14,14 @@ the loser gets :class:`JobBusy`, and so does a loser of the
 time: ``all``, ``key:K`` and ``secret:S`` overlap, and ``revoke_key``'s inner
 DEK rotation is such a job too.
 
-**Leases.**  The owner of a lease is ``host:pid-namespace:pid:random`` (see
-:func:`lease_owner`); two containers with the same hostname, each running the
-command as pid 1, still differ (namespace and random part).  A lease is
+**Leases.**  The owner of a lease is ``host:boot-id:pid-namespace:pid:random``
+(see :func:`lease_owner`); two containers with the same hostname, each running
+the command as pid 1, still differ (namespace or boot id, and random part).  A lease is
 renewed after every committed batch (:func:`job_advance`, a compare-and-set
 on the owner, which raises :class:`LeaseLost` when another process took the
 job over) and by a heartbeat thread (:func:`job_heartbeat`) between batches.
 It is taken over only when it has expired, or at once when its owner is a
-process of *this* host and pid namespace that no longer exists (a re-run
+process of *this* machine (boot id) and pid namespace that no longer exists (a re-run
 right after a ``kill -9``).  ``rotation_jobs --release`` drops a stuck lease.
 
 **Fencing a stale owner.**  A process frozen for longer than its lease may
@@ -86,8 +86,16 @@ def _pid_namespace() -> str:
         link = os.readlink("/proc/self/ns/pid")
     except OSError:
         return "-"
-    digits = re.sub(r"\D", "", link)
-    return digits or "-"
+    return re.sub(r"\D", "", link) or "-"
+
+
+def _boot_id() -> str:
+    """This machine's boot id (shared by its containers, different on every other machine)."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as handle:
+            return re.sub(r"[^0-9a-f]", "", handle.read().lower())[:12] or "-"
+    except OSError:
+        return "-"
 
 
 _owner_lock = threading.Lock()
@@ -95,10 +103,10 @@ _owner: tuple[int, str] | None = None
 
 
 def lease_owner() -> str:
-    """This process's lease owner: ``host:pid-namespace:pid:random`` (one per process).
+    """This process's lease owner, ``host:boot-id:pid-namespace:pid:random`` (one per process).
 
-    ``HKMS_JOB_OWNER_PREFIX`` replaces ``host:pid-namespace:pid`` (tests simulate two
-    containers with the same hostname and pid with it); the random part stays.
+    ``HKMS_JOB_OWNER_PREFIX`` replaces ``host:boot-id:pid-namespace:pid`` (tests
+    simulate nodes with the same hostname and pid with it); the random part stays.
     """
     global _owner
     pid = os.getpid()
@@ -106,30 +114,35 @@ def lease_owner() -> str:
         if _owner is None or _owner[0] != pid:  # a forked child gets its own identity
             prefix = os.environ.get("HKMS_JOB_OWNER_PREFIX", "").strip()
             if not prefix:
-                prefix = f"{socket.gethostname()}:{_pid_namespace()}:{pid}"
+                prefix = f"{socket.gethostname()[:48]}:{_boot_id()}:{_pid_namespace()}:{pid}"
             _owner = (pid, f"{prefix}:{secrets.token_hex(6)}")
         return _owner[1]
 
 
-def _owner_parts(owner: str) -> tuple[str, str, str, str] | None:
-    parts = owner.rsplit(":", 3)
-    if len(parts) != 4:
-        return None
-    return parts[0], parts[1], parts[2], parts[3]
+def _owner_parts(owner: str) -> list[str] | None:
+    parts = owner.rsplit(":", 4)
+    return parts if len(parts) == 5 else None
 
 
 def lease_alive(job: RotationJob) -> bool:
-    """Whether ``job``'s lease protects it from a takeover by this process."""
+    """Whether ``job``'s lease protects it from a takeover by this process.
+
+    Expired or released: no.  Otherwise yes, except when the owner ran on this
+    machine (same boot id) in this pid namespace and its pid is gone: the fast
+    takeover after a ``kill -9``.  Two containers with the same hostname, each
+    running as pid 1, differ by pid namespace (same machine) or boot id (two
+    machines), so neither ever takes the other's live lease.
+    """
     if not job.lease_owner or job.lease_until is None or job.lease_until < timezone.now():
         return False
     theirs, mine = _owner_parts(job.lease_owner), _owner_parts(lease_owner())
     if theirs is None or mine is None:
         return True
-    same_namespace = theirs[0] == mine[0] and theirs[1] == mine[1] and theirs[1] != "-"
-    if same_namespace and theirs[2].isdigit():
-        if theirs[2] == mine[2]:
+    same_namespace = theirs[:3] == mine[:3] and "-" not in (theirs[1], theirs[2])
+    if same_namespace and theirs[3].isdigit():
+        if theirs[3] == mine[3]:
             return False  # our own pid in our own namespace, another random part: a dead predecessor
-        return pid_alive(int(theirs[2]))
+        return pid_alive(int(theirs[3]))
     return True  # another machine or container: only expiry tells
 
 
