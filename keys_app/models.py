@@ -156,9 +156,10 @@ class RotationJob(models.Model):
     """A resumable rotation: a cursor advanced after each committed batch (kek database).
 
     One running job per ``(kind, scope)``: re-running an interrupted command
-    finds the job and continues from ``cursor``.  ``lease_owner`` /
-    ``lease_until`` stop two live processes from running the same job; a lease
-    whose owner died (same host, process gone) or expired is taken over.
+    finds the job and continues from ``cursor``.  ``lease_owner``
+    (``host:boot-id:pid-namespace:pid:random``) / ``lease_until`` stop two live
+    processes from running the same job; a lease that expired, or whose owner
+    died on this machine and pid namespace, is taken over (``services.jobs``).
     """
 
     class Kind(models.TextChoices):
