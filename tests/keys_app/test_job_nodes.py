@@ -1,7 +1,7 @@
 """Rotation jobs on two "nodes" started within a millisecond: exactly one runs, nothing is lost.
 
 Each round starts two processes (``tests.keys_app.nodes``) that set Django up,
-then call their command at the same agreed instant on one real installation
+then pass a barrier together and call their command on one real installation
 (three SQLite files, or fresh PostgreSQL databases with ``HKMS_TEST_POSTGRES=1``).
 The node that loses the claim must print one line and exit 75 (EX_TEMPFAIL),
 never a traceback; afterwards every payload reads back unchanged and
@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -23,12 +24,13 @@ EXIT_BUSY = 75
 
 
 def start_nodes(inst, *nodes: tuple[list[str], dict[str, str]]):
-    at = f"{time.time() + 2.0:.3f}"  # after both have set Django up
+    """Run each ``(command, env)`` as a node; they pass a barrier together after Django's set-up."""
+    barrier = Path(tempfile.mkdtemp(dir=inst.data_dir))
     processes = [
         subprocess.Popen(
-            [PYTHON, "-m", "tests.keys_app.nodes", at, *args],
+            [PYTHON, "-m", "tests.keys_app.nodes", str(barrier), str(len(nodes)), *args],
             cwd=REPO,
-            env={**inst.env, "HKMS_TEST_HOLD_AFTER_CLAIM": "1", **env},
+            env={**inst.env, "HKMS_TEST_HOLD_AFTER_CLAIM": "0.5", **env},
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
