@@ -22,10 +22,11 @@ handing over is always safe.  It hands over when:
 * the region is unknown, the revision or an id is malformed, the by-path arguments do
   not validate;
 * the token does not authenticate, or its address is over the failed-token limit;
-* the version, secret or key is not in the plain readable state: version not
-  ``enabled``, expired by time, ``expires_once_accessed`` (the general path marks it
-  accessed and records the event in one transaction: exactly once), secret scheduled
-  for deletion, key not ``enabled``, region mismatch;
+* the version is not readable by the rules every read path applies
+  (``secrets_app.states.version_readable``: expired, not ``enabled``, secret scheduled
+  for deletion, key not ``enabled``, destroyed), or it is ``expires_once_accessed``
+  (the general path marks it accessed and records the event in one transaction:
+  exactly once), or the secret is in another region;
 * the principal may not read the secret (the general path audits the refusal);
 * decryption fails for any reason (DEK destroyed or rotated meanwhile, key disabled,
   tampering, sealed root key): the general path retries or answers the error;
@@ -71,9 +72,9 @@ from hkms_site.api.common import b64encode
 from hkms_site.api.throttling import PrincipalThrottle
 from hkms_site.audit.services import audit_record_committed
 from keys_app import crypto
-from keys_app.models import Key, KeyState
+from keys_app.models import Key
 from keys_app.services.material import dek_material
-from secrets_app import storage, validation
+from secrets_app import states, storage, validation
 from secrets_app.models import Secret, SecretVersion, VersionStatus
 
 log = logging.getLogger("hkms.api")
@@ -110,6 +111,31 @@ class _KeyRef:
         self.primary_version = primary_version
 
 
+class _SecretRow:
+    """What ``states.version_readable`` reads of a secret."""
+
+    __slots__ = ("deletion_requested_at", "id", "key")
+
+    def __init__(self, id: uuid.UUID, deletion_requested_at: Any, key: _KeyRef) -> None:
+        self.id = id
+        self.deletion_requested_at = deletion_requested_at
+        self.key = key
+
+
+class _VersionRow:
+    """What ``states.version_readable`` reads of a version.  The query compares ``expires_at``
+    with the request's time itself; the row carries ``now`` when it is due (``None`` if not),
+    and ``now`` for ``accessed_at`` when set: the same answers to the same checks."""
+
+    __slots__ = ("accessed_at", "ciphertext", "dek_id", "expires_at", "expires_once_accessed", "revision", "status")
+
+    def __init__(
+        self, revision: int, status: str, ciphertext: Any, dek_id: Any, once: bool, expires_at: Any, accessed_at: Any
+    ) -> None:
+        self.revision, self.status, self.ciphertext, self.dek_id = revision, status, ciphertext, dek_id
+        self.expires_once_accessed, self.expires_at, self.accessed_at = bool(once), expires_at, accessed_at
+
+
 class _ThrottleRequest:
     """What ``PrincipalThrottle`` reads of a request: the user (and the address for its ident)."""
 
@@ -123,7 +149,7 @@ class _ThrottleRequest:
 # --- the one query ---------------------------------------------------------------------------
 _COLUMNS = (
     "v.revision, v.status, v.ciphertext, v.dek_id, v.data_crc32, v.expires_once_accessed, "
-    "(v.expires_at IS NOT NULL AND v.expires_at <= %s), "
+    "(v.expires_at IS NOT NULL AND v.expires_at <= %s), v.accessed_at IS NOT NULL, "
     "s.id, s.project_id, s.region, s.type, s.deletion_requested_at, k.id, k.state, k.primary_version"
 )
 _sql: dict[tuple[str, str], str] = {}
@@ -221,7 +247,7 @@ def serve(request: HttpRequest) -> HttpResponse | None:
     token = meta.get(TOKEN_HEADER)
     if token is None or request.method != "GET" or meta.get("HTTP_ACCEPT", "") not in _PLAIN_ACCEPT:
         return None
-    if "HTTP_COOKIE" in meta:  # a console session rides along: its middleware decides (2FA gate, …)
+    if meta.get("HTTP_COOKIE"):  # a console session rides along: its middleware decides (2FA gate, …)
         return None
     target = _target(request)
     if target is None:
@@ -242,21 +268,21 @@ def serve(request: HttpRequest) -> HttpResponse | None:
         row = cursor.fetchone()
     if row is None:
         return None
-    (revision, status, ciphertext, dek_id, crc32, once, expired,
+    (revision, status, ciphertext, dek_id, crc32, once, expired, accessed,
      secret_id, project_id, secret_region, secret_type, deletion_requested_at,
      key_id, key_state, primary_version) = row  # fmt: skip
-    if (
-        status != VersionStatus.ENABLED
-        or once
-        or expired
-        or ciphertext is None
-        or dek_id is None
-        or secret_region != region
-        or deletion_requested_at is not None
-        or key_state != KeyState.ENABLED
-    ):
+    if once or secret_region != region:  # once: consumed in the general path's transaction
         return None
-    secret_id, project_id, dek_id = _as_uuid(secret_id), _as_uuid(project_id), _as_uuid(dek_id)
+    secret_id, project_id = _as_uuid(secret_id), _as_uuid(project_id)
+    key = _KeyRef(_as_uuid(key_id), key_state, primary_version)
+    due, read = (now if expired else None), (now if accessed else None)
+    version = _VersionRow(revision, status, ciphertext, dek_id, once, due, read)
+    try:  # the read rules every read path applies (race-secrets' state machine)
+        secret = _SecretRow(secret_id, deletion_requested_at, key)
+        states.version_readable(cast(Secret, secret), cast(SecretVersion, version), now)
+    except Exception:
+        return None
+    dek_id = _as_uuid(dek_id)
     api_key = entry.api_key
     user = api_key.user
     principal = Principal(
@@ -270,7 +296,7 @@ def serve(request: HttpRequest) -> HttpResponse | None:
     if not can(principal, Action.SECRET_READ, _SecretRef(secret_id, project_id)):
         return None
     try:
-        material = dek_material(key=cast(Key, _KeyRef(_as_uuid(key_id), key_state, primary_version)), dek_id=dek_id)
+        material = dek_material(key=cast(Key, key), dek_id=dek_id)
         data = crypto.open_(material, bytes(ciphertext), context=storage.payload_context(secret_id, revision, dek_id))
     except Exception:  # destroyed, rotated meanwhile, disabled, tampered, sealed: the general path
         return None
