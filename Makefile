@@ -36,11 +36,11 @@ bootstrap: migrate
 	$(BIN)/python manage.py bootstrap_admin
 
 # The server is scripts/serve.sh: granian, WORKERS processes x THREADS Python threads (default
-# 2 x 2), HTTP parsed in Rust so that slow clients hold no Python thread, and a client that has
+# 2 x 8), HTTP parsed in Rust so that slow clients hold no Python thread, and a client that has
 # not sent its headers within 10 s is disconnected.  docs/performance.md has the measurements
 # (granian against gunicorn sync and gthread) and how to reproduce them.
 run: bootstrap
-	BIN=$(BIN) HOST=$(HOST) PORT=$(PORT) WORKERS=$(WORKERS) THREADS=$${THREADS:-2} scripts/serve.sh
+	BIN=$(BIN) HOST=$(HOST) PORT=$(PORT) WORKERS=$(WORKERS) THREADS=$${THREADS:-8} scripts/serve.sh
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

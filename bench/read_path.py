@@ -95,7 +95,7 @@ P99_TARGET = 2.0
 
 #: The server flags of ``make run`` (keep in step with the Makefile's run target).
 DEFAULT_WORKERS = 2
-DEFAULT_THREADS = 2
+DEFAULT_THREADS = 8
 
 _DB_ENV = ("DATABASE_URL", "KEK_DATABASE_URL", "DEK_DATABASE_URL", "HKMS_TEST_POSTGRES", "HKMS_ROOT_KEY_FILE")
 

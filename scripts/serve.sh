@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The production server of `make run` (also started by bench/read_path.py and the slow-client
 # test, so that what is measured and tested is what runs): granian, a Rust HTTP server, with
-# WORKERS processes (default 2) of THREADS Python threads each (default 2).
+# WORKERS processes (default 2) of THREADS Python threads each (default 8: concurrent reads of a
+# worker then share one audit commit, which PostgreSQL needs — see docs/performance.md).
 #
 # Why granian (docs/performance.md has the figures): it parses HTTP in Rust on an async
 # runtime and hands a request to a Python thread only once its headers have arrived, so slow
@@ -24,7 +25,7 @@ else
 fi
 exec "$BIN/granian" --interface wsgi \
   --host "${HOST:-127.0.0.1}" --port "${PORT:-8000}" \
-  --workers "${WORKERS:-2}" --blocking-threads "${THREADS:-2}" --runtime-threads 1 \
+  --workers "${WORKERS:-2}" --blocking-threads "${THREADS:-8}" --runtime-threads 1 \
   --http 1 --http1-header-read-timeout "${HEADER_TIMEOUT_MS:-10000}" \
   --workers-kill-timeout 10 --respawn-failed-workers \
   "${access_log[@]}" \

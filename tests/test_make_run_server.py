@@ -29,7 +29,7 @@ def server(tmp_path_factory):
     live = LiveServer(
         tmp_path_factory.mktemp("make-run"),
         command=[str(ROOT / "scripts" / "serve.sh")],
-        extra_env={"WORKERS": "2", "THREADS": "2", "HEADER_TIMEOUT_MS": str(HEADER_TIMEOUT_MS), "ACCESS_LOG": "0",
+        extra_env={"HEADER_TIMEOUT_MS": str(HEADER_TIMEOUT_MS), "ACCESS_LOG": "0",  # make run's workers, threads
                    "BIN": str(Path(sys.executable).parent)},
     )  # fmt: skip
     live.start()
