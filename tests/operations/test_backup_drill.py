@@ -69,10 +69,18 @@ def fresh_installation(tmp_path):
     """Environment of an empty installation: a new data dir, and new PostgreSQL databases when enabled."""
     data_dir = tmp_path / "restored"
     data_dir.mkdir()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "KEK_DATABASE_URL",
-                                                                     "DEK_DATABASE_URL", "HKMS_ROOT_KEY_FILE"))}
-    env.update({"HKMS_DATA_DIR": str(data_dir), "DJANGO_SETTINGS_MODULE": "hkms_site.settings",
-                "HKMS_ROOT_KEY_PROVIDER": "file"})
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("DATABASE_URL", "KEK_DATABASE_URL", "DEK_DATABASE_URL", "HKMS_ROOT_KEY_FILE"))
+    }
+    env.update(
+        {
+            "HKMS_DATA_DIR": str(data_dir),
+            "DJANGO_SETTINGS_MODULE": "hkms_site.settings",
+            "HKMS_ROOT_KEY_PROVIDER": "file",
+        }
+    )
     names = []
     if postgres_enabled():
         suffix = uuid.uuid4().hex[:10]
@@ -130,8 +138,14 @@ def test_restore_drill_old_backup_after_rotating_every_level(project, tmp_path, 
     shutil.copy(settings.HKMS_ROOT_KEY_OPTIONS["file"]["path"], data_dir / "root_keyring.json")
     os.chmod(data_dir / "root_keyring.json", 0o600)
     script = f"ARCHIVE = {str(archive)!r}; KEY = {str(private)!r}\n" + READ_BACK
-    result = subprocess.run([sys.executable, "manage.py", "shell", "-c", script], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", script],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     restored = json.loads(result.stdout.split("PAYLOADS ", 1)[1])
     assert restored == before  # every old payload, identical; nothing written after the backup
@@ -144,4 +158,3 @@ def test_restore_drill_old_backup_after_rotating_every_level(project, tmp_path, 
     run("forget_backup", manifest["backup_id"], "--yes")
     assert keyring_versions() == {2}
     assert BackupRecord.objects.using("kek").get(id=manifest["backup_id"]).state == "forgotten"
-
