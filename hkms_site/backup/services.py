@@ -331,6 +331,9 @@ def backup_restore(
     if not archive.is_file():
         raise BackupError(f"{archive} does not exist")
     kind = snapshot.engine()
+    if kind == "sqlite":  # a data dir that does not exist yet is the emptiest installation
+        for alias in snapshot.ALIASES:
+            Path(str(connections[alias].settings_dict["NAME"])).parent.mkdir(parents=True, exist_ok=True)
     contents = installation_contents()
     if contents:
         held = ", ".join(f"{n} {label}" for label, n in contents.items())
