@@ -355,3 +355,11 @@ def test_batch_size_must_be_positive(secrets):
 def test_commands_on_an_uninitialised_hierarchy(db):
     message = one_sentence_error("rotate_root_key")
     assert "init_hierarchy" in message
+
+
+def test_revoke_key_with_an_unwritable_report_path_changes_nothing(secrets, project, tmp_path):
+    message = one_sentence_error(
+        "revoke_key", str(project.default_key_id), "--reason", "x", "--yes", "--report", str(tmp_path / "no" / "r.json")
+    )
+    assert message.startswith(f"cannot write the report to {tmp_path / 'no' / 'r.json'}")
+    assert KekVersion.objects.using("kek").get(key_id=project.default_key_id, version=1).state == "enabled"

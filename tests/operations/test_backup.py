@@ -158,3 +158,15 @@ def test_backup_retries_a_snapshot_with_dangling_references(project, tmp_path, m
     assert message.startswith(f"the databases changed under the backup {services.ATTEMPTS} times")
     assert not (tmp_path / "c.tar").exists()
     assert BackupRecord.objects.using("kek").count() == 1  # the failed backup retains nothing
+
+
+@pytest.mark.django_db(databases=["default", "kek", "dek"])
+def test_a_root_key_version_the_provider_lacks_or_does_not_match_is_refused(hierarchy):
+    held = {"version": 1, "provider": "file", "check_value": bytes(hierarchy.check_value).hex(), "state": "active"}
+    assert services.provider_check([held], [1]) == []
+    with pytest.raises(services.BackupError) as info:
+        services.provider_check([{**held, "version": 7}], [7])
+    assert str(info.value).startswith("REK version 7 (file provider) is not available: root key version 7 is not in")
+    with pytest.raises(services.BackupError) as info:
+        services.provider_check([{**held, "check_value": "00" * 16}], [1])
+    assert "does not match the check value" in str(info.value)
