@@ -26,14 +26,13 @@ from django.utils import timezone
 from hkms_site.backup.models import BackupRecord
 
 
-def rek_versions_retained() -> set[int]:
-    """REK versions named by a retained backup."""
+def rek_versions_retained(*, excluding: Any = None) -> set[int]:
+    """REK versions named by a retained backup (other than ``excluding``, a backup id)."""
     retained: set[int] = set()
-    for versions in (
-        BackupRecord.objects.using("kek")
-        .filter(state=BackupRecord.State.RETAINED)
-        .values_list("rek_versions", flat=True)
-    ):
+    records = BackupRecord.objects.using("kek").filter(state=BackupRecord.State.RETAINED)
+    if excluding is not None:
+        records = records.exclude(id=excluding)
+    for versions in records.values_list("rek_versions", flat=True):
         retained.update(int(v) for v in versions)
     return retained
 
@@ -42,7 +41,7 @@ def rek_version_retained(version: int) -> bool:
     return version in rek_versions_retained()
 
 
-def rek_release_unneeded(*, dry_run: bool = False) -> list[int]:
+def rek_release_unneeded(*, dry_run: bool = False, excluding: Any = None) -> list[int]:
     """Destroy the provider material of retired REK versions that no retained backup needs.
 
     Idempotent (a version whose material is already gone is skipped), so a crash
@@ -52,7 +51,7 @@ def rek_release_unneeded(*, dry_run: bool = False) -> list[int]:
     from keys_app.providers import RootKeyUnavailable, get_provider
     from keys_app.services.root import forget_verified_root_keys
 
-    retained = rek_versions_retained()
+    retained = rek_versions_retained(excluding=excluding)
     destroyed = []
     for row in RootKeyVersion.objects.using("kek").filter(state=RootKeyVersion.State.RETIRED).order_by("version"):
         if row.version in retained:
@@ -86,11 +85,7 @@ def backup_forget(*, principal: Any, backup_id: Any, dry_run: bool = False) -> d
     if record is None:
         raise ObjectNotFound("backup", backup_id)
     if dry_run:
-        others = rek_versions_retained() - (set(record.rek_versions) if record.state == "retained" else set())
-        from keys_app.models import RootKeyVersion
-
-        retired = RootKeyVersion.objects.using("kek").filter(state=RootKeyVersion.State.RETIRED)
-        doomed = sorted(v for v in retired.values_list("version", flat=True) if v not in others)
+        doomed = rek_release_unneeded(dry_run=True, excluding=record.id)
         return {"backup_id": str(record.id), "dry_run": True, "would_destroy_rek_versions": doomed}
     with transaction.atomic(using="kek"):
         BackupRecord.objects.using("kek").filter(id=record.id).update(

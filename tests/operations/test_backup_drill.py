@@ -153,6 +153,8 @@ def test_restore_drill_old_backup_after_rotating_every_level(project, tmp_path, 
     assert keyring_kept == {1}
 
     # Forgetting the backup destroys REK v1 for good: the archive can no longer be opened anywhere.
+    plan = json.loads(run("forget_backup", manifest["backup_id"], "--dry-run", "--json"))
+    assert plan["would_destroy_rek_versions"] == [1] and keyring_versions() == {1, 2}
     with pytest.raises(CommandError, match=r"^refusing without confirmation"):
         call_command("forget_backup", manifest["backup_id"], stdout=StringIO())
     run("forget_backup", manifest["backup_id"], "--yes")
