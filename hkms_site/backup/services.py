@@ -177,7 +177,7 @@ def _snapshot_until_consistent(
         say(f"snapshot attempt {attempt}: default, dek, kek")
         try:
             with taker(workdir) as (files, query):
-                facts = snapshot.check_references(query)
+                facts = snapshot.check_references(query, kind)
                 dangling = facts["dangling"]
                 if dangling:
                     raise _Dangling()  # no dump of an inconsistent snapshot

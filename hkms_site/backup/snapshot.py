@@ -44,6 +44,13 @@ Query = Callable[[str, str], list[tuple[Any, ...]]]
 SQL_KEKS = "SELECT key_id, version, rek_version, state FROM {}"
 SQL_REKS = "SELECT version, provider, check_value, state FROM {}"
 SQL_VERSIONS = "SELECT dek_id, status FROM {} WHERE dek_id IS NOT NULL"
+SQL_TABLES = {
+    "sqlite": "SELECT name FROM sqlite_master WHERE type = 'table'",
+    "postgresql": "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()",
+}
+#: Other kek tables whose rows are wrapped by a REK version (``version``, ``rek_version`` columns),
+#: when the installation has them: the audit chain's key.
+REK_WRAPPED_TABLES = {"audit_auditkey": "audit key"}
 
 
 class SnapshotError(Exception):
@@ -80,7 +87,7 @@ def _id(value: Any) -> uuid.UUID:
     return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
 
 
-def check_references(query: Query) -> dict[str, Any]:
+def check_references(query: Query, kind: str = "sqlite") -> dict[str, Any]:
     """Counts, REK versions needed, and every reference that does not resolve in the snapshots.
 
     ``dangling`` lists references that make a secret version or a KEK version
@@ -123,6 +130,14 @@ def check_references(query: Query) -> dict[str, Any]:
         needed.add(rek_version)
         if rek_version not in reks:
             dangling.append(f"KEK version {version} of key {key_id}: REK version {rek_version} is not recorded")
+    kek_tables = {str(row[0]) for row in query("kek", SQL_TABLES[kind])}
+    for table, what in REK_WRAPPED_TABLES.items():
+        if table not in kek_tables:
+            continue
+        for version, rek_version in query("kek", f'SELECT version, rek_version FROM "{table}"'):  # noqa: S608
+            needed.add(int(rek_version))
+            if int(rek_version) not in reks:
+                dangling.append(f"{what} version {version}: REK version {rek_version} is not recorded")
     head = query("default", f"SELECT last_seq, last_hash FROM {t['audit_head']} WHERE id = 1")  # noqa: S608
     counts = {
         name: int(query(alias, f"SELECT COUNT(*) FROM {t[name]}")[0][0])  # noqa: S608

@@ -105,6 +105,19 @@ def test_check_references_finds_dangling_references_and_the_rek_versions_needed(
         )
     )
     assert broken["dangling"] == [f"DEK {DEK}: KEK version 1 of key {KEY} is not in the kek snapshot"]
+    # The audit chain's key, when the installation has one, is wrapped by a REK version too.
+    audited = snapshot.check_references(
+        fake_query(
+            {
+                "sqlite_master": [("audit_auditkey",), ("keys_app_kekversion",)],
+                '"audit_auditkey"': [(1, 2), (2, 4)],
+                "check_value": [(2, "file", b"\x01", "active")],
+                "COUNT(*)": [(0,)],
+            }
+        )
+    )
+    assert audited["rek_versions_needed"] == [2, 4]
+    assert audited["dangling"] == ["audit key version 2: REK version 4 is not recorded"]
 
 
 # --- commands ----------------------------------------------------------------------------------
@@ -141,8 +154,8 @@ def test_backup_retries_a_snapshot_with_dangling_references(project, tmp_path, m
     real = snapshot.check_references
     calls = []
 
-    def flaky(query):
-        facts = real(query)
+    def flaky(query, kind):
+        facts = real(query, kind)
         calls.append(1)
         return {**facts, "dangling": ["DEK x: moved under the backup"]} if len(calls) == 1 else facts
 
@@ -153,7 +166,9 @@ def test_backup_retries_a_snapshot_with_dangling_references(project, tmp_path, m
     assert manifest["snapshot_attempts"] == 2 and len(calls) == 2
     assert BackupRecord.objects.using("kek").get(id=manifest["backup_id"]).rek_versions == [1]
 
-    monkeypatch.setattr(snapshot, "check_references", lambda query: {**real(query), "dangling": ["DEK y: gone"]})
+    monkeypatch.setattr(
+        snapshot, "check_references", lambda query, kind: {**real(query, kind), "dangling": ["DEK y: gone"]}
+    )
     message = error("backup", str(tmp_path / "c.tar"))
     assert message.startswith(f"the databases changed under the backup {services.ATTEMPTS} times")
     assert not (tmp_path / "c.tar").exists()
