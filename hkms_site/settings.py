@@ -64,6 +64,9 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: an outage answer (503) drops this thread's database connections and re-runs the
+    # request once where that is safe (hkms_site.outage).
+    "hkms_site.outage.DatabaseOutageMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "hkms_site.console.middleware.SecurityHeadersMiddleware",
@@ -269,7 +272,7 @@ CSRF_COOKIE_HTTPONLY = True  # the console has no script that needs to read it
 CSRF_COOKIE_SAMESITE = "Lax"
 SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env_bool("HKMS_SECURE_COOKIES", HKMS_PRODUCTION)
 SECURE_SSL_REDIRECT = env_bool("HKMS_SSL_REDIRECT", HKMS_PRODUCTION)
-SECURE_REDIRECT_EXEMPT = [r"^health$"]  # load balancers probe over plain HTTP
+SECURE_REDIRECT_EXEMPT = [r"^health(/live|/ready)?$"]  # load balancers probe over plain HTTP
 SECURE_HSTS_SECONDS = env_int("HKMS_HSTS_SECONDS", 31_536_000 if HKMS_PRODUCTION else 0, minimum=0)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("HKMS_HSTS_INCLUDE_SUBDOMAINS", True)
 SECURE_HSTS_PRELOAD = env_bool("HKMS_HSTS_PRELOAD", HKMS_PRODUCTION)

@@ -19,6 +19,7 @@ from rest_framework import exceptions as drf
 from rest_framework.response import Response
 
 from hkms_site.errors import ServiceError
+from hkms_site.outage import api_outage_response
 from keys_app import errors as hierarchy
 from keys_app.services.seal import ShareRefused
 
@@ -45,6 +46,9 @@ def _validation_fields(detail: Any) -> dict[str, Any]:
 
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
+    outage = api_outage_response(exc, context)  # a database or the shared cache is unreachable: 503
+    if outage is not None:
+        return outage  # type: ignore[no-any-return]
     if isinstance(exc, ServiceError):
         return scaleway_error(exc.status, exc.as_scaleway())
     for cls, status, kind in _HIERARCHY_STATUS:
