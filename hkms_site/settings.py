@@ -7,6 +7,7 @@ machine; ``manage.py check`` (system checks ``hkms.E0xx``/``hkms.W0xx`` in
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 import tempfile
@@ -256,7 +257,16 @@ _CACHE_PREFIX = env_str("HKMS_CACHE_KEY_PREFIX", "hkms")
 CACHES = {"default": cache_from_url("HKMS_CACHE_URL", _CACHE_URL, key_prefix=_CACHE_PREFIX)}
 HKMS_SHARED_CACHE = CACHES["default"]["BACKEND"] != "django.core.cache.backends.locmem.LocMemCache"
 
-# Failed X-Auth-Token attempts allowed per client address per minute before 429.
+# Reverse proxies whose X-Forwarded-For is believed (CIDRs, comma-separated; empty: none, the
+# client address is REMOTE_ADDR).  The client is the rightmost address not in this list.
+HKMS_TRUSTED_PROXIES = env_list("HKMS_TRUSTED_PROXIES", [])
+for _cidr in HKMS_TRUSTED_PROXIES:
+    try:
+        ipaddress.ip_network(_cidr, strict=False)
+    except ValueError as _exc:
+        raise ImproperlyConfigured(f"HKMS_TRUSTED_PROXIES: {_exc}") from None
+# Failed X-Auth-Token attempts allowed per client address per minute; further *failures* get 429,
+# valid keys from that address are still served.
 HKMS_AUTH_FAILURES_PER_MINUTE = env_int("HKMS_AUTH_FAILURES_PER_MINUTE", 30, minimum=1)
 
 REST_FRAMEWORK: dict[str, Any] = {
