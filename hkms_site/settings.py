@@ -66,6 +66,7 @@ INSTALLED_APPS = [
     "hkms_site",
     "hkms_site.access",
     "hkms_site.audit",
+    "hkms_site.cluster",
     "keys_app",
     "secrets_app",
     "django_otp",
@@ -77,6 +78,8 @@ MIDDLEWARE = [
     # First: an outage answer (503) drops this thread's database connections and re-runs the
     # request once where that is safe (hkms_site.outage).
     "hkms_site.outage.DatabaseOutageMiddleware",
+    # A seal on any node seals this one within HKMS_SEAL_CHECK_SECONDS (shamir provider only).
+    "hkms_site.cluster.seal.ClusterSealMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "hkms_site.console.middleware.SecurityHeadersMiddleware",
@@ -210,6 +213,10 @@ HKMS_ROOT_KEY_OPTIONS: dict[str, dict[str, Any]] = {
         "pin_file": env_str("HKMS_PKCS11_PIN_FILE"),
     },
 }
+
+# Seconds between two reads of the cluster seal epoch per process (hkms_site.cluster.seal): the
+# bound on how long a node keeps serving after `seal` ran on another node; 0 reads it every request.
+HKMS_SEAL_CHECK_SECONDS = env_int("HKMS_SEAL_CHECK_SECONDS", 1, minimum=0)
 
 # --- unwrapped-key cache (process memory only) ----------------------------------------
 HKMS_KEY_CACHE_SIZE = env_int("HKMS_KEY_CACHE_SIZE", 10_000, minimum=0)
