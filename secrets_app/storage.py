@@ -20,6 +20,7 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
+from hkms_site.cluster.revisions import revision_next
 from keys_app import crypto
 from keys_app.errors import IntegrityError, KeyMaterialUnavailable
 from keys_app.models import Key, KeyState
@@ -101,7 +102,7 @@ def secret_version_create(
     dek, material = dek_create(key=secret.key, owner_id=version_id)
     with transaction.atomic():
         locked = Secret.objects.select_for_update().get(id=secret.id)
-        revision = locked.version_count + 1
+        revision = revision_next(secret_id=locked.id, version_count=locked.version_count)  # never reused
         version = SecretVersion.objects.create(
             id=version_id,
             secret=locked,
