@@ -184,8 +184,11 @@ class DatabaseOutageMiddleware:
             except Exception:  # too large, or a broken stream: the view answers it as usual
                 replayable = False
         counter = _StatementCounter()
-        with counter.installed():
+        if safe:  # re-run whatever happened: no need to count (and no cost on the read path)
             response = self.get_response(request)
+        else:
+            with counter.installed():
+                response = self.get_response(request)
         cause = getattr(response, _MARK, None)
         if cause is None:
             return response

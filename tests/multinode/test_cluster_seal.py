@@ -134,3 +134,51 @@ def test_a_node_without_the_current_root_key_is_unhealthy_and_says_no_path(proje
     health = APIClient().get("/health")
     assert health.status_code == 503 and health.json()["root_key"] == {"version": 1, "available": False}
     assert "/" not in health.content.decode().replace("/health", "")
+
+
+@pytest.fixture
+def keeper_node(settings):
+    """This process as a worker of a node whose REK is held by a seal keeper (a thread here)."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from tests.providers.test_keeper import start_keeper, stop_keeper
+
+    directory = Path(tempfile.mkdtemp(prefix="hkms-k", dir="/tmp"))
+    server = start_keeper(directory / "keeper.sock")
+    settings.HKMS_ROOT_KEY_PROVIDER = "shamir"
+    settings.HKMS_ROOT_KEY_OPTIONS = {**settings.HKMS_ROOT_KEY_OPTIONS, "shamir": {
+        "keeper_socket": str(directory / "keeper.sock"), "shares": 5, "threshold": 3}}
+    settings.HKMS_SEAL_CHECK_SECONDS = 0
+    reset_providers()
+    forget_seen_epoch()
+    yield server
+    reset_providers()
+    forget_seen_epoch()
+    stop_keeper(server)
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.mark.django_db(transaction=True, databases=["default", "kek", "dek"])
+def test_through_the_seal_keeper_a_seal_elsewhere_seals_the_node_and_a_later_unseal_sticks(keeper_node):
+    from keys_app.errors import RootKeyError
+    from keys_app.services.seal import unseal_submit
+    from tests.providers.test_keeper import init_through_keeper, read_all, seed, wait_until
+
+    shares = init_through_keeper()
+    seed()
+    assert read_all() == [b"s3cr3t"]
+    cluster_seal_check()
+    assert not keeper_node.provider.sealed  # the epoch it was unsealed at is current
+    seal_epoch_bump()  # `seal` on another node
+    cluster_seal_check()
+    assert keeper_node.provider.sealed
+    assert wait_until(lambda: len(material.key_cache()) == 0), "the worker kept its cached keys"
+    with pytest.raises(RootKeyError, match="sealed"):
+        read_all()
+    for share in shares[:3]:
+        unseal_submit(share)
+    forget_seen_epoch()  # another worker of the node, which has not seen the new epoch yet
+    cluster_seal_check()
+    assert not keeper_node.provider.sealed and read_all() == [b"s3cr3t"]
