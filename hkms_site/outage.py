@@ -20,9 +20,9 @@ How it is answered:
 
 * the REST API (``hkms_site.api.exceptions`` calls :func:`api_outage_response`):
   ``503 {"type": "service_unavailable", "message": …}`` with ``Retry-After``;
-* console pages and anything else outside DRF (``handler500`` in ``hkms_site.urls`` is
-  :func:`server_error`): a plain-text 503 page with ``Retry-After``, never Django's
-  HTML 500;
+* anything that fails outside DRF (``handler500`` in ``hkms_site.urls`` is
+  :func:`server_error`): on an API path the same JSON 503, on console pages a plain-text
+  503 page, both with ``Retry-After``, never Django's HTML 500;
 * one log line (``hkms.outage``, WARNING) per affected request, without a traceback.
 
 How the node recovers (:class:`DatabaseOutageMiddleware`, first in ``MIDDLEWARE``):
@@ -47,13 +47,15 @@ from typing import Any
 
 from django.db import connections
 from django.db.utils import InterfaceError as DjangoInterfaceError
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 
 log = logging.getLogger("hkms.outage")
 
 #: Seconds a client is asked to wait before retrying (``Retry-After``).
 RETRY_AFTER_SECONDS = 2
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+#: Paths answered in Scaleway's JSON shape even when the failure happens outside DRF.
+API_PREFIXES = ("/secret-manager/", "/key-manager/", "/api/")
 _SQLSTATES = frozenset({"57P01", "57P02", "57P03", "25006", "53300"})
 _SQLITE_MESSAGES = ("database is locked", "unable to open database file", "disk i/o error")
 _MARK = "_hkms_dependency_unavailable"
@@ -129,11 +131,17 @@ def server_error(request: HttpRequest) -> HttpResponse:
     exc = sys.exc_info()[1]
     if dependency_unavailable(exc):
         assert exc is not None
-        response = HttpResponse(
-            "503 Service Unavailable: a database is unreachable; retry in a moment.\n",
-            status=503,
-            content_type="text/plain; charset=utf-8",
-        )
+        if request.path.startswith(API_PREFIXES):  # an API path outside DRF's handler (a middleware)
+            response: HttpResponse = JsonResponse(
+                {"type": "service_unavailable", "message": "the service is temporarily unavailable; retry later"},
+                status=503,
+            )
+        else:
+            response = HttpResponse(
+                "503 Service Unavailable: a database is unreachable; retry in a moment.\n",
+                status=503,
+                content_type="text/plain; charset=utf-8",
+            )
         return _mark(response, exc)
     from django.views.defaults import server_error as default_server_error
 

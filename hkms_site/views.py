@@ -6,7 +6,7 @@
   probes) — readiness: 200 only when this node can serve secrets now, 503 otherwise,
   always JSON::
 
-      {"status": "ok" | "sealed" | "uninitialised" | "unavailable" | "root_key_unavailable",
+      {"status": "ok" | "sealed" | "uninitialised" | "unavailable" | "root_key_unavailable" | "error",
        "initialised": bool, "sealed": bool,
        "databases": {"default": "ok" | "unavailable", "kek": …, "dek": …},
        "root_key": {"version": n, "available": bool}}
@@ -77,11 +77,13 @@ def readiness() -> tuple[int, dict[str, Any]]:
         log.warning("health: %s", exc)
         body["status"] = "root_key_unavailable"
         return 503, body
-    except Exception as exc:
-        if not dependency_unavailable(exc):
-            raise
-        close_connections()
-        body["status"] = "unavailable"
+    except Exception as exc:  # never an HTML 500 from a probe
+        if dependency_unavailable(exc):
+            close_connections()
+            body["status"] = "unavailable"
+        else:
+            log.exception("health: unexpected error")
+            body["status"] = "error"
         return 503, body
     if not body["initialised"]:
         body["status"] = "uninitialised"

@@ -161,3 +161,23 @@ def test_a_dropped_connection_is_replaced_and_safe_requests_are_rerun(project):
                        content_type="application/json")
     assert created.status_code == 200, created.content  # its first statement never reached the server
     assert Secret.objects.filter(name="after-drop").count() == 1
+
+
+def test_an_outage_outside_drf_on_an_api_path_is_json(project, unreachable, settings):
+    """A middleware (here the cluster seal check) meets the outage before DRF does."""
+    from hkms_site.cluster.seal import forget_seen_epoch
+
+    api = api_client(project)
+    settings.HKMS_ROOT_KEY_PROVIDER = "shamir"
+    settings.HKMS_SEAL_CHECK_SECONDS = 0
+    forget_seen_epoch()
+    api.raise_request_exception = False
+    unreachable("default")
+    try:
+        refused = api.get(f"{BASE}/secrets")
+    finally:
+        unreachable.restore()
+        forget_seen_epoch()
+    assert refused.status_code == 503 and refused["Retry-After"]
+    assert refused.json() == {"type": "service_unavailable",
+                              "message": "the service is temporarily unavailable; retry later"}
