@@ -19,8 +19,9 @@ from rest_framework import exceptions as drf
 from rest_framework.response import Response
 
 from hkms_site.errors import ServiceError
+from hkms_site.outage import api_outage_response
 from keys_app import errors as hierarchy
-from keys_app.services.seal import ShareRefused
+from keys_app.services.seal import ShareRefused, public_root_key_message
 
 log = logging.getLogger("hkms.api")
 
@@ -45,13 +46,20 @@ def _validation_fields(detail: Any) -> dict[str, Any]:
 
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
+    outage = api_outage_response(exc, context)  # a database or the shared cache is unreachable: 503
+    if outage is not None:
+        return outage  # type: ignore[no-any-return]
     if isinstance(exc, ServiceError):
         return scaleway_error(exc.status, exc.as_scaleway())
     for cls, status, kind in _HIERARCHY_STATUS:
         if isinstance(exc, cls):
             if status >= 500 and kind != "sealed":
                 log.error("hierarchy integrity failure: %s", exc)
-            return scaleway_error(status, {"type": kind, "message": str(exc)})
+            message = str(exc)
+            if kind == "sealed":  # the provider's text may name a key file or module: log it, say the state
+                log.warning("root key unavailable: %s", exc)
+                message = public_root_key_message(exc)
+            return scaleway_error(status, {"type": kind, "message": message})
     if isinstance(exc, RequestDataTooBig):
         return scaleway_error(413, {"type": "invalid_request_error", "message": "request body is too large"})
     if isinstance(exc, drf.ValidationError):
