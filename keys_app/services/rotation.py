@@ -27,6 +27,7 @@ from django.db import connections, models, transaction
 from django.db.models import Count, F
 from django.utils import timezone
 
+from hkms_site.audit.keys import audit_keys_rewrap
 from keys_app import crypto
 from keys_app.errors import HierarchyError, IntegrityError, KeyMaterialUnavailable
 from keys_app.models import Dek, KekVersion, Key, RootKeyVersion, RotationJob
@@ -142,6 +143,7 @@ def rek_rotate(
             job_advance(job, processed=len(batch), cursor=str(batch[-1].id))
         if progress:
             progress(job.processed, job.total)
+    audit_keys_rewrap(target=target)  # the audit key is wrapped by the REK too: move it before retiring
     retired = []
     for rek_row in RootKeyVersion.objects.using("kek").filter(version__lt=target.version).order_by("version"):
         if rek_row.state == RootKeyVersion.State.RETIRED:
