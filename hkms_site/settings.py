@@ -232,7 +232,7 @@ HKMS_AUTH_FAILURES_PER_MINUTE = env_int("HKMS_AUTH_FAILURES_PER_MINUTE", 30, min
 
 REST_FRAMEWORK: dict[str, Any] = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["hkms_site.api.parsers.JSONParser"],  # nesting limit: hkms_site.safejson
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "hkms_site.api.authentication.ApiKeyAuthentication",
         "hkms_site.api.authentication.ConsoleSessionAuthentication",
