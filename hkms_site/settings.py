@@ -313,4 +313,8 @@ SPECTACULAR_SETTINGS = {
         "securitySchemes": {"ScalewayToken": {"type": "apiKey", "in": "header", "name": "X-Auth-Token"}}
     },
     "SECURITY": [{"ScalewayToken": []}],
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "hkms_site.api.schema_hooks.add_error_responses",  # 4XX / 503 in Scaleway's shape on every operation
+    ],
 }
