@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import base64
+import fcntl
 import json
 import os
 import shutil
@@ -146,16 +147,18 @@ def test_fuzz_both_apis(api_schema, session, objects) -> None:
 def _node_modules() -> Path | None:
     if shutil.which("node") is None or shutil.which("npm") is None:
         return None
-    if not (SDK_TS / "node_modules" / "@scaleway" / "sdk-client").exists():
-        result = subprocess.run(
-            ["npm", "ci", "--no-audit", "--no-fund", "--prefix", str(SDK_TS)],
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
-        if result.returncode != 0:
-            return None
+    with (SDK_TS / ".install.lock").open("w") as lock:  # the SQLite and PostgreSQL runs share the directory
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (SDK_TS / "node_modules" / "@scaleway" / "sdk-client").exists():
+            result = subprocess.run(
+                ["npm", "ci", "--no-audit", "--no-fund", "--prefix", str(SDK_TS)],
+                capture_output=True,
+                text=True,
+                timeout=300,
+                check=False,
+            )
+            if result.returncode != 0:
+                return None
     return SDK_TS / "node_modules"
 
 
