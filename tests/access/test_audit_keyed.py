@@ -265,3 +265,11 @@ def test_the_keyed_hash_is_hmac_sha256():
     key = bytes(range(32))
     expected = hmac.new(key, b"hkms-audit\x001.3\x00" + b"p" * 64 + b"\x00" + b"{}", "sha256").hexdigest()
     assert formats.keyed_raw(key, 3)("p" * 64, b"{}") == expected
+
+
+def test_rotate_audit_key_command(keyed, capsys):
+    call_command("rotate_audit_key")
+    assert f"version {keyed + 1}" in capsys.readouterr().out
+    event = AuditEvent.objects.order_by("-seq").first()  # the command's own audit event
+    assert event.action == "command.rotate_audit_key" and event.hash_version == f"1.{keyed + 1}"
+    assert audit_verify()["status"] == "intact"
