@@ -225,3 +225,31 @@ def test_a_deeply_nested_secret_payload_is_a_validation_error(api, project):
     assert response.status_code == 200, response.content
     found = send(api, "post", f"{SM}/secrets/{response.json()['id']}/versions", {"data": b64(b"[" * 5000)})
     assert found.status_code == 400 and assert_scaleway_shape(found)["details"][0]["argument_name"] == "data"
+
+
+def test_every_error_family_maps_to_a_scaleway_answer():
+    """The hierarchies the one handler unifies: none of them is a 500 but tampered data."""
+    from keys_app import errors as hierarchy
+    from keys_app.services.jobs import JobBusy
+    from keys_app.services.seal import ShareRefused
+    from secrets_app.services import Expired
+    from secrets_app.storage import SecretError
+
+    expected = {
+        SecretError("key k must be an enabled symmetric key"): (400, "invalid_arguments"),
+        ShareRefused("share 2 is from another split"): (400, "invalid_arguments"),
+        hierarchy.KeyDisabled("k", "disabled"): (412, "precondition_failed"),
+        hierarchy.KeyMaterialUnavailable("gone"): (410, "resource_expired"),
+        hierarchy.RootKeyError("sealed"): (503, "sealed"),
+        hierarchy.NotInitialised(): (503, "sealed"),
+        JobBusy("busy"): (409, "conflict"),
+        hierarchy.IntegrityError("tampered"): (500, "integrity_error"),
+        Expired("secret_version", "x"): (410, "resource_expired"),
+    }
+    for exc, (status, kind) in expected.items():
+        response = error_response(exc)
+        assert (response.status_code, response.data["type"]) == (status, kind), exc
+        assert response.data["message"] == str(exc) or kind == "resource_expired"
+    disabled = error_response(hierarchy.KeyDisabled("k", "disabled")).data
+    assert disabled["precondition"] == "resource_not_usable" and disabled["help_message"] == disabled["message"]
+    assert error_response(ValueError("unexpected")) is None  # the handler answers a generic 500 for these

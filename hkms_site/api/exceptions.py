@@ -90,7 +90,7 @@ def _service(exc: ServiceError) -> Rendered:
 # --- the key hierarchy -----------------------------------------------------------------------
 @renders(ShareRefused)
 def _share_refused(exc: ShareRefused) -> Rendered:
-    return 400, invalid_arguments_body([("share", "constraint", str(exc))])
+    return 400, invalid_arguments_body([("share", "constraint", str(exc))], str(exc))
 
 
 @renders(hierarchy.KeyDisabled)
@@ -129,7 +129,7 @@ def _integrity(exc: hierarchy.HierarchyError) -> Rendered:
 @renders(SecretError)
 def _secret_error(exc: SecretError) -> Rendered:
     """The key a secret would be sealed with is not usable for it (wrong project, disabled, none)."""
-    return 400, invalid_arguments_body([("key_id", "constraint", str(exc))])
+    return 400, invalid_arguments_body([("key_id", "constraint", str(exc))], str(exc))
 
 
 # --- request errors (DRF and Django) ---------------------------------------------------------
