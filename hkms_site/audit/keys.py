@@ -152,12 +152,17 @@ def audit_key_ensure() -> int:
 def audit_keys_rewrap(*, target: RootKeyVersion) -> int:
     """Re-wrap every audit key version under REK version ``target``; returns how many moved.
 
-    Called by ``rek_rotate`` after the KEK versions and before old REK versions
-    are retired.  Each row moves by compare-and-set on its old REK version, so a
-    re-run after a crash re-wraps only what is left.
+    Called by ``rek_rotate`` after each pass over the KEK versions and before old
+    REK versions are retired.  Each row moves by compare-and-set on its old REK
+    version, so a re-run after a crash re-wraps only what is left.  A row under a
+    REK version already retired (an ``audit_key_rotate`` that raced a root key
+    rotation) cannot be opened any more and is left: verification then refuses
+    the events keyed with it, and ``rotate_audit_key`` keys new events again.
     """
     moved = 0
-    for row in AuditKey.objects.using("kek").exclude(rek_version=target.version).order_by("version"):
+    retired = RootKeyVersion.objects.using("kek").filter(state=RootKeyVersion.State.RETIRED).values("version")
+    rows = AuditKey.objects.using("kek").exclude(rek_version=target.version).exclude(rek_version__in=retired)
+    for row in rows.order_by("version"):
         material = root.rek_unwrap(row.rek_version, bytes(row.wrapped), key_id=_KEY_ID, kek_version=row.version)
         wrapped = root.rek_wrap(target, material, key_id=_KEY_ID, kek_version=row.version)
         with transaction.atomic(using="kek"):
