@@ -279,7 +279,7 @@ HKMS_AUTH_FAILURES_PER_MINUTE = env_int("HKMS_AUTH_FAILURES_PER_MINUTE", 30, min
 
 REST_FRAMEWORK: dict[str, Any] = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["hkms_site.api.parsers.JSONParser"],  # nesting limit: hkms_site.safejson
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "hkms_site.api.authentication.ApiKeyAuthentication",
         "hkms_site.api.authentication.ConsoleSessionAuthentication",
@@ -364,4 +364,8 @@ SPECTACULAR_SETTINGS = {
         "securitySchemes": {"ScalewayToken": {"type": "apiKey", "in": "header", "name": "X-Auth-Token"}}
     },
     "SECURITY": [{"ScalewayToken": []}],
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "hkms_site.api.schema_hooks.add_error_responses",  # 4XX / 503 in Scaleway's shape on every operation
+    ],
 }
