@@ -21,7 +21,7 @@ handing over is always safe.  It hands over when:
   parameter (DRF's content negotiation decides those);
 * the region is unknown, the revision or an id is malformed, the by-path arguments do
   not validate;
-* the token does not authenticate, or its address is over the failed-token limit;
+* the token does not authenticate (the general path counts and audits the failure);
 * the version is not readable by the rules every read path applies
   (``secrets_app.states.version_readable``: expired, not ``enabled``, secret scheduled
   for deletion, key not ``enabled``, destroyed), or it is ``expires_once_accessed``
@@ -30,6 +30,8 @@ handing over is always safe.  It hands over when:
 * the principal may not read the secret (the general path audits the refusal);
 * decryption fails for any reason (DEK destroyed or rotated meanwhile, key disabled,
   tampering, sealed root key): the general path retries or answers the error;
+* anything raises before the audit append (a database outage, say): the general path
+  meets it again and answers it (503 for an outage);
 * the per-user throttle refuses (the general path answers the 429).
 
 **What it does itself**, in the order of the general path: authentication through the
@@ -39,9 +41,9 @@ refused on the next request, in every process), the ``ALLOWED_HOSTS`` check
 (``hkms_site.access.services.can``: the same grants), decryption
 (``keys_app.services.material.dek_material``: the same DEK cache and key-state check),
 the per-user throttle (the same counters), then the audit event, committed before the
-payload leaves (``audit_record_committed``: group commit; if it fails the answer is the
-general path's 500 and no payload).  The response has the general path's body and
-headers (``tests/secrets_app/test_hot_path.py`` compares them).
+payload leaves (``audit_record_committed``: group commit; if it fails the answer is what
+the general path's exception handler gives, a 503 in an outage, else a 500, and no
+payload).  The response has the general path's body and headers (``tests/secrets_app/test_hot_path.py`` compares them).
 
 ``HKMS_HOT_PATH=0`` turns it off (every request then takes the general path).
 Nothing here logs; payloads and tokens never reach an exception message.
@@ -50,14 +52,12 @@ Nothing here logs; payloads and tokens never reach an exception message.
 from __future__ import annotations
 
 import json
-import logging
 import re
 import uuid
 from collections.abc import Callable
 from typing import Any, cast
 
 from django.conf import settings
-from django.core.cache import cache as default_cache
 from django.db import connections
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
@@ -76,8 +76,6 @@ from keys_app.models import Key
 from keys_app.services.material import dek_material
 from secrets_app import states, storage, validation
 from secrets_app.models import Secret, SecretVersion, VersionStatus
-
-log = logging.getLogger("hkms.api")
 
 _PREFIX = "/secret-manager/v1beta1/regions/"
 # Django's ``<str:…>`` converter is ``[^/]+``: the same paths as secrets_app/api/urls.py.
@@ -256,8 +254,15 @@ def serve(request: HttpRequest) -> HttpResponse | None:
     if region not in settings.HKMS_REGIONS:
         return None
     request.get_host()  # ALLOWED_HOSTS (DisallowedHost -> 400, as CommonMiddleware does it)
-    if default_cache.get(f"hkms:auth-failures:{client_ip(request)}", 0) >= settings.HKMS_AUTH_FAILURES_PER_MINUTE:
+    try:
+        return _serve(request, meta, token, region, kind, args)
+    except Exception:  # before the audit append nothing was done: the general path answers (a 503 in an outage)
         return None
+
+
+@sensitive_variables("token", "data", "body")
+def _serve(request: HttpRequest, meta: Any, token: str, region: str, kind: str, args: list[Any]) -> HttpResponse | None:
+    # A valid key is served whatever the failures from its address (only failures are throttled).
     entry = principal_authenticate(token)
     if entry is None:
         return None
@@ -304,10 +309,8 @@ def serve(request: HttpRequest) -> HttpResponse | None:
         return None  # counted once more there: it answers the 429 with its wait
     try:
         audit_record_committed(principal, _EVENT, ("secret", secret_id, project_id), revision=revision)
-    except Exception:
-        # Fail closed, as the general path: no event, no payload (its exception handler's 500).
-        log.exception("unexpected error in %s", "AccessSecretVersionView")
-        return _response(500, {"type": "internal_error", "message": "internal error"})
+    except Exception as exc:  # fail closed, as the general path: no event, no payload
+        return _error(exc)
     body = {
         "secret_id": str(secret_id),
         "revision": revision,
@@ -316,6 +319,25 @@ def serve(request: HttpRequest) -> HttpResponse | None:
         "data_crc32": crc32,
     }
     return _response(200, body)
+
+
+def _error(exc: Exception) -> HttpResponse:
+    """The general path's answer to ``exc`` (its exception handler: a 503 for an outage, else a 500)."""
+    from rest_framework.renderers import JSONRenderer
+
+    from hkms_site.api.exceptions import exception_handler
+    from secrets_app.api.views import AccessSecretVersionView
+
+    response = exception_handler(exc, {"view": AccessSecretVersionView()})
+    response.accepted_renderer = JSONRenderer()
+    response.accepted_media_type = "application/json"
+    response.renderer_context = {}  # type: ignore[attr-defined]
+    response.render()
+    response["Allow"] = "GET, OPTIONS"
+    response["X-Frame-Options"] = settings.X_FRAME_OPTIONS
+    response["Content-Length"] = str(len(response.content))
+    response["Vary"] = "Cookie"
+    return response
 
 
 def _response(status: int, body: dict[str, Any]) -> HttpResponse:

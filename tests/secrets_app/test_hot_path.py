@@ -11,7 +11,7 @@ from datetime import timedelta
 from unittest import mock
 
 import pytest
-from django.db import DatabaseError
+from django.db import DatabaseError, OperationalError
 from django.utils import timezone
 from rest_framework.test import APIClient
 
@@ -113,6 +113,17 @@ def test_no_event_no_payload(api, secret, served, caplog):
     assert served == [True] and response.status_code == 500
     assert response.json() == {"type": "internal_error", "message": "internal error"}
     assert b"data" not in response.content and "c2Vjb25k" not in caplog.text  # base64 of b"second"
+
+
+@pytest.mark.parametrize("error", [DatabaseError("disk full"), OperationalError("server closed the connection")])
+def test_a_failed_audit_append_is_answered_as_the_general_path_answers_it(settings, api, secret, served, error):
+    with (
+        mock.patch.object(hot, "audit_record_committed", side_effect=error),
+        mock.patch("secrets_app.services.audit_record_committed", side_effect=error),
+    ):
+        fast = api.get(by_id(secret["id"]))
+        assert served[-1] is True and fast.status_code in (500, 503) and b"data" not in fast.content
+        same(fast, general(settings, api, by_id(secret["id"])))
 
 
 # --- handed over: the general path's answer, unchanged -------------------------------------------
