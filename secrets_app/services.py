@@ -29,7 +29,13 @@ from django.utils import timezone
 
 from hkms_site.access.principal import Principal
 from hkms_site.access.roles import Action
-from hkms_site.access.services import authorize_audited, grants_forget, project_ids_with, visible
+from hkms_site.access.services import (
+    authorize_audited,
+    grants_forget,
+    not_found_audited,
+    project_ids_with,
+    visible,
+)
 from hkms_site.audit.services import audit_record, audit_record_committed
 from hkms_site.errors import Conflict, InvalidArgument, ObjectNotFound, PreconditionFailed, ServiceError
 from hkms_site.queries import filter_json_list_contains
@@ -87,17 +93,24 @@ def _uuid(raw: Any, resource: str) -> uuid.UUID:
 
 
 def _secret(principal: Principal, secret_id: Any, action: Action, event: str, region: str | None) -> Secret:
-    secret = Secret.objects.select_related("project", "key").filter(id=_uuid(secret_id, "secret")).first()
+    """The secret if the principal may do ``action`` on it.
+
+    A missing secret, one in another region and one the principal may not see all
+    answer the same audited 404, naming the canonical (lower-case) id: nothing in
+    the answer tells whether it exists (THREAT_MODEL.md, "No existence oracles")."""
+    sid = _uuid(secret_id, "secret")
+    secret = Secret.objects.select_related("project", "key").filter(id=sid).first()
     if secret is None or (region is not None and secret.region != region):
-        raise ObjectNotFound("secret", secret_id)
+        raise not_found_audited(principal, event, "secret", sid, secret, region=region)
     authorize_audited(principal, action, secret, event)
     return secret
 
 
 def _project(principal: Principal, project_id: Any, action: Action, event: str) -> Project:
-    project = Project.objects.select_related("default_key").filter(id=_uuid(project_id, "project")).first()
+    pid = _uuid(project_id, "project")
+    project = Project.objects.select_related("default_key").filter(id=pid).first()
     if project is None:
-        raise ObjectNotFound("project", project_id)
+        raise not_found_audited(principal, event, "project", pid)
     authorize_audited(principal, action, project, event)
     return project
 
@@ -148,6 +161,28 @@ def _key_for(principal: Principal, project: Project, key_id: Any) -> Key:
     return key
 
 
+# --- destruction (THREAT_MODEL.md, "Destruction") ---------------------------------------------
+def destruction_allowed(secret: Secret) -> bool:
+    """Whether versions of ``secret`` may be destroyed for good now: never while it is protected.
+
+    Every route to destruction asks this -- an expiry or an expires-once-accessed
+    read whose action is ``delete``, the immediate deletion of an ephemeral
+    secret's version, the end of a deletion window.  Where it answers no, the
+    version is disabled (or stays scheduled for deletion, restorable) instead.
+    Reads the row afresh, so a protection set since ``secret`` was loaded counts.
+    """
+    return Secret.objects.filter(id=secret.id, protected=False).exists()
+
+
+def _require_destruction_right(principal: Principal, obj: Secret | Project, event: str, *actions: str) -> None:
+    """Setting, changing or removing an ephemeral setting whose action destroys (``delete``)
+    needs :attr:`Action.SECRET_ADMIN`, the permission to delete: a role that may not
+    delete may not arrange a destruction either.  ``actions``: the ephemeral action
+    before and after the change.  Raises ``PermissionDenied`` (audited)."""
+    if EphemeralAction.DELETE in actions:
+        authorize_audited(principal, Action.SECRET_ADMIN, obj, event)
+
+
 _POLICY_COLUMNS = ("ephemeral_ttl", "ephemeral_expires_once_accessed", "ephemeral_action")
 
 
@@ -191,6 +226,7 @@ def secret_create(
         "protected": bool(protected),
         **_policy_fields(ephemeral_policy),
     }
+    _require_destruction_right(principal, project, "secret.create", fields["ephemeral_action"])
     key = _key_for(principal, project, key_id)
     try:
         with transaction.atomic():
@@ -232,7 +268,10 @@ def secret_update(
         secret.path = validation.secret_path(path)
         changed.append("path")
     if ephemeral_policy is not None:
-        for field, value in _policy_fields(ephemeral_policy).items():
+        policy = _policy_fields(ephemeral_policy)
+        before = secret.ephemeral_action if secret.is_ephemeral else ""
+        _require_destruction_right(principal, secret, "secret.update", before, policy["ephemeral_action"])
+        for field, value in policy.items():
             setattr(secret, field, value)
         changed.append("ephemeral_policy")
     # Only the edited columns: a version added meanwhile keeps its version_count.
@@ -533,6 +572,11 @@ def secret_version_update(
     version = version_resolve(secret, revision)
     if version.status == VersionStatus.DELETED:
         raise PreconditionFailed("deleted", "a deleted version cannot be changed")
+    if expires_at is not None or expires_once_accessed is not None or ephemeral_action is not None:
+        after = validation.ephemeral_action(ephemeral_action) if ephemeral_action is not None else None
+        _require_destruction_right(
+            principal, secret, "secret.version.update", version.ephemeral_action, after or version.ephemeral_action
+        )
     changed: list[str] = []
     if description is not None:
         version.description = str(description)[:4096]
@@ -579,7 +623,7 @@ def secret_version_delete(
     with transaction.atomic():
         _schedule_version(version, now)
         audit_record(principal, "secret.version.delete", secret, revision=version.revision)
-    if secret.is_ephemeral:
+    if secret.is_ephemeral and destruction_allowed(secret):  # protected: stays scheduled, restorable
         storage.secret_version_destroy(version)
     version.refresh_from_db()
     return version
@@ -617,7 +661,7 @@ def secret_version_access(
         return _access(principal, secret, revision, now or timezone.now())
     secret = version.secret
     if region is not None and secret.region != region:
-        raise ObjectNotFound("secret", secret_id)
+        raise not_found_audited(principal, "secret.version.access", "secret", secret.id, secret, region=region)
     authorize_audited(principal, Action.SECRET_READ, secret, "secret.version.access")
     return _access(principal, secret, revision, now or timezone.now(), version=version)
 
@@ -647,15 +691,17 @@ def secret_version_access_by_path(
 ) -> AccessedPayload:
     path = validation.secret_path(secret_path, "secret_path")
     name = validation.secret_name(secret_name)
-    qs = Secret.objects.select_related("project", "key").filter(
-        project_id=_uuid(project_id, "project"), path=path, name=name, deletion_requested_at__isnull=True
+    # One live secret per project, path and name whatever its region (a unique constraint).
+    secret = (
+        Secret.objects.select_related("project", "key")
+        .filter(project_id=_uuid(project_id, "project"), path=path, name=name, deletion_requested_at__isnull=True)
+        .first()
     )
-    if region is not None:
-        qs = qs.filter(region=region)
-    secret = qs.first()
-    if secret is None:
-        raise ObjectNotFound("secret", f"{path.rstrip('/')}/{name}")
-    authorize_audited(principal, Action.SECRET_READ, secret, "secret.version.access")
+    # Missing, in another region or hidden: the same 404 naming the path asked for, never an id.
+    requested = f"{path.rstrip('/')}/{name}"
+    if secret is None or (region is not None and secret.region != region):
+        raise not_found_audited(principal, "secret.version.access", "secret", requested, secret, region=region)
+    authorize_audited(principal, Action.SECRET_READ, secret, "secret.version.access", as_id=requested)
     return _access(principal, secret, revision, now or timezone.now())
 
 
@@ -689,8 +735,8 @@ def _access(
             audit_record(principal, "secret.version.access", secret, revision=version.revision)
     else:
         audit_record_committed(principal, "secret.version.access", secret, revision=version.revision)
-    if once and version.ephemeral_action == EphemeralAction.DELETE:
-        storage.secret_version_destroy(version)
+    if once and version.ephemeral_action == EphemeralAction.DELETE and destruction_allowed(secret):
+        storage.secret_version_destroy(version)  # protected: it stays disabled
     return AccessedPayload(secret.id, version.revision, data, secret.type, version.data_crc32)
 
 
@@ -713,14 +759,16 @@ def secret_versions_expire(
         .filter(Q(expires_at__lte=now) | Q(expires_once_accessed=True, accessed_at__isnull=False))
         .exclude(status=VersionStatus.DELETED)
     )
+    # A protected secret's versions are never destroyed: scheduled ones wait (restorable)
+    # until it is unprotected, expired ones are disabled (``destruction_allowed``).
     due_versions = SecretVersion.objects.select_related("secret").filter(
-        status=VersionStatus.SCHEDULED_FOR_DELETION, deletion_requested_at__lte=cutoff
+        status=VersionStatus.SCHEDULED_FOR_DELETION, deletion_requested_at__lte=cutoff, secret__protected=False
     )
-    due_secrets = Secret.objects.filter(deletion_requested_at__lte=cutoff)
+    due_secrets = Secret.objects.filter(deletion_requested_at__lte=cutoff, protected=False)
     for version in expired:
         # Only an explicit ``delete`` action destroys; an expiry without one (set on a
         # single version) disables, which can be undone.
-        if version.ephemeral_action != EphemeralAction.DELETE:
+        if version.ephemeral_action != EphemeralAction.DELETE or not destruction_allowed(version.secret):
             if version.status == VersionStatus.ENABLED:
                 counts["versions_disabled"] += 1
                 if not dry_run:
