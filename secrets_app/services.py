@@ -146,14 +146,17 @@ def _key_for(principal: Principal, project: Project, key_id: Any) -> Key:
             raise PreconditionFailed("default_key", f"project {project.id} has no default key")
         return project.default_key
     try:
-        key = Key.objects.filter(id=uuid.UUID(str(key_id)), project=project).first()
+        kid = uuid.UUID(str(key_id))
     except ValueError:
-        key = None
+        kid = None
+    key = Key.objects.filter(id=kid, project=project).first() if kid is not None else None
     if key is not None:
         try:
             authorize_audited(principal, Action.KEY_USE, key, "secret.create")
         except ObjectNotFound:
             key = None
+    elif kid is not None:  # audited like a hidden key: the same work either way
+        not_found_audited(principal, "secret.create", "key", kid)
     if key is None:
         raise InvalidArgument("key_id", "must be a Key Manager key of the secret's project")
     if key.usage != "symmetric_encryption" or key.state != KeyState.ENABLED:
