@@ -25,7 +25,7 @@ from django.views.decorators.debug import sensitive_variables
 
 from hkms_site.access.models import ApiKey
 from hkms_site.access.principal import Principal
-from hkms_site.errors import InvalidArgument, ObjectNotFound, PermissionDenied
+from hkms_site.errors import InvalidArgument, PermissionDenied
 
 _ALPHABET = string.ascii_uppercase + string.digits
 
@@ -109,11 +109,13 @@ def api_key_authenticate(token: str) -> ApiKey | None:
 def api_key_revoke(*, principal: Principal, access_key: str) -> ApiKey:
     """Revoke a key; every process refuses it from its next request (the access generation moves)."""
     from hkms_site.access.cache import access_generation_bump
+    from hkms_site.access.services import not_found_audited
     from hkms_site.audit.services import audit_record
 
     api_key = ApiKey.objects.filter(access_key=access_key).first()
     if api_key is None or not (principal.is_superuser or principal.user_id == api_key.user_id):
-        raise ObjectNotFound("api_key", access_key)
+        # Someone else's key answers like a missing one; both attempts are audited.
+        raise not_found_audited(principal, "api_key.revoke", "api_key", str(access_key)[:64])
     with transaction.atomic():
         if api_key.revoked_at is None:
             api_key.revoked_at = timezone.now()

@@ -250,3 +250,20 @@ def test_a_session_cookie_does_not_use_keys(world, cookie_client, action, body):
     )
     assert response.status_code == 401, response.content
     assert response.json()["type"] == "denied_authentication"
+
+
+def test_revoking_someone_elses_api_key_answers_like_a_missing_one_and_is_audited(world):
+    from hkms_site.access.apikeys import api_key_create, api_key_revoke
+    from hkms_site.errors import ObjectNotFound
+
+    users = get_user_model().objects
+    alice, mallory = users.create_user("alice"), users.create_user("mallory")
+    issued = api_key_create(principal=SYSTEM, user=alice, project=world["victim"])
+    answers = []
+    for access_key in (issued.api_key.access_key, "SCWNOSUCHKEY0000000"):
+        with pytest.raises(ObjectNotFound) as refused:
+            api_key_revoke(principal=Principal(user=mallory), access_key=access_key)
+        answers.append(refused.value.as_scaleway() | {"resource_id": "", "message": ""})
+        event = AuditEvent.objects.filter(outcome="denied").order_by("-seq").first()
+        assert event is not None and event.action == "api_key.revoke" and event.object_id == access_key
+    assert answers[0] == answers[1]
