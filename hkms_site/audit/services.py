@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+import time
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
@@ -22,6 +23,7 @@ from django.utils import timezone
 
 from hkms_site.access.principal import Principal
 from hkms_site.audit.models import AuditChainHead, AuditEvent
+from hkms_site.observability.metrics import audit_appended
 
 GENESIS = "0" * 64
 _FIELDS = (
@@ -99,6 +101,7 @@ def _event_values(principal: Principal, action: str, obj: Any, outcome: str, det
 
 def _append(batch: list[dict[str, Any]]) -> list[AuditEvent]:
     """Link and insert events in order, in the current transaction: one head read, one head move."""
+    started = time.perf_counter()
     seq, prev_hash = _head_lock()
     events = []
     for content in batch:
@@ -108,6 +111,7 @@ def _append(batch: list[dict[str, Any]]) -> list[AuditEvent]:
         events.append(AuditEvent.objects.create(**{**values, "prev_hash": prev_hash, "hash": digest}))
         prev_hash = digest
     _head_move(seq, prev_hash)
+    audit_appended(batch, time.perf_counter() - started)  # /metrics: events, payload reads, denials, latency
     return events
 
 

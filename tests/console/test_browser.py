@@ -15,6 +15,9 @@ import os
 import re
 import shutil
 import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -34,6 +37,7 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 PASSWORD = "Console-test-pw-1!"
+METRICS_TOKEN = "metrics-token-for-the-browser-server"
 
 
 SETUP = """
@@ -72,6 +76,18 @@ for i in range(2):
     secret_version_create(secret=s, data=b"z")
 print(json.dumps({"project": str(acme.id), "key": str(acme.default_key_id), "seeded": str(seeded.id)}))
 """
+
+
+@pytest.fixture(scope="module")
+def hkms_server(tmp_path_factory):
+    """This module's live server (gunicorn, 2 workers) also serves /metrics and writes JSON logs,
+    so that test_metrics_sum_both_workers_and_logs_are_json needs no server of its own."""
+    from tests.live import LiveServer
+
+    extra = {"HKMS_METRICS_TOKEN": METRICS_TOKEN, "HKMS_LOG_FORMAT": "json"}
+    server = LiveServer(tmp_path_factory.mktemp("live"), extra_env=extra).start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="module")
@@ -319,3 +335,45 @@ def test_bad_input_shows_an_inline_error_and_keeps_what_was_typed(console, brows
     writer.shot("secret-version-error")
     assert re.search(r"/versions/new/$", writer.page.url)
     writer.close()
+
+
+def test_metrics_sum_both_workers_and_logs_are_json(console):
+    """/metrics under gunicorn with 2 workers counts the requests of both (multiprocess mode), and
+    every Django log line is a JSON object carrying the request id, never a token."""
+    from tests.observability.test_metrics import http_get, samples, value
+
+    server, _ids = console
+
+    def heads() -> float:
+        status, text, _ = http_get(f"{server.url}/metrics", METRICS_TOKEN)
+        assert status == 200
+        return value(samples(text), "hkms_http_requests_total", route="health", method="HEAD", status="200")
+
+    start = heads()
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda _: http_get(f"{server.url}/health", method="HEAD")[0], range(40)))
+    assert answers.count(200) == 40
+    assert {heads() - start for _ in range(6)} == {40}  # whichever worker answers: both workers' sum
+    files = (server.data_dir / "metrics").glob("gunicorn-*/counter_*.db")
+    assert len({p.name for p in files}) == 2  # both workers wrote their counters
+    bad_token = "00000000-0000-0000-0000-000000000000"
+    status, _, headers = _request(f"{server.url}/secret-manager/v1beta1/regions/fr-par/secrets",
+                                  {"X-Auth-Token": bad_token, "X-Request-Id": "trace-abc-123"})
+    assert status == 401 and headers["X-Request-Id"] == "trace-abc-123"
+    found = samples(http_get(f"{server.url}/metrics", METRICS_TOKEN)[1])
+    assert value(found, "hkms_denials_total", action="auth.api_key") >= 1
+    log = server.log_path.read_text()
+    records = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+    assert records and all({"time", "level", "logger", "message"} <= set(r) for r in records)
+    traced = [r for r in records if r.get("request_id") == "trace-abc-123"]
+    assert any(r["logger"] == "hkms.request" and r.get("status") == 401 for r in traced), traced
+    assert bad_token not in log and METRICS_TOKEN not in log
+
+
+def _request(url: str, headers: dict[str, str]) -> tuple[int, str, dict[str, str]]:
+    request = urllib.request.Request(url, headers=headers)  # noqa: S310 (the live server on loopback)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as reply:  # noqa: S310
+            return reply.status, reply.read().decode(), dict(reply.headers)
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode(), dict(exc.headers)
