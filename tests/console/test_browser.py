@@ -74,7 +74,20 @@ for i in range(6):
 kek_rotate(key=billing.default_key)
 for i in range(2):
     secret_version_create(secret=s, data=b"z")
-print(json.dumps({"project": str(acme.id), "key": str(acme.default_key_id), "seeded": str(seeded.id)}))
+# For the confirmation tests: a spare key with one secret, a secret to destroy, an API key, a grant.
+from hkms_site.access.apikeys import api_key_create
+from keys_app.services.material import key_create_with_material
+spare = key_create_with_material(project=acme, name="spare-key", protected=False)
+under = secret_create(project=acme, name="under-spare", path="/spare", key=spare)
+secret_version_create(secret=under, data=b"u1")
+doomed = secret_create(project=acme, name="doomed", path="/tmp")
+secret_version_create(secret=doomed, data=b"d1")
+secret_version_create(secret=doomed, data=b"d2")
+temp = users.create_user("temp", password=PW)
+role_grant(principal=op, user=temp, role="secret_reader", obj=acme)
+issued = api_key_create(principal=op, user=users.get(username="reader"), project=acme, description="ci deploy")
+print(json.dumps({"project": str(acme.id), "key": str(acme.default_key_id), "seeded": str(seeded.id),
+                  "spare": str(spare.id), "doomed": str(doomed.id), "api_key": issued.api_key.access_key}))
 """
 
 
@@ -160,7 +173,7 @@ def test_log_in_and_see_the_dashboard(console, browser):
     anon.context.close()
 
     root = Session(browser, server, "root")
-    root.page.click("#toggle-nav-sidebar")  # more room for the page (remembered by the browser)
+    assert root.page.locator("#nav-sidebar").count() == 0  # one navigation: the console's
     assert root.page.inner_text("h1") == "Dashboard"
     assert root.page.locator("#card-root .big").inner_text() == "v1"
     assert root.page.locator("svg.chart g.bar").count() >= 3
@@ -176,6 +189,8 @@ def test_log_in_and_see_the_dashboard(console, browser):
         ("/admin/audit-log/", "audit-log"),
         ("/admin/2fa/?enrol=1", "two-factor"),
         ("/admin/secrets_app/project/", "model-admin-projects"),
+        ("/admin/projects/", "projects"),
+        ("/admin/root-key/", "root-key"),
     ]:
         root.go(path)
         root.shot(name)
@@ -205,18 +220,24 @@ def test_create_a_secret_and_a_version(console, browser):
     writer.page.fill("#id_path", "/prod/mail")
     writer.page.select_option("#id_type", "basic_credentials")
     writer.page.fill("#id_tags", "prod, mail")
+    # The first value in the same form: only the chosen type's fields are shown (console.js).
+    assert writer.page.locator("fieldset[data-type=opaque]").is_hidden()
+    writer.page.fill("#id_basic_credentials-username", "mailer")
+    writer.page.fill("#id_basic_credentials-password", "hunter2-smtp")
+    writer.page.fill("#id_basic_credentials-description", "initial credentials")
     writer.shot("secret-create")
     writer.page.click("#console-form input[type=submit]")
     assert writer.page.inner_text("#secret-name") == "smtp-relay"
+    assert writer.page.locator("#versions tr[data-revision='1']").get_attribute("data-status") == "enabled"
     writer.page.click("#add-version")
     writer.page.fill("#id_username", "mailer")
-    writer.page.fill("#id_password", "hunter2-smtp")
-    writer.page.fill("#id_description", "initial credentials")
+    writer.page.fill("#id_password", "hunter3-smtp")
+    writer.page.fill("#id_description", "rotated credentials")
     writer.shot("secret-version-add")
     writer.page.click("#console-form input[type=submit]")
-    row = writer.page.locator("#versions tr[data-revision='1']")
+    row = writer.page.locator("#versions tr[data-revision='2']")
     assert row.get_attribute("data-status") == "enabled"
-    assert "hunter2-smtp" not in writer.page.content()  # never on the detail page
+    assert "hunter2-smtp" not in writer.page.content() and "hunter3-smtp" not in writer.page.content()
     assert writer.page.locator("[data-action=reveal]").count() == 0  # a writer is not a reader
     writer.shot("secret-detail-writer")
     writer.go("/admin/secrets/?path=/prod/")
@@ -237,6 +258,10 @@ def test_reveal_as_reader_but_not_as_auditor(console, browser):
         reader.page.click("#reveal-confirm")
     assert "no-store" in info.value.headers["cache-control"]
     assert reader.page.inner_text("#payload") == "seeded-v1"
+    reader.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    reader.page.click("#copy-payload")  # console.js, served from 'self': no inline script
+    assert reader.page.inner_text("#copy-payload") == "Copied"
+    assert reader.page.evaluate("navigator.clipboard.readText()") == "seeded-v1"
     reader.shot("reveal")
     reader.close()
 
@@ -355,7 +380,8 @@ def test_metrics_sum_both_workers_and_logs_are_json(console):
     assert answers.count(200) == 40
     assert {heads() - start for _ in range(6)} == {40}  # whichever worker answers: both workers' sum
     files = (server.data_dir / "metrics").glob("gunicorn-*/counter_*.db")
-    assert len({p.name for p in files}) == 2  # both workers wrote their counters
+    # Both workers wrote their counters (and so may a background job's process, which inherits the directory).
+    assert len({p.name for p in files}) >= 2
     bad_token = "00000000-0000-0000-0000-000000000000"
     status, _, headers = _request(f"{server.url}/secret-manager/v1beta1/regions/fr-par/secrets",
                                   {"X-Auth-Token": bad_token, "X-Request-Id": "trace-abc-123"})
@@ -377,3 +403,80 @@ def _request(url: str, headers: dict[str, str]) -> tuple[int, str, dict[str, str
             return reply.status, reply.read().decode(), dict(reply.headers)
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode(), dict(exc.headers)
+
+
+def test_every_destructive_action_needs_its_confirmation(console, browser):
+    """Each destructive button leads to a confirmation page naming what stops working; the old
+    one-click POST (made here with the session's cookies and CSRF token) changes nothing; Cancel
+    changes nothing; only the confirmation's button acts.  One browser session for all of them."""
+    server, ids = console
+    root = Session(browser, server, "root")
+    spare, doomed, access_key = ids["spare"], ids["doomed"], ids["api_key"]
+    root.go(f"/admin/roles/?target=project:{ids['project']}")
+    grant = root.page.locator("#grants tr[data-user=temp] [data-action=revoke]").get_attribute("href") or ""
+    actions = [
+        (f"/admin/keys/{spare}/disable/", ""),
+        (f"/admin/keys/{spare}/delete/", ""),
+        (f"/admin/secrets/{doomed}/versions/1/disable/", ""),
+        (f"/admin/secrets/{doomed}/versions/2/delete/", ""),
+        (f"/admin/secrets/{doomed}/delete/", ""),
+        (f"/admin/api-keys/{access_key}/revoke/", ""),
+        ("/admin/roles/revoke/", grant.split("grant=")[-1]),
+    ]
+    csrf = next(c["value"] for c in root.context.cookies() if c["name"] == "csrftoken")
+    for path, grant_id in actions:  # the old one-click buttons: a POST without the confirmation token
+        form = {"csrfmiddlewaretoken": csrf, **({"grant": grant_id} if grant_id else {})}
+        reply = root.context.request.post(f"{server.url}{path}", form=form, headers={"Referer": server.url})
+        assert reply.status == 200 and 'id="confirm-required"' in reply.text(), path
+
+    def state_of_key() -> str:
+        root.go(f"/admin/keys/{spare}/")
+        return root.page.inner_text("#key-state")
+
+    def confirm(expected: list[str], shot: str = "") -> None:
+        text = root.page.inner_text("#confirm-consequences")
+        for words in expected:
+            assert words in text, (words, text)
+        if shot:
+            _doc_copy(root.shot(shot), f"{shot}.png")
+        root.page.click("#confirm-submit")
+
+    assert state_of_key() == "enabled"  # nothing changed so far
+    root.page.click("#disable")
+    root.page.click("#confirm-cancel")  # cancel: back, nothing done
+    assert state_of_key() == "enabled"
+    root.page.click("#disable")
+    confirm(["1 secret (1 version, 1 enabled)", "cannot be read"], shot="confirm-key-disable")
+    assert root.page.inner_text("#key-state") == "disabled"
+    root.page.click("#delete")
+    confirm(["crypto-shredded"])
+    assert state_of_key() == "scheduled_for_deletion"
+
+    root.go(f"/admin/secrets/{doomed}/")
+    root.page.click("#versions tr[data-revision='1'] [data-action=disable]")
+    confirm(["revision 1"])
+    assert root.page.locator("#versions tr[data-revision='1']").get_attribute("data-status") == "disabled"
+    root.page.click("#versions tr[data-revision='2'] [data-action=delete]")
+    confirm(["only enabled revision", "destroyed"])
+    assert root.page.locator("#versions tr[data-revision='2']").get_attribute("data-status") == (
+        "scheduled_for_deletion"
+    )
+    root.page.click("#delete")
+    confirm(["2 versions (0 enabled)"], shot="confirm-secret-delete")
+    assert "scheduled for deletion" in root.page.inner_text("#secret-meta")
+
+    root.go("/admin/api-keys/")
+    root.page.click(f"tr[data-access-key={access_key}] [data-action=revoke]")
+    assert "ci deploy" in root.page.inner_text("#confirm-facts")
+    confirm(["401"])
+    assert "revoked" in root.page.inner_text(f"tr[data-access-key={access_key}]")
+
+    root.go(f"/admin/roles/?target=project:{ids['project']}")
+    root.page.click("#grants tr[data-user=temp] [data-action=revoke]")
+    confirm(["temp loses", "secret_reader"])
+    assert root.page.locator("#grants tr[data-user=temp]").count() == 0
+
+    root.go("/admin/root-key/")  # the file provider: nothing to seal, and it says why
+    assert "development provider" in root.page.inner_text("#custody-about")
+    assert root.page.locator("#seal").count() == 0
+    root.close()

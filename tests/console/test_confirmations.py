@@ -162,3 +162,45 @@ def test_one_navigation(world, as_user):
     records = as_user("admin").get(reverse("admin:records")).content.decode()
     assert "secrets_app/project/" in records
     assert as_user("reader").get(reverse("admin:records")).status_code == 404
+
+
+def test_sealing_needs_its_confirmation(world, as_user, settings, monkeypatch):
+    """With a sealable provider (shamir; its keeper replaced by fakes here) the Seal button leads
+    to a confirmation; the custody page's own form can only unseal."""
+    from hkms_site.console.views import custody as custody_views
+    from hkms_site.errors import ObjectNotFound
+
+    settings.HKMS_ROOT_KEY_PROVIDER = "shamir"
+    sealed: list[object] = []
+    def status(principal):
+        if not principal.is_superuser:  # what access.custody does
+            raise ObjectNotFound("endpoint", "root_key.seal_status")
+        return {"sealed": False, "threshold": 2}
+
+    monkeypatch.setattr(custody_views, "custody_status", status)
+    monkeypatch.setattr(custody_views, "custody_seal", lambda principal: sealed.append(principal) or {})
+    admin = as_user("admin")
+    url = reverse("admin:custody_seal")
+    assert 'id="seal"' in admin.get(reverse("admin:custody")).content.decode()
+    assert 'id="confirm-required"' in admin.post(url).content.decode() and not sealed
+    admin.post(reverse("admin:custody"), {"action": "seal"})  # the old seal form: now an (empty) unseal share
+    assert not sealed
+    assert "2 custodians" in admin.get(url).content.decode()
+    assert confirm_post(admin, url).status_code == 302 and len(sealed) == 1
+    assert as_user("sadmin").get(url).status_code == 404
+
+
+def test_deleting_key_material_needs_its_confirmation(world, as_user):
+    from keys_app.services.material import key_create_with_material
+
+    key = key_create_with_material(project=world.project, name="imported", origin="external", protected=False)
+    url = reverse("admin:key_action", args=[key.id, "delete_key_material"])
+    page = as_user("keyadmin").get(reverse("admin:key_detail", args=[key.id])).content.decode()
+    assert 'id="delete-key-material"' in page
+    assert 'id="confirm-required"' in as_user("keyadmin").post(url).content.decode()
+    key.refresh_from_db()
+    assert key.state == "enabled"
+    assert "Not reversible" in as_user("keyadmin").get(url).content.decode()
+    confirm_post(as_user("keyadmin"), url)
+    key.refresh_from_db()
+    assert key.state == "pending_key_material"
