@@ -41,6 +41,10 @@ bootstrap: migrate
 # trip no longer idles its process; the price is a longer p99 for concurrent writes on SQLite
 # (README, "Performance").  The key and principal caches are per process.
 run: bootstrap
+	@echo ""
+	@echo "HKMS console: http://$(HOST):$(PORT)/admin/  (HOST and PORT: make run HOST=0.0.0.0 PORT=9000)"
+	@echo "Log in as 'admin' with the password printed above, also in $${HKMS_DATA_DIR:-var}/admin_password."
+	@echo ""
 	$(BIN)/gunicorn hkms_site.wsgi:application --bind $(HOST):$(PORT) --workers $(WORKERS) \
 		--worker-class gthread --threads $${THREADS:-4} \
 		--access-logfile - --forwarded-allow-ips 127.0.0.1
