@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""How rotation cost scales with the number of secret versions S (DESIGN.md §1, issue 2).
+"""How rotation cost scales with the number of secret versions S (docs/architecture.md, issue 2).
 
 For each S (1k, 10k, 100k; ``--quick``: 200 and 1000) a fresh installation
 on three real SQLite files in a temporary data dir gets 10 keys (10 projects,

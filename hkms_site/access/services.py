@@ -1,6 +1,6 @@
 """Authorization: "may this principal do X on Y" and "which Ys may it see".
 
-Rules (DESIGN.md §5):
+Rules (docs/architecture.md, "Access control"):
 
 * superusers and command-line operators may do everything;
 * otherwise an action on a secret or key is allowed when the principal holds

@@ -1,7 +1,7 @@
 """Rotation and revocation at every level of the hierarchy.
 
 There is no transaction across the three databases, so each operation is
-ordered to be crash-safe and resumable (see DESIGN.md §1):
+ordered to be crash-safe and resumable (see docs/architecture.md):
 
 * new key material is created and committed first;
 * references are moved in committed batches, each row by compare-and-set
