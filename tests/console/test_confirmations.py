@@ -90,6 +90,9 @@ def test_confirmed_actions_take_effect_and_are_audited(world, as_user):
     actions = set(AuditEvent.objects.values_list("action", flat=True))
     assert {"key.disable", "secret.version.disable", "secret.version.delete", "secret.delete"} <= actions
     assert {"api_key.revoke", "role.revoke"} <= actions
+    revocations = AuditEvent.objects.filter(action="api_key.revoke").count()
+    as_user("reader").get(reverse("admin:api_key_revoke", args=[world.reader_api_key]))  # a GET never acts
+    assert AuditEvent.objects.filter(action="api_key.revoke").count() == revocations
 
 
 def test_someone_without_the_right_sees_no_confirmation_and_is_refused(world, as_user):

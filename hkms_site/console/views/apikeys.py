@@ -56,8 +56,11 @@ def api_key_revoke_view(request: HttpRequest, access_key: str) -> HttpResponse:
     api_key = api_keys_visible(principal).filter(access_key=access_key).first()
     if api_key is not None and api_key.revoked_at is None and not confirmed(request):
         return confirm_page(request, _revoke_confirmation(api_key))
-    if request.method != "POST" and api_key is None:
-        raise not_found()  # someone else's key: as if it did not exist
+    if request.method != "POST":  # a GET never acts
+        if api_key is None:
+            raise not_found()  # someone else's key: as if it did not exist
+        messages.info(request, f"API key {access_key} is already revoked.")
+        return HttpResponseRedirect(reverse("admin:api_keys"))
     try:
         api_key_revoke(principal=principal, access_key=access_key)
     except ObjectNotFound as exc:
