@@ -12,15 +12,29 @@ tests) the metrics live in this process only.  The choice must be made before
 prometheus-client is first imported, hence at the top of this module, which is
 the only one that imports it.
 
+Cost on the request path: recording is a ``deque.append`` of a small tuple (thread-safe,
+well under a microsecond); a daemon thread of each process applies the queue to the
+prometheus-client metrics every :data:`FLUSH_SECONDS` (an update of a multiprocess value is
+a lock and a write into a memory map: several microseconds, kept off the request; identical
+observations are added up first, so one update per label set and second), and a
+scrape first applies what the answering process has queued.  So /metrics may lag the other
+workers by up to a second; counts are never lost, except those queued in the last second
+of a process killed with SIGKILL.
+
 Labels never carry a secret's name or id, a key id, a path or a user: routes are
 URL pattern names, actions are audit action names, databases are aliases.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import shutil
+import threading
+import time
+from collections import Counter as _Tally
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -77,12 +91,6 @@ REQUESTS = Counter(
     "HTTP requests answered, by route (URL pattern name), method and status code.",
     ["route", "method", "status"],
 )
-REQUEST_SECONDS = Histogram(
-    "hkms_http_request_duration_seconds",
-    "Time to answer a request, by interface (secret_manager, key_manager, console, api, health, metrics, other).",
-    ["interface"],
-    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0),
-)
 AUDIT_EVENTS = Counter(
     "hkms_audit_events_total",
     "Audit events appended (in a transaction that may still roll back), by action and outcome.",
@@ -111,16 +119,7 @@ DATABASE_ERRORS = Counter(
 )
 
 PAYLOAD_READ_ACTION = "secret.version.access"
-_INTERFACES = (
-    ("/secret-manager/", "secret_manager"),
-    ("/key-manager/", "key_manager"),
-    ("/admin/", "console"),
-    ("/api/", "api"),
-    ("/health", "health"),
-    ("/metrics", "metrics"),
-)
 _request_children: dict[tuple[str, str, str], Any] = {}
-_duration_children: dict[str, Any] = {}
 _cache_children = {
     ("key", True): CACHE_LOOKUPS.labels("key", "hit"),
     ("key", False): CACHE_LOOKUPS.labels("key", "miss"),
@@ -129,46 +128,109 @@ _cache_children = {
 }
 
 
-def interface_of(path: str) -> str:
-    for prefix, name in _INTERFACES:
-        if path.startswith(prefix):
-            return name
-    return "other"
+FLUSH_SECONDS = 1.0
+_queue: deque[tuple[Any, ...]] = deque()
+_flusher_pid = 0
+_flusher_lock = threading.Lock()
 
 
-def request_observed(route: str, method: str, status: int, interface: str, seconds: float) -> None:
-    """One answered request: a dict lookup and two updates (children are made once per label set)."""
+def _record(item: tuple[Any, ...]) -> None:
+    """Queue one observation; the process's flusher thread applies it (started once per process)."""
+    _queue.append(item)
+    if _flusher_pid != os.getpid():
+        _start_flusher()
+
+
+def _start_flusher() -> None:
+    global _flusher_pid
+    with _flusher_lock:
+        if _flusher_pid == os.getpid():
+            return
+        _flusher_pid = os.getpid()  # a forked child has no flusher thread: it starts its own
+        threading.Thread(target=_flush_forever, name="hkms-metrics-flush", daemon=True).start()
+
+
+def _flush_forever() -> None:
+    while True:
+        time.sleep(FLUSH_SECONDS)
+        flush()
+
+
+def flush() -> None:
+    """Apply every queued observation to the metrics (thread-safe: each item is popped once).
+
+    Identical observations are added up first: one metric update per distinct label set
+    and flush, whatever the request rate; only the audit latency is observed one by one.
+    """
+    counts: _Tally[tuple[Any, ...]] = _Tally()
+    pop = _queue.popleft
+    while True:
+        try:
+            item = pop()
+        except IndexError:
+            break
+        if item[0] == "audit":
+            AUDIT_APPEND_SECONDS.observe(item[2])
+            counts.update(("audit_event", action, outcome) for action, outcome in item[1])
+        else:
+            counts[item] += 1
+    for item, n in counts.items():
+        _APPLY[item[0]](*item[1:], n=n)
+
+
+atexit.register(flush)  # a worker that exits normally (gunicorn's SIGTERM, max_requests) flushes first
+
+
+def request_observed(route: str, method: str, status: int) -> None:
+    """One answered request (called by the middleware): queued, applied by the flusher."""
+    _record(("request", route, method, status))
+
+
+def _apply_request(route: str, method: str, status: int, *, n: int) -> None:
     key = (route, method, str(status))
     child = _request_children.get(key)
     if child is None:
         child = _request_children[key] = REQUESTS.labels(*key)
-    child.inc()
-    timer = _duration_children.get(interface)
-    if timer is None:
-        timer = _duration_children[interface] = REQUEST_SECONDS.labels(interface)
-    timer.observe(seconds)
+    child.inc(n)
 
 
 def audit_appended(contents: Iterable[dict[str, Any]], seconds: float) -> None:
     """Called by the audit log after linking and inserting a batch of events."""
-    AUDIT_APPEND_SECONDS.observe(seconds)
-    for content in contents:
-        action, outcome = str(content.get("action", "")), str(content.get("outcome", ""))
-        AUDIT_EVENTS.labels(action, outcome).inc()
-        if action == PAYLOAD_READ_ACTION:
-            PAYLOAD_READS.labels(outcome).inc()
-        if outcome == "denied":
-            DENIALS.labels(action).inc()
+    _record(("audit", tuple((str(c.get("action", "")), str(c.get("outcome", ""))) for c in contents), seconds))
+
+
+def _apply_audit_event(action: str, outcome: str, *, n: int) -> None:
+    AUDIT_EVENTS.labels(action, outcome).inc(n)
+    if action == PAYLOAD_READ_ACTION:
+        PAYLOAD_READS.labels(outcome).inc(n)
+    if outcome == "denied":
+        DENIALS.labels(action).inc(n)
 
 
 def cache_observer(cache: str) -> Callable[[bool], None]:
-    """A callback for a cache's ``observer``: counts each lookup as a hit or a miss."""
-    hit, miss = _cache_children[(cache, True)], _cache_children[(cache, False)]
+    """A callback for a cache's ``observer``: queues each lookup as a hit or a miss."""
+    hit, miss = ("cache", cache, True), ("cache", cache, False)
 
     def observe(found: bool) -> None:
-        (hit if found else miss).inc()
+        _record(hit if found else miss)
 
     return observe
+
+
+def _apply_cache(cache: str, found: bool, *, n: int) -> None:
+    _cache_children[(cache, found)].inc(n)
+
+
+def _apply_database_error(alias: str, error: str, *, n: int) -> None:
+    DATABASE_ERRORS.labels(alias, error).inc(n)
+
+
+_APPLY: dict[str, Callable[..., None]] = {
+    "request": _apply_request,
+    "audit_event": _apply_audit_event,
+    "cache": _apply_cache,
+    "database_error": _apply_database_error,
+}
 
 
 def count_database_errors(sender: Any, connection: Any, **kwargs: Any) -> None:
@@ -181,7 +243,7 @@ def count_database_errors(sender: Any, connection: Any, **kwargs: Any) -> None:
         try:
             return execute(sql, params, many, context)
         except Exception as exc:
-            DATABASE_ERRORS.labels(alias, type(exc).__name__).inc()
+            _record(("database_error", alias, type(exc).__name__))
             raise
 
     wrapper.hkms_counts_errors = True  # type: ignore[attr-defined]
@@ -255,6 +317,7 @@ if MULTIPROCESS_DIR is None:
 
 def render() -> bytes:
     """The exposition text: every worker's counters (multiprocess mode) plus this worker's state gauges."""
+    flush()
     if MULTIPROCESS_DIR is None:
         return bytes(generate_latest(REGISTRY))
     registry = CollectorRegistry()
