@@ -1,13 +1,13 @@
 """Prometheus metrics of this process (and, under gunicorn, of its sibling workers).
 
-Multi-process: under gunicorn every worker is its own process, so counters are
+Multi-process: under gunicorn or granian every worker is its own process, so counters are
 kept in prometheus-client's **multiprocess mode** — each worker writes its
 values to memory-mapped files in one directory and whichever worker answers a
 scrape sums them all.  The directory is ``PROMETHEUS_MULTIPROC_DIR`` when the
 operator sets it (it must then be emptied before the server starts), otherwise
-``HKMS_DATA_DIR/metrics/gunicorn-<master pid>``, made by the first worker and
-new for each gunicorn master, so no stale file from an earlier run is summed;
-directories of masters that are gone are removed.  Outside gunicorn (runserver,
+``HKMS_DATA_DIR/metrics/<server>-<main process pid>`` (``gunicorn-…``, ``granian-…``),
+made by the first worker and new for each server start, so no stale file from an earlier run is summed;
+directories of masters that are gone are removed.  Outside such a server (runserver,
 tests) the metrics live in this process only.  The choice must be made before
 prometheus-client is first imported, hence at the top of this module, which is
 the only one that imports it.
@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import multiprocessing
 import os
 import shutil
 import threading
@@ -42,19 +43,29 @@ from typing import Any
 from django.conf import settings
 
 
+def _server_worker() -> str | None:
+    """The multi-process server this process is a worker of (``gunicorn``, ``granian``), if any."""
+    if os.environ.get("SERVER_SOFTWARE", "").startswith("gunicorn"):  # set by gunicorn's master
+        return "gunicorn"
+    if multiprocessing.current_process().name == "granian-worker":  # granian's worker processes
+        return "granian"
+    return None
+
+
 def _multiprocess_dir() -> str | None:
     explicit = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if explicit:
         return explicit
-    if not os.environ.get("SERVER_SOFTWARE", "").startswith("gunicorn"):
+    server = _server_worker()
+    if server is None:
         return None
     root = Path(settings.HKMS_DATA_DIR) / "metrics"
-    path = root / f"gunicorn-{os.getppid()}"  # a worker's parent is the gunicorn master
+    path = root / f"{server}-{os.getppid()}"  # a worker's parent is the server's main process
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    for old in root.glob("gunicorn-*"):
+    for old in [*root.glob("gunicorn-*"), *root.glob("granian-*")]:
         with contextlib.suppress(ValueError, OSError):
             pid = int(old.name.split("-", 1)[1])
-            if pid != os.getppid() and not _alive(pid):
+            if pid != os.getppid() and not _alive(pid):  # that server is gone
                 shutil.rmtree(old, ignore_errors=True)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(path)
     return str(path)
