@@ -127,3 +127,19 @@ def http_get(url: str, token: str | None = None, method: str = "GET") -> tuple[i
             return reply.status, reply.read().decode(), dict(reply.headers)
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode(), dict(exc.headers)
+
+
+def test_answers_given_before_url_resolution_get_bounded_labels(settings):
+    """A payload read answered by a middleware (no resolver_match) counts under its URL pattern's
+    label; static files and other early answers get fixed labels, never the path."""
+    from django.urls import resolve
+
+    from hkms_site.observability.middleware import _route, _unresolved_route
+
+    path = f"{BASE}/secrets/6f0c7b7e-1d7e-4a43-9a57-6f3f0d4b7a10/versions/latest_enabled/access"
+    assert _unresolved_route(path, 200) == _route(resolve(path))
+    by_path = f"{BASE}/secrets-by-path/versions/3/access"
+    assert _unresolved_route(by_path, 200) == _route(resolve(by_path))
+    assert _unresolved_route(f"/{settings.STATIC_URL.strip('/')}/console/console.js", 200) == "static"
+    assert _unresolved_route("/no/such/very-secret-name", 404) == "unmatched"
+    assert _unresolved_route("/admin", 301) == "unresolved"
