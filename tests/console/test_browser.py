@@ -78,6 +78,7 @@ for i in range(2):
 from hkms_site.access.apikeys import api_key_create
 from keys_app.services.material import key_create_with_material
 spare = key_create_with_material(project=acme, name="spare-key", protected=False)
+imported = key_create_with_material(project=acme, name="imported-key", protected=False, origin="external")
 under = secret_create(project=acme, name="under-spare", path="/spare", key=spare)
 secret_version_create(secret=under, data=b"u1")
 doomed = secret_create(project=acme, name="doomed", path="/tmp")
@@ -87,7 +88,7 @@ temp = users.create_user("temp", password=PW)
 role_grant(principal=op, user=temp, role="secret_reader", obj=acme)
 issued = api_key_create(principal=op, user=users.get(username="reader"), project=acme, description="ci deploy")
 print(json.dumps({"project": str(acme.id), "key": str(acme.default_key_id), "seeded": str(seeded.id),
-                  "spare": str(spare.id), "doomed": str(doomed.id), "api_key": issued.api_key.access_key}))
+                  "spare": str(spare.id), "imported": str(imported.id), "doomed": str(doomed.id), "api_key": issued.api_key.access_key}))
 """
 
 
@@ -425,6 +426,7 @@ def test_every_destructive_action_needs_its_confirmation(console, browser):
     actions = [
         (f"/admin/keys/{spare}/disable/", ""),
         (f"/admin/keys/{spare}/delete/", ""),
+        (f"/admin/keys/{ids['imported']}/delete_key_material/", ""),
         (f"/admin/secrets/{doomed}/versions/1/disable/", ""),
         (f"/admin/secrets/{doomed}/versions/2/delete/", ""),
         (f"/admin/secrets/{doomed}/delete/", ""),
@@ -459,6 +461,11 @@ def test_every_destructive_action_needs_its_confirmation(console, browser):
     root.page.click("#delete")
     confirm(["crypto-shredded"])
     assert state_of_key() == "scheduled_for_deletion"
+
+    root.go(f"/admin/keys/{ids['imported']}/")
+    root.page.click("#delete-key-material")
+    confirm(["crypto-shredded now"])
+    assert root.page.inner_text("#key-state") == "pending_key_material"
 
     root.go(f"/admin/secrets/{doomed}/")
     root.page.click("#versions tr[data-revision='1'] [data-action=disable]")
