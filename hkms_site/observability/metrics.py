@@ -255,6 +255,7 @@ def count_database_errors(sender: Any, connection: Any, **kwargs: Any) -> None:
             return execute(sql, params, many, context)
         except Exception as exc:
             _record(("database_error", alias, type(exc).__name__))
+            exc.hkms_counted = True  # type: ignore[attr-defined]
             raise
 
     wrapper.hkms_counts_errors = True  # type: ignore[attr-defined]
@@ -268,9 +269,28 @@ class StateCollector(Collector):
         return []  # registering must not run collect(): that reads the database
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
+        yield from self._databases()
         yield from self._seal()
         yield from self._jobs()
         yield from self._caches()
+
+    def _databases(self) -> Iterator[GaugeMetricFamily]:
+        """``SELECT 1`` on each database: a connection refused is an error no query wrapper sees."""
+        from django.db import connections
+
+        up = GaugeMetricFamily("hkms_database_up", "1 when the database answered SELECT 1 at this scrape.",
+                               labels=["database"])
+        for alias in connections:
+            try:
+                with connections[alias].cursor() as cursor:
+                    cursor.execute("SELECT 1")
+                up.add_metric([alias], 1)
+            except Exception as exc:
+                if not getattr(exc, "hkms_counted", False):
+                    _record(("database_error", alias, type(exc).__name__))
+                up.add_metric([alias], 0)
+        flush()
+        yield up
 
     def _seal(self) -> Iterator[GaugeMetricFamily]:
         from keys_app.providers import get_provider
@@ -307,7 +327,8 @@ class StateCollector(Collector):
                     processed.add_metric([row["kind"]], row["done"] or 0)
                     total.add_metric([row["kind"]], row["todo"] or 0)
         except Exception as exc:  # the kek database is down: say so in the error counter, skip the gauges
-            DATABASE_ERRORS.labels("kek", type(exc).__name__).inc()
+            if not getattr(exc, "hkms_counted", False):
+                _record(("database_error", "kek", type(exc).__name__))
         yield from (jobs, processed, total)
 
     def _caches(self) -> Iterator[GaugeMetricFamily]:

@@ -115,6 +115,29 @@ def test_rotation_jobs_and_database_errors(client, settings, project, make_secre
     after = scrape(client)
     errors = [k for k in after if k[0] == "hkms_database_errors_total" and ("database", "dek") in k[1]]
     assert errors and sum(after[k] - before.get(k, 0) for k in errors) == 1
+    assert [value(after, "hkms_database_up", database=a) for a in ("default", "kek", "dek")] == [1, 1, 1]
+
+
+@pytest.mark.django_db(databases=["default", "kek", "dek"])
+def test_a_database_that_refuses_connections_is_down_and_counted(client, settings, monkeypatch):
+    from django.db import OperationalError
+
+    settings.HKMS_METRICS_TOKEN = TOKEN
+    before = scrape(client)
+    connection = connections["dek"]
+
+    def refuse(*args, **kwargs):
+        raise OperationalError("connection refused")
+
+    monkeypatch.setattr(connection, "ensure_connection", refuse)
+    monkeypatch.setattr(connection, "connection", None)
+    during = scrape(client)
+    monkeypatch.undo()
+    after = scrape(client)
+    assert value(during, "hkms_database_up", database="dek") == 0
+    assert value(during, "hkms_database_up", database="default") == 1
+    key = ("hkms_database_errors_total", (("database", "dek"), ("error", "OperationalError")))
+    assert after.get(key, 0) - before.get(key, 0) == 1
 
 
 def http_get(url: str, token: str | None = None, method: str = "GET") -> tuple[int, str, dict[str, str]]:
