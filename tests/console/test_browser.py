@@ -88,7 +88,8 @@ temp = users.create_user("temp", password=PW)
 role_grant(principal=op, user=temp, role="secret_reader", obj=acme)
 issued = api_key_create(principal=op, user=users.get(username="reader"), project=acme, description="ci deploy")
 print(json.dumps({"project": str(acme.id), "key": str(acme.default_key_id), "seeded": str(seeded.id),
-                  "spare": str(spare.id), "imported": str(imported.id), "doomed": str(doomed.id), "api_key": issued.api_key.access_key}))
+                  "spare": str(spare.id), "imported": str(imported.id), "doomed": str(doomed.id),
+                  "api_key": issued.api_key.access_key}))
 """
 
 
