@@ -10,7 +10,7 @@ import urllib.error
 import urllib.request
 
 import pytest
-from django.db import DatabaseError, connections
+from django.db import DatabaseError, connections, transaction
 from prometheus_client.parser import text_string_to_metric_families
 from rest_framework.test import APIClient
 
@@ -110,8 +110,8 @@ def test_rotation_jobs_and_database_errors(client, settings, project, make_secre
     deks_rewrap(key=project.default_key)
     before = scrape(client)
     assert value(before, "hkms_rotation_jobs", kind="rewrap_deks", state="done") == 1
-    with connections["dek"].cursor() as cursor, pytest.raises(DatabaseError):
-        cursor.execute("SELECT * FROM no_such_table_for_metrics")
+    with pytest.raises(DatabaseError), transaction.atomic(using="dek"), connections["dek"].cursor() as cursor:
+        cursor.execute("SELECT * FROM no_such_table_for_metrics")  # in a savepoint: PostgreSQL goes on
     after = scrape(client)
     errors = [k for k in after if k[0] == "hkms_database_errors_total" and ("database", "dek") in k[1]]
     assert errors and sum(after[k] - before.get(k, 0) for k in errors) == 1
