@@ -156,9 +156,10 @@ class RotationJob(models.Model):
     """A resumable rotation: a cursor advanced after each committed batch (kek database).
 
     One running job per ``(kind, scope)``: re-running an interrupted command
-    finds the job and continues from ``cursor``.  ``lease_owner`` /
-    ``lease_until`` stop two live processes from running the same job; a lease
-    whose owner died (same host, process gone) or expired is taken over.
+    finds the job and continues from ``cursor``.  ``lease_owner``
+    (``host:boot-id:pid-namespace:pid:random``) / ``lease_until`` stop two live
+    processes from running the same job; a lease that expired, or whose owner
+    died on this machine and pid namespace, is taken over (``services.jobs``).
     """
 
     class Kind(models.TextChoices):
@@ -198,3 +199,21 @@ class RotationJob(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind}[{self.scope}] {self.state} {self.processed}/{self.total}"
+
+
+class RotationLease(models.Model):
+    """The fencing token of a running job that writes the default database (default database).
+
+    Mirrors the owner of a :class:`RotationJob` lease (which lives on kek).  A
+    batch that moves secret versions checks, row-locked inside its own default
+    transaction, that it still names this process; a takeover or a release
+    rewrites it first.  So a process frozen past its lease can never commit a
+    batch after another process took the job over (``services.jobs``).
+    """
+
+    job_id = models.UUIDField(primary_key=True)
+    owner = models.CharField(max_length=128, blank=True, default="")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"lease of job {self.job_id}: {self.owner or '(released)'}"

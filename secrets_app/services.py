@@ -17,24 +17,24 @@ These are the only entry points for the REST API, the console and commands;
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import IntegrityError as DbIntegrityError
 from django.db import transaction
-from django.db.models import Max, Q, QuerySet
+from django.db.models import F, Max, Q, QuerySet
 from django.utils import timezone
 
 from hkms_site.access.principal import Principal
 from hkms_site.access.roles import Action
 from hkms_site.access.services import authorize_audited, grants_forget, project_ids_with, visible
 from hkms_site.audit.services import audit_record, audit_record_committed
-from hkms_site.errors import Conflict, InvalidArgument, ObjectNotFound, PreconditionFailed, ServiceError
+from hkms_site.errors import Conflict, InvalidArgument, ObjectNotFound, PreconditionFailed
 from hkms_site.queries import filter_json_list_contains
 from keys_app.models import Key, KeyState
-from secrets_app import storage, validation
+from secrets_app import states, storage, validation
 from secrets_app.models import EphemeralAction, Project, Secret, SecretType, SecretVersion, VersionStatus
 
 DELETION_DELAY = timedelta(days=7)
@@ -47,14 +47,8 @@ ORDERINGS = {
     "updated_at_desc": ("-updated_at", "id"),
 }
 PRODUCTS = ("edge_services", "s2s_vpn")
-
-
-class Expired(ServiceError):
-    status = 410
-    type = "resource_expired"
-
-    def __init__(self, resource: str, resource_id: object) -> None:
-        super().__init__(f"{resource} {resource_id} has expired", resource=resource, resource_id=str(resource_id))
+DELETED = VersionStatus.DELETED
+Expired = states.Expired  # re-exported: callers catch ``services.Expired``
 
 
 @dataclass(frozen=True)
@@ -247,50 +241,93 @@ def secret_update(
 
 
 def secret_delete(*, principal: Principal, secret_id: Any, region: str | None = None) -> None:
-    """Schedule deletion (7 days) — or destroy at once for an ephemeral secret."""
+    """Schedule deletion (7 days) — or destroy at once for an ephemeral secret.
+
+    Under the secret's row lock: refused if protected or already scheduled;
+    every enabled or disabled version moves to ``scheduled_for_deletion`` (one
+    CAS ``UPDATE`` from those states, remembering each one's status), then the
+    secret, with the audit event: a concurrent enable either committed before
+    (and is scheduled with the rest) or finds the secret scheduled and fails.
+    """
     secret = _secret(principal, secret_id, Action.SECRET_ADMIN, "secret.delete", region)
-    if secret.protected:
-        raise PreconditionFailed("protected", f"secret {secret.id} is protected: unprotect it first")
-    if secret.deletion_requested_at is not None:
-        raise PreconditionFailed("scheduled_for_deletion", f"secret {secret.id} is already scheduled for deletion")
     now = timezone.now()
     with transaction.atomic():
-        for version in SecretVersion.objects.filter(secret=secret).exclude(status=VersionStatus.DELETED):
-            _schedule_version(version, now)
+        locked = _locked(secret)
+        if locked.protected:
+            raise PreconditionFailed("protected", f"secret {secret.id} is protected: unprotect it first")
+        if locked.deletion_requested_at is not None:
+            raise PreconditionFailed("scheduled_for_deletion", f"secret {secret.id} is already scheduled for deletion")
+        SecretVersion.objects.filter(secret_id=secret.id, status__in=states.FROM["schedule_deletion"]).update(
+            status_before_deletion=F("status"),
+            status=VersionStatus.SCHEDULED_FOR_DELETION,
+            deletion_requested_at=now,
+            updated_at=now,
+        )
         Secret.objects.filter(id=secret.id).update(deletion_requested_at=now, updated_at=now)
         audit_record(principal, "secret.delete", secret, immediate=secret.is_ephemeral)
+    secret.deletion_requested_at = now
     if secret.is_ephemeral:
-        _destroy_secret(secret)
+        _destroy_secret(secret, only_if=Q(deletion_requested_at__isnull=False))
 
 
-def _schedule_version(version: SecretVersion, now: datetime) -> None:
-    if version.status == VersionStatus.SCHEDULED_FOR_DELETION:
-        return
-    SecretVersion.objects.filter(id=version.id).update(
-        status_before_deletion=version.status,
-        status=VersionStatus.SCHEDULED_FOR_DELETION,
-        deletion_requested_at=now,
-        updated_at=now,
-    )
+def _locked(secret: Secret) -> Secret:
+    """``secret`` re-read with its row locked (inside ``transaction.atomic()``); 404 if it is gone."""
+    locked = storage.secret_lock(secret.id)
+    if locked is None:
+        raise ObjectNotFound("secret", secret.id)
+    return locked
 
 
-def _destroy_secret(secret: Secret) -> None:
-    """Destroy every version (DEK first), then the secret row with the roles granted on it."""
-    for version in SecretVersion.objects.filter(secret=secret).exclude(status=VersionStatus.DELETED):
-        storage.secret_version_destroy(version)
+def _destroy_secret(secret: Secret, *, only_if: Q, audit: Callable[[Secret], Any] | None = None) -> bool:
+    """Destroy every version (DEK first), then the secret row with the roles granted on it.
+
+    ``only_if`` is re-checked on the secret row under its lock before anything
+    is destroyed (a restore that committed first wins) and again before the row
+    goes; each version is destroyed under its own lock (``storage.secret_version_destroy``).
+    A crash in between leaves a secret still scheduled, past its window (not
+    restorable), whose next expiry run finishes the job.  True if the secret went;
+    ``audit(secret)`` is written in the transaction that deletes the row.
+    """
+    if not Secret.objects.filter(only_if, id=secret.id).exists():
+        return False
+    for version in SecretVersion.objects.filter(secret_id=secret.id).exclude(status=VersionStatus.DELETED):
+        storage.secret_version_destroy(version, only_if=Q(secret__deletion_requested_at__isnull=False))
     with transaction.atomic():
+        locked = storage.secret_lock(secret.id)
+        if locked is None or not Secret.objects.filter(only_if, id=secret.id).exists():
+            return False
+        if audit is not None:
+            audit(secret)
         grants_forget(secret)
         Secret.objects.filter(id=secret.id).delete()
+    return True
+
+
+def _window_passed(requested_at: datetime | None, now: datetime) -> bool:
+    return requested_at is not None and requested_at + DELETION_DELAY <= now
 
 
 def secret_restore(*, principal: Principal, secret_id: Any, region: str | None = None) -> Secret:
+    """Cancel a scheduled deletion (under the secret's row lock): the versions it scheduled come back.
+
+    Versions deleted on their own before stay scheduled; a deletion whose
+    window passed is final (the expiry may already be shredding it).
+    """
     secret = _secret(principal, secret_id, Action.SECRET_ADMIN, "secret.restore", region)
-    if secret.deletion_requested_at is None:
-        raise PreconditionFailed("not_scheduled", f"secret {secret.id} is not scheduled for deletion")
     now = timezone.now()
     try:
         with transaction.atomic():
-            for version in SecretVersion.objects.filter(secret=secret, status=VersionStatus.SCHEDULED_FOR_DELETION):
+            locked = _locked(secret)
+            if locked.deletion_requested_at is None:
+                raise PreconditionFailed("not_scheduled", f"secret {secret.id} is not scheduled for deletion")
+            if _window_passed(locked.deletion_requested_at, now):
+                raise PreconditionFailed("deletion_final", f"secret {secret.id}: its deletion is final")
+            scheduled = SecretVersion.objects.filter(
+                secret_id=secret.id,
+                status=VersionStatus.SCHEDULED_FOR_DELETION,
+                deletion_requested_at=locked.deletion_requested_at,
+            )
+            for version in scheduled:
                 _unschedule_version(version, now)
             Secret.objects.filter(id=secret.id).update(deletion_requested_at=None, updated_at=now)
             audit_record(principal, "secret.restore", secret)
@@ -300,12 +337,13 @@ def secret_restore(*, principal: Principal, secret_id: Any, region: str | None =
     return secret
 
 
-def _unschedule_version(version: SecretVersion, now: datetime) -> None:
-    SecretVersion.objects.filter(id=version.id).update(
+def _unschedule_version(version: SecretVersion, now: datetime) -> bool:
+    return storage.secret_version_transition(
+        version,
+        from_statuses=states.FROM["restore"],
         status=version.status_before_deletion or VersionStatus.DISABLED,
         status_before_deletion="",
         deletion_requested_at=None,
-        updated_at=now,
     )
 
 
@@ -313,9 +351,10 @@ def secret_set_protected(*, principal: Principal, secret_id: Any, protected: boo
     event = "secret.protect" if protected else "secret.unprotect"
     secret = _secret(principal, secret_id, Action.SECRET_ADMIN, event, region)
     with transaction.atomic():
-        secret.protected = protected
-        secret.save(update_fields=["protected", "updated_at"])
+        _locked(secret)
+        Secret.objects.filter(id=secret.id).update(protected=protected, updated_at=timezone.now())
         audit_record(principal, event, secret)
+    secret.protected = protected
     return secret
 
 
@@ -324,6 +363,7 @@ def secret_add_owner(*, principal: Principal, secret_id: Any, product: Any, regi
     if product not in PRODUCTS:
         raise InvalidArgument("product", f"must be one of {', '.join(PRODUCTS)}")
     with transaction.atomic():
+        secret.used_by = _locked(secret).used_by  # re-read under the lock: a concurrent owner is kept
         if product not in secret.used_by:
             secret.used_by = [*secret.used_by, product]
             secret.save(update_fields=["used_by", "updated_at"])
@@ -480,18 +520,17 @@ def secret_version_create(
             "expires_once_accessed": secret.ephemeral_expires_once_accessed,
             "ephemeral_action": secret.ephemeral_action,
         }
-    with transaction.atomic():
-        version = storage.secret_version_create(
-            secret=secret,
-            data=data,
-            description=str(description or "")[:4096],
-            disable_previous=disable_previous,
-            data_crc32=validation.crc32_of(data),
-            **fields,
-        )
-        audit_record(
-            principal, "secret.version.create", secret, revision=version.revision, disable_previous=disable_previous
-        )
+    version = storage.secret_version_create(
+        secret=secret,
+        data=data,
+        description=str(description or "")[:4096],
+        disable_previous=disable_previous,
+        data_crc32=validation.crc32_of(data),
+        audit=lambda v: audit_record(
+            principal, "secret.version.create", secret, revision=v.revision, disable_previous=disable_previous
+        ),
+        **fields,
+    )
     return version
 
 
@@ -547,6 +586,9 @@ def secret_version_update(
         version.ephemeral_action = validation.ephemeral_action(ephemeral_action)
         changed.append("ephemeral_action")
     with transaction.atomic():
+        _locked(secret)  # the locking rule: a destroy that committed first wins
+        if not SecretVersion.objects.filter(id=version.id).exclude(status=VersionStatus.DELETED).exists():
+            raise PreconditionFailed("deleted", "a deleted version cannot be changed")
         # Only the edited columns: a concurrent DEK rotation or status change is kept.
         version.save(update_fields=[*changed, "updated_at"])
         audit_record(principal, "secret.version.update", secret, revision=version.revision, fields=changed)
@@ -556,13 +598,22 @@ def secret_version_update(
 def secret_version_set_enabled(
     *, principal: Principal, secret_id: Any, revision: Any, enabled: bool, region: str | None = None
 ) -> SecretVersion:
+    """enabled <-> disabled, only while the secret is not scheduled for deletion (both checked
+    under the secret's row lock, the status by CAS): a deletion request wins over a concurrent enable."""
     event = "secret.version.enable" if enabled else "secret.version.disable"
     secret = _secret(principal, secret_id, Action.SECRET_WRITE, event, region)
-    version = version_resolve(secret, revision)
-    if version.status in (VersionStatus.DELETED, VersionStatus.SCHEDULED_FOR_DELETION):
-        raise PreconditionFailed(version.status, f"revision {version.revision} is {version.status}")
     with transaction.atomic():
-        storage.secret_version_set_status(version, VersionStatus.ENABLED if enabled else VersionStatus.DISABLED)
+        locked = _locked(secret)
+        version = version_resolve(secret, revision)
+        if locked.deletion_requested_at is not None:
+            raise PreconditionFailed(
+                VersionStatus.SCHEDULED_FOR_DELETION, f"secret {secret.id} is scheduled for deletion"
+            )
+        target = VersionStatus.ENABLED if enabled else VersionStatus.DISABLED
+        if not storage.secret_version_transition(
+            version, from_statuses=states.FROM["enable" if enabled else "disable"], status=target
+        ):
+            raise PreconditionFailed(version.status, f"revision {version.revision} is {version.status}")
         audit_record(principal, event, secret, revision=version.revision)
     return version
 
@@ -570,17 +621,28 @@ def secret_version_set_enabled(
 def secret_version_delete(
     *, principal: Principal, secret_id: Any, revision: Any, region: str | None = None
 ) -> SecretVersion:
-    """Schedule one version for deletion (allowed on protected secrets)."""
+    """Schedule one version for deletion (allowed on protected secrets).
+
+    CAS from enabled/disabled under the secret's row lock: of two concurrent
+    deletions exactly one succeeds, and a concurrent enable cannot undo it.
+    """
     secret = _secret(principal, secret_id, Action.SECRET_ADMIN, "secret.version.delete", region)
-    version = version_resolve(secret, revision)
-    if version.status in (VersionStatus.DELETED, VersionStatus.SCHEDULED_FOR_DELETION):
-        raise PreconditionFailed(version.status, f"revision {version.revision} is already {version.status}")
     now = timezone.now()
     with transaction.atomic():
-        _schedule_version(version, now)
+        _locked(secret)
+        version = version_resolve(secret, revision)
+        before = version.status
+        if not storage.secret_version_transition(
+            version,
+            from_statuses=states.FROM["schedule_deletion"],
+            status=VersionStatus.SCHEDULED_FOR_DELETION,
+            status_before_deletion=before,
+            deletion_requested_at=now,
+        ):
+            raise PreconditionFailed(before, f"revision {version.revision} is already {before}")
         audit_record(principal, "secret.version.delete", secret, revision=version.revision)
     if secret.is_ephemeral:
-        storage.secret_version_destroy(version)
+        storage.secret_version_destroy(version, only_if=Q(status=VersionStatus.SCHEDULED_FOR_DELETION))
     version.refresh_from_db()
     return version
 
@@ -588,22 +650,22 @@ def secret_version_delete(
 def secret_version_restore(
     *, principal: Principal, secret_id: Any, revision: Any, region: str | None = None
 ) -> SecretVersion:
+    """scheduled_for_deletion -> its status before (CAS, under the secret's row lock, secret live)."""
     secret = _secret(principal, secret_id, Action.SECRET_ADMIN, "secret.version.restore", region)
-    _require_live(secret)
-    version = version_resolve(secret, revision)
-    if version.status != VersionStatus.SCHEDULED_FOR_DELETION:
-        raise PreconditionFailed("not_scheduled", f"revision {version.revision} is not scheduled for deletion")
+    now = timezone.now()
     with transaction.atomic():
-        _unschedule_version(version, timezone.now())
+        locked = _locked(secret)
+        _require_live(locked)
+        version = version_resolve(secret, revision)
+        if version.status != VersionStatus.SCHEDULED_FOR_DELETION:
+            raise PreconditionFailed("not_scheduled", f"revision {version.revision} is not scheduled for deletion")
+        if _window_passed(version.deletion_requested_at, now):
+            raise PreconditionFailed("deletion_final", f"revision {version.revision}: its deletion is final")
+        if not _unschedule_version(version, now):
+            raise PreconditionFailed("not_scheduled", f"revision {version.revision} is not scheduled for deletion")
         audit_record(principal, "secret.version.restore", secret, revision=version.revision)
     version.refresh_from_db()
     return version
-
-
-def _expired(version: SecretVersion, now: datetime) -> bool:
-    if version.expires_at is not None and version.expires_at <= now:
-        return True
-    return version.expires_once_accessed and version.accessed_at is not None
 
 
 def secret_version_access(
@@ -671,26 +733,21 @@ def _access(
     ``version``: already resolved.
     """
     version = version if version is not None else version_resolve(secret, revision)
-    if _expired(version, now):  # also once disabled or destroyed by its own expiry
-        raise Expired("secret_version", f"{secret.id}/{version.revision}")
-    if version.status != VersionStatus.ENABLED:
-        raise PreconditionFailed(
-            version.status, f"revision {version.revision} of secret {secret.id} is {version.status}"
-        )
+    states.version_readable(secret, version, now)
     data = storage.secret_version_payload(version)
     once = version.expires_once_accessed
     if once:
         with transaction.atomic():
-            updated = SecretVersion.objects.filter(id=version.id, accessed_at__isnull=True).update(
-                accessed_at=now, status=VersionStatus.DISABLED, updated_at=now
-            )
+            updated = SecretVersion.objects.filter(
+                id=version.id, accessed_at__isnull=True, status__in=states.FROM["access_once"]
+            ).update(accessed_at=now, status=VersionStatus.DISABLED, updated_at=now)
             if not updated:  # someone else read it first
                 raise Expired("secret_version", f"{secret.id}/{version.revision}")
             audit_record(principal, "secret.version.access", secret, revision=version.revision)
     else:
         audit_record_committed(principal, "secret.version.access", secret, revision=version.revision)
     if once and version.ephemeral_action == EphemeralAction.DELETE:
-        storage.secret_version_destroy(version)
+        storage.secret_version_destroy(version, only_if=Q(accessed_at__isnull=False))
     return AccessedPayload(secret.id, version.revision, data, secret.type, version.data_crc32)
 
 
@@ -700,60 +757,66 @@ def secret_versions_expire(
 ) -> dict[str, int]:
     """Apply ephemeral actions for good and destroy what was scheduled more than 7 days ago.
 
-    Operators only.  Each destruction deletes the DEK first, so a crash leaves
-    at worst a version whose payload is already gone; a re-run finishes it.
+    Operators only.  The candidates are listed without locks; each change then
+    re-checks its own condition under the row locks (CAS), so what changed
+    meanwhile (a restore, an enable, a new expiry date) is never undone: an
+    expiry ``disable`` moves only an enabled version, a destruction happens only
+    if the version (or secret) is still due when locked.  Each destruction
+    deletes the DEK first (``storage.secret_version_destroy``), so a crash
+    leaves at worst a version whose payload is already gone; a re-run finishes it.
+    Counts are of what this run changed.
     """
     if not principal.is_superuser:
         raise ObjectNotFound("command", "expire_secret_versions")
     now = now or timezone.now()
     cutoff = now - DELETION_DELAY
     counts = {"versions_disabled": 0, "versions_destroyed": 0, "secrets_destroyed": 0}
-    expired = (
-        SecretVersion.objects.select_related("secret")
-        .filter(Q(expires_at__lte=now) | Q(expires_once_accessed=True, accessed_at__isnull=False))
-        .exclude(status=VersionStatus.DELETED)
-    )
-    due_versions = SecretVersion.objects.select_related("secret").filter(
-        status=VersionStatus.SCHEDULED_FOR_DELETION, deletion_requested_at__lte=cutoff
-    )
+    expired_q = Q(expires_at__lte=now) | Q(expires_once_accessed=True, accessed_at__isnull=False)
+    expired = SecretVersion.objects.select_related("secret").filter(expired_q).exclude(status=VersionStatus.DELETED)
+    due_q = Q(status=VersionStatus.SCHEDULED_FOR_DELETION, deletion_requested_at__lte=cutoff)
+    due_versions = SecretVersion.objects.select_related("secret").filter(due_q)
     due_secrets = Secret.objects.filter(deletion_requested_at__lte=cutoff)
     for version in expired:
         # Only an explicit ``delete`` action destroys; an expiry without one (set on a
         # single version) disables, which can be undone.
         if version.ephemeral_action != EphemeralAction.DELETE:
-            if version.status == VersionStatus.ENABLED:
+            if version.status != VersionStatus.ENABLED:
+                continue
+            if dry_run:
                 counts["versions_disabled"] += 1
-                if not dry_run:
-                    with transaction.atomic():
-                        storage.secret_version_set_status(version, VersionStatus.DISABLED)
-                        audit_record(
-                            principal,
-                            "secret.version.expire",
-                            version.secret,
-                            revision=version.revision,
-                            ephemeral="disable",
-                        )
-        else:
-            counts["versions_destroyed"] += 1
-            if not dry_run:
-                _destroy_audited(principal, version, "ephemeral")
-    for version in due_versions:
-        counts["versions_destroyed"] += 1
-        if not dry_run:
-            _destroy_audited(principal, version, "deletion_window_passed")
-    for secret in due_secrets:
-        counts["secrets_destroyed"] += 1
-        if not dry_run:
+                continue
             with transaction.atomic():
-                audit_record(principal, "secret.destroy", secret)
-            _destroy_secret(secret)
+                storage.secret_lock(version.secret_id)
+                if SecretVersion.objects.filter(expired_q, id=version.id).exists() and (
+                    storage.secret_version_transition(
+                        version, from_statuses=states.FROM["expire_disable"], status=VersionStatus.DISABLED
+                    )
+                ):
+                    counts["versions_disabled"] += 1
+                    event = "secret.version.expire"
+                    audit_record(principal, event, version.secret, revision=version.revision, ephemeral="disable")
+        elif dry_run or _destroy_audited(principal, version, "ephemeral", only_if=expired_q & ~Q(status=DELETED)):
+            counts["versions_destroyed"] += 1
+    for version in due_versions:
+        if dry_run or _destroy_audited(principal, version, "deletion_window_passed", only_if=due_q):
+            counts["versions_destroyed"] += 1
+    for secret in due_secrets:
+        if dry_run:
+            counts["secrets_destroyed"] += 1
+            continue
+        audit = lambda s: audit_record(principal, "secret.destroy", s)  # noqa: E731
+        if _destroy_secret(secret, only_if=Q(deletion_requested_at__lte=cutoff), audit=audit):
+            counts["secrets_destroyed"] += 1
     return counts
 
 
-def _destroy_audited(principal: Principal, version: SecretVersion, reason: str) -> None:
+def _destroy_audited(principal: Principal, version: SecretVersion, reason: str, *, only_if: Q) -> bool:
+    """Destroy ``version`` if it still matches ``only_if`` under its lock; the event commits with the marking."""
     with transaction.atomic():
-        audit_record(principal, "secret.version.destroy", version.secret, revision=version.revision, reason=reason)
-    storage.secret_version_destroy(version)
+        destroyed = storage.secret_version_destroy(version, only_if=only_if)
+        if destroyed:
+            audit_record(principal, "secret.version.destroy", version.secret, revision=version.revision, reason=reason)
+    return destroyed
 
 
 def project_ids_readable(principal: Principal) -> set[str]:

@@ -15,14 +15,17 @@ for good, including from backups of the default database.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
+from hkms_site.errors import PreconditionFailed
 from keys_app import crypto
 from keys_app.errors import IntegrityError, KeyMaterialUnavailable
-from keys_app.models import Key, KeyState
+from keys_app.models import Dek, Key, KeyState
 from keys_app.services.material import dek_create, dek_material, deks_destroy, key_create_with_material
 from secrets_app.models import Project, Secret, SecretVersion, VersionStatus
 
@@ -94,31 +97,47 @@ def secret_version_create(
     description: str = "",
     disable_previous: bool = False,
     data_crc32: int | None = None,
+    audit: Callable[[SecretVersion], Any] | None = None,
     **fields: Any,
 ) -> SecretVersion:
-    """Add a version with a fresh DEK. The DEK is committed first (see module docstring)."""
+    """Add a version with a fresh DEK. The DEK is committed first (see module docstring).
+
+    The secret row is locked, then the secret must not be scheduled for deletion
+    (``PreconditionFailed`` otherwise); ``audit(version)`` runs in that transaction.
+    If the transaction fails, the fresh DEK is deleted again (a crash leaves it
+    behind, owned by a version id that never existed: an orphan that
+    ``verify_hierarchy`` reports).
+    """
     version_id = uuid.uuid4()
     dek, material = dek_create(key=secret.key, owner_id=version_id)
-    with transaction.atomic():
-        locked = Secret.objects.select_for_update().get(id=secret.id)
-        revision = locked.version_count + 1
-        version = SecretVersion.objects.create(
-            id=version_id,
-            secret=locked,
-            revision=revision,
-            ciphertext=payload_seal(
-                material=material, data=data, secret_id=secret.id, revision=revision, dek_id=dek.id
-            ),
-            dek_id=dek.id,
-            data_crc32=data_crc32,
-            description=description,
-            **fields,
-        )
-        if disable_previous:
-            SecretVersion.objects.filter(secret=locked, status=VersionStatus.ENABLED).exclude(id=version.id).update(
-                status=VersionStatus.DISABLED, updated_at=timezone.now()
+    try:
+        with transaction.atomic():
+            locked = Secret.objects.select_for_update().get(id=secret.id)
+            if locked.deletion_requested_at is not None:  # checked under the lock: a deletion wins
+                raise PreconditionFailed("scheduled_for_deletion", f"secret {secret.id} is scheduled for deletion")
+            revision = locked.version_count + 1
+            version = SecretVersion.objects.create(
+                id=version_id,
+                secret=locked,
+                revision=revision,
+                ciphertext=payload_seal(
+                    material=material, data=data, secret_id=secret.id, revision=revision, dek_id=dek.id
+                ),
+                dek_id=dek.id,
+                data_crc32=data_crc32,
+                description=description,
+                **fields,
             )
-        Secret.objects.filter(id=secret.id).update(version_count=revision, updated_at=timezone.now())
+            if disable_previous:
+                SecretVersion.objects.filter(secret=locked, status=VersionStatus.ENABLED).exclude(id=version.id).update(
+                    status=VersionStatus.DISABLED, updated_at=timezone.now()
+                )
+            Secret.objects.filter(id=secret.id).update(version_count=revision, updated_at=timezone.now())
+            if audit is not None:
+                audit(version)
+    except BaseException:
+        deks_destroy([dek.id])  # the version never committed: its DEK protects nothing
+        raise
     secret.version_count = revision
     version.secret = secret
     return version
@@ -149,22 +168,84 @@ def _payload(key: Key, version: SecretVersion) -> bytes:
     return payload_open(material=dek_material(key=key, dek_id=version.dek_id), version=version)
 
 
-def secret_version_set_status(version: SecretVersion, status: str) -> SecretVersion:
-    SecretVersion.objects.filter(id=version.id).update(status=status, updated_at=timezone.now())
-    version.status = status
-    return version
+def secret_version_transition(
+    version: SecretVersion, *, from_statuses: tuple[str, ...], status: str, secret_live: bool = False, **fields: Any
+) -> bool:
+    """Move ``version`` to ``status`` if its row is still in one of ``from_statuses``; True if it moved.
 
-
-def secret_version_destroy(version: SecretVersion) -> SecretVersion:
-    """Crypto-shred a version: delete its DEK (dek db), then empty the row (default db).
-
-    A crash between the two steps leaves a version whose DEK is gone; running
-    this again finishes it.  The payload is unrecoverable after the first step.
+    One conditional ``UPDATE`` checked by its row count (compare-and-set): a
+    concurrent transition that changed the status first makes this one update
+    nothing, instead of being undone by it.  With ``secret_live`` the caller
+    must hold the secret's row lock (``secret_lock``) and have checked that
+    the secret is not scheduled for deletion.  Call it inside the caller's
+    transaction, with the audit event.  ``fields`` are extra columns to set.
     """
-    deks_destroy([version.dek_id] if version.dek_id else [])
     now = timezone.now()
-    SecretVersion.objects.filter(id=version.id).update(
-        status=VersionStatus.DELETED, ciphertext=None, dek_id=None, deleted_at=now, updated_at=now
+    moved = (
+        SecretVersion.objects.filter(id=version.id, status__in=from_statuses).update(
+            status=status, updated_at=now, **fields
+        )
+        == 1
     )
+    if moved:
+        version.status = status
+    return moved
+
+
+def secret_lock(secret_id: uuid.UUID) -> Secret | None:
+    """The secret row, locked until the end of the caller's transaction (``None`` if gone).
+
+    The locking rule for a secret and its versions: lock the secret row first,
+    then read what the change depends on, then write.  On SQLite the immediate
+    transaction already holds the database's write lock.
+    """
+    return Secret.objects.select_for_update().filter(id=secret_id).first()
+
+
+def deks_destroy_for(*, owner_id: uuid.UUID, dek_id: uuid.UUID | None) -> int:
+    """Delete (and commit on dek) the DEK ``dek_id`` and every DEK owned by version ``owner_id``."""
+    match = Q(owner_id=owner_id) if dek_id is None else Q(owner_id=owner_id) | Q(id=dek_id)
+    ids = list(Dek.objects.using("dek").filter(match).values_list("id", flat=True))
+    return deks_destroy(ids)
+
+
+def secret_version_destroy(version: SecretVersion, *, only_if: Q | None = None) -> bool:
+    """Crypto-shred a version: delete its *current* DEK (dek db), then empty the row (default db).
+
+    In one default-database transaction the secret row then the version row
+    are locked (``SELECT … FOR UPDATE``; SQLite's immediate transaction locks
+    the database) and the version re-read; if it no longer matches ``only_if`` (say, it was
+    restored meanwhile) nothing happens and False is returned.  Then every DEK
+    the row names or owns -- its current ``dek_id``, read under the lock, and
+    any DEK a concurrent ``rotate_deks`` created for it -- is deleted and
+    committed on dek, and only then is the row emptied (ciphertext and dek_id
+    NULL, status ``deleted``) and committed.
+
+    Why this is complete against a concurrent DEK rotation (which moves
+    ``(ciphertext, dek_id)`` by CAS ``WHERE dek_id = old``, then deletes the
+    old DEK, or its new one if the CAS lost): while we hold the row lock the
+    rotation's CAS waits; if it committed before we locked, we read and delete
+    its new DEK (it deletes the old one); if it runs after, its CAS finds
+    ``dek_id`` NULL, loses, and it deletes its new DEK.  No DEK of a destroyed
+    version survives either way.
+
+    A crash after the DEK commit leaves a row whose DEK is gone (unreadable)
+    but not yet marked: running this again finishes it.  Called inside an
+    outer transaction (to write the audit event with the marking), the lock
+    and the marking are the outer transaction's.
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        secret_lock(version.secret_id)  # the locking rule: the secret row, then the version row
+        rows = SecretVersion.objects.select_for_update(of=("self",)).filter(id=version.id)
+        if only_if is not None:
+            rows = rows.filter(only_if)
+        current = rows.values("dek_id", "status").first()
+        if current is None or (current["status"] == VersionStatus.DELETED and current["dek_id"] is None):
+            return False
+        deks_destroy_for(owner_id=version.id, dek_id=current["dek_id"])
+        SecretVersion.objects.filter(id=version.id).update(
+            status=VersionStatus.DELETED, ciphertext=None, dek_id=None, deleted_at=now, updated_at=now
+        )
     version.status, version.ciphertext, version.dek_id, version.deleted_at = VersionStatus.DELETED, None, None, now
-    return version
+    return True

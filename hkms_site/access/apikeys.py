@@ -107,17 +107,23 @@ def api_key_authenticate(token: str) -> ApiKey | None:
 
 
 def api_key_revoke(*, principal: Principal, access_key: str) -> ApiKey:
-    """Revoke a key; every process refuses it from its next request (the access generation moves)."""
+    """Revoke a key; every process refuses it from its next request (the access generation moves).
+
+    The row is locked and re-read, ``revoked_at`` set by a conditional
+    ``UPDATE … WHERE revoked_at IS NULL`` (a second revocation keeps the first
+    instant), and the generation bump and the audit event commit with it: once
+    this returns, no request that starts afterwards authenticates with the key.
+    """
     from hkms_site.access.cache import access_generation_bump
     from hkms_site.audit.services import audit_record
 
-    api_key = ApiKey.objects.filter(access_key=access_key).first()
-    if api_key is None or not (principal.is_superuser or principal.user_id == api_key.user_id):
-        raise ObjectNotFound("api_key", access_key)
     with transaction.atomic():
-        if api_key.revoked_at is None:
-            api_key.revoked_at = timezone.now()
-            api_key.save(update_fields=["revoked_at"])
+        api_key = ApiKey.objects.select_for_update().filter(access_key=access_key).first()
+        if api_key is None or not (principal.is_superuser or principal.user_id == api_key.user_id):
+            raise ObjectNotFound("api_key", access_key)
+        now = timezone.now()
+        if ApiKey.objects.filter(id=api_key.id, revoked_at__isnull=True).update(revoked_at=now):
+            api_key.revoked_at = now
         access_generation_bump()
         audit_record(principal, "api_key.revoke", ("api_key", api_key.access_key, ""))
     return api_key

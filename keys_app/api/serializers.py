@@ -58,12 +58,8 @@ class RotationPolicyInput(serializers.Serializer[Any]):
 
 class _MetadataInput(serializers.Serializer[Any]):
     name = StringField(required=False, allow_null=True, allow_blank=True, max_length=255)
-    description = StringField(
-        required=False, allow_null=True, allow_blank=True, max_length=4096, trim_whitespace=False
-    )
-    tags = serializers.ListField(
-        child=StringField(max_length=128), required=False, allow_null=True, max_length=64
-    )
+    description = StringField(required=False, allow_null=True, allow_blank=True, max_length=4096, trim_whitespace=False)
+    tags = serializers.ListField(child=StringField(max_length=128), required=False, allow_null=True, max_length=64)
     rotation_policy = RotationPolicyInput(required=False, allow_null=True)
 
     def rotation_policy_value(self) -> RotationPolicy | None:

@@ -1,7 +1,9 @@
 """Shared plumbing for the hierarchy commands: errors, --json, progress bars.
 
 Commands stay thin: parse arguments, call one service, print the result.  Any
-``HierarchyError`` becomes a one-line ``CommandError`` (exit status 1).
+``HierarchyError`` becomes a one-line ``CommandError``: exit status 1, or 75
+(``EX_TEMPFAIL``) when a rotation job is busy (``services.jobs.JobBusy``: a live
+process holds it, a conflicting job runs, or another node won the claim race).
 """
 
 from __future__ import annotations
@@ -52,7 +54,8 @@ class HierarchyCommand(BaseCommand):
             result = self.run(**options)
         except HierarchyError as exc:
             self.audit("failed", error=type(exc).__name__)
-            raise CommandError(str(exc)) from None
+            # A lost job claim (JobBusy) exits 75, EX_TEMPFAIL: cron and schedulers retry later.
+            raise CommandError(str(exc), returncode=getattr(exc, "exit_code", 1)) from None
         self.audit("allowed", **{k: v for k, v in (result or {}).items() if isinstance(v, bool | int | str)})
         if result is not None:
             self.emit(result)

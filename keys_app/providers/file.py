@@ -93,7 +93,7 @@ class FileRootKeyProvider(RootKeyProvider):
     def _remove_leftovers(self) -> None:
         """Delete temporary keyring files whose writer process is gone (killed mid-write)."""
         for leftover in self.path.parent.glob(f"{TEMP_PREFIX}*"):
-            pid_text = leftover.name[len(TEMP_PREFIX):].split(".", 1)[0]
+            pid_text = leftover.name[len(TEMP_PREFIX) :].split(".", 1)[0]
             if pid_text.isdigit() and pid_alive(int(pid_text)):
                 continue
             leftover.unlink(missing_ok=True)

@@ -987,10 +987,13 @@ def keys_rotate_due(
 def keys_purge_deleted(*, principal: Principal, now: datetime | None = None, dry_run: bool = False) -> dict[str, Any]:
     """Crypto-shred keys whose deletion became final (scheduled more than 7 days ago).
 
-    Per key: the exposure report is taken first (what is being destroyed),
-    then the versions are destroyed on kek and the DEKs deleted on dek
-    (``_shred``), then on default its role grants go and the row is deleted --
-    or kept, invisible, while a secret still names it.  Idempotent.
+    Per key: the exposure report is taken first (what is being destroyed);
+    then, with the key row locked and still due (re-checked under the lock),
+    the versions are destroyed on kek and the DEKs deleted on dek (``_shred``,
+    committed there), then on default its role grants go and the row is
+    deleted -- or kept, invisible, while a secret still names it -- with the
+    audit event.  A crash after the shredding leaves a due key that the next
+    run purges again.  Idempotent.
     """
 
     from secrets_app.models import Secret
@@ -1007,8 +1010,15 @@ def keys_purge_deleted(*, principal: Principal, now: datetime | None = None, dry
         return {"dry_run": True, "now": now.isoformat(), "keys": reports}
     purged = []
     for key, report in zip(due, reports, strict=True):
-        shredded = _shred(key)
         with transaction.atomic():
+            # The locking rule: lock the row, re-check that its deletion is still final, then shred
+            # (kek and dek commit while the lock is held) and delete; a restore that won keeps the key.
+            still_due = Key.objects.select_for_update().filter(
+                id=key.id, state=KeyState.SCHEDULED_FOR_DELETION, deletion_requested_at__lte=now - DELETION_DELAY
+            )
+            if still_due.values_list("id", flat=True).first() is None:
+                continue
+            shredded = _shred(key)
             grants_forget(key)
             kept = Secret.objects.filter(key_id=key.id).exists()
             audit_record(

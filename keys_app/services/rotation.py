@@ -31,10 +31,20 @@ from keys_app import crypto
 from keys_app.errors import HierarchyError, IntegrityError, KeyMaterialUnavailable
 from keys_app.models import Dek, KekVersion, Key, RootKeyVersion, RotationJob
 from keys_app.services import root
-from keys_app.services.jobs import JobBusy, Progress, job_advance, job_claim, job_finish, job_running
+from keys_app.services.jobs import (
+    Progress,
+    job_advance,
+    job_claim,
+    job_fence_check,
+    job_fence_drop,
+    job_fence_take,
+    job_finish,
+    job_heartbeat,
+)
 from keys_app.services.material import (
     dek_context,
     dek_unwrap_raw,
+    deks_fence,
     kek_material,
     kek_version_create,
     key_cache,
@@ -109,6 +119,19 @@ def rek_rotate(
 
     Touches only the kek database and the providers: its cost grows with the
     number of KEK versions, never with the number of secrets.
+
+    **Fenced against concurrent KEK creation** (``material.kek_version_create``):
+    the new version is committed (and so becomes current) before the first
+    re-wrap scan; an old version is retired only after a scan that finds no
+    row under it, and every scan starts after that commit.  A creator that
+    wrapped under an old version either committed before its re-read of the
+    current version showed the old one (then a scan here sees its row) or sees
+    the new version on that re-read and re-wraps its row itself.  When a scan
+    finds rows under an old version again (a late creator), re-wrapping starts
+    over, so no row is ever left under a retired version by a live creator.
+    Rows under an already retired version are leftovers of a creator that died
+    before its fence, referenced by nothing: they are skipped (counted as
+    ``unrecoverable_leftovers``) and removed by ``verify_hierarchy --repair``.
     """
     pending = KekVersion.objects.using("kek").exclude(state=KekVersion.State.DESTROYED)
     if dry_run:
@@ -125,10 +148,56 @@ def rek_rotate(
     target = RootKeyVersion.objects.using("kek").get(version=job.params["target"])
     root.rek_check(target)
     rewrapped = 0
+    retired: list[int] = []
+    with job_heartbeat(job):
+        for _ in range(100):
+            rewrapped += _rek_rewrap_pass(job, target, pending, batch_size, progress)
+            late = False
+            for rek_row in RootKeyVersion.objects.using("kek").filter(version__lt=target.version).order_by("version"):
+                if rek_row.state == RootKeyVersion.State.RETIRED:
+                    # Retired already, but a crash may have come before its material was destroyed.
+                    root.rek_retire(rek_row)
+                elif pending.filter(rek_version=rek_row.version).exists():
+                    late = True  # a creator committed under it after our pass: re-wrap again
+                else:
+                    root.rek_retire(rek_row)
+                    retired.append(rek_row.version)
+            if not late:
+                break
+        else:
+            raise HierarchyError("KEK versions kept appearing under old root key versions; run rotate_root_key again")
+    leftovers = pending.filter(rek_version__in=_retired_rek_versions()).count()
+    job_finish(job)
+    return {
+        "job": str(job.id),
+        "resumed": resumed,
+        "rek_version": target.version,
+        "provider": target.provider,
+        "kek_versions_rewrapped": rewrapped,
+        "total_rewrapped": job.processed,
+        "retired_rek_versions": retired,
+        "unrecoverable_leftovers": leftovers,
+    }
+
+
+def _retired_rek_versions() -> list[int]:
+    return list(
+        RootKeyVersion.objects.using("kek").filter(state=RootKeyVersion.State.RETIRED).values_list("version", flat=True)
+    )
+
+
+def _rek_rewrap_pass(
+    job: RotationJob, target: RootKeyVersion, pending: Any, batch_size: int, progress: Progress | None
+) -> int:
+    """Re-wrap every KEK row not under ``target`` (nor under a retired version) in committed batches."""
+    rewrapped = 0
+    skip = _retired_rek_versions()
     while True:
-        batch = list(pending.exclude(rek_version=target.version).order_by("id")[:batch_size])
+        batch = list(
+            pending.exclude(rek_version=target.version).exclude(rek_version__in=skip).order_by("id")[:batch_size]
+        )
         if not batch:
-            break
+            return rewrapped
         with transaction.atomic(using="kek"):
             for row in batch:
                 material = root.rek_unwrap(
@@ -142,24 +211,6 @@ def rek_rotate(
             job_advance(job, processed=len(batch), cursor=str(batch[-1].id))
         if progress:
             progress(job.processed, job.total)
-    retired = []
-    for rek_row in RootKeyVersion.objects.using("kek").filter(version__lt=target.version).order_by("version"):
-        if rek_row.state == RootKeyVersion.State.RETIRED:
-            # Retired already, but a crash may have come before its material was destroyed.
-            root.rek_retire(rek_row)
-        elif not pending.filter(rek_version=rek_row.version).exists():
-            root.rek_retire(rek_row)
-            retired.append(rek_row.version)
-    job_finish(job)
-    return {
-        "job": str(job.id),
-        "resumed": resumed,
-        "rek_version": target.version,
-        "provider": target.provider,
-        "kek_versions_rewrapped": rewrapped,
-        "total_rewrapped": job.processed,
-        "retired_rek_versions": retired,
-    }
 
 
 # --- KEK -------------------------------------------------------------------------------------
@@ -245,14 +296,15 @@ def deks_rewrap(
     job, resumed = job_claim(RotationJob.Kind.REWRAP_DEKS, scope)
     job_advance(job, total=job.processed + total)
     rewrapped = 0
-    for k in keys:
-        with sqlite_bulk_writes("dek"):
-            for old_version in sorted(pending.get(k.id, {})):
-                rewrapped += _rewrap_version(job, k, old_version, batch_size, progress)
-        if k.id in pending:
-            KekVersion.objects.using("kek").filter(
-                key_id=k.id, version__lt=k.primary_version, state=KekVersion.State.ENABLED
-            ).update(state=KekVersion.State.RETIRED)
+    with job_heartbeat(job):
+        for k in keys:
+            with sqlite_bulk_writes("dek"):
+                for old_version in sorted(pending.get(k.id, {})):
+                    rewrapped += _rewrap_version(job, k, old_version, batch_size, progress)
+            if k.id in pending:
+                KekVersion.objects.using("kek").filter(
+                    key_id=k.id, version__lt=k.primary_version, state=KekVersion.State.ENABLED
+                ).update(state=KekVersion.State.RETIRED)
     job_finish(job)
     return {"job": str(job.id), "resumed": resumed, "deks_rewrapped": rewrapped}
 
@@ -272,6 +324,7 @@ def _rewrap_version(job: RotationJob, key: Key, old_version: int, batch_size: in
         if not batch:
             return done
         updates = []
+        plaintexts: dict[uuid.UUID, tuple[int, crypto.SecretBytes]] = {}
         for dek_id, wrapped in batch:
             try:
                 material = crypto.open_(old_kek, bytes(wrapped), context=dek_context(dek_id, key.id, old_version))
@@ -284,8 +337,13 @@ def _rewrap_version(job: RotationJob, key: Key, old_version: int, batch_size: in
                 new_kek, material, context=dek_context(dek_id, key.id, new_version), key_version=new_version
             )
             updates.append((rewrapped, new_version, dek_id, old_version))
+            plaintexts[dek_id] = (new_version, crypto.SecretBytes(material))
         with transaction.atomic(using="dek"):
             _bulk_update(Dek, "dek", ["wrapped", "kek_version"], ["id", "kek_version"], updates)
+        # ``key.primary_version`` was read before this batch: a revocation may have moved it since.
+        fenced = deks_fence(key_id=key.id, deks=plaintexts)
+        if fenced is not None and fenced != new_version:
+            new_version, new_kek = fenced, kek_material(key.id, fenced)
         after = str(batch[-1][0])
         done += len(batch)
         job_advance(job, processed=len(batch), cursor=cursor_prefix + after)
@@ -314,15 +372,27 @@ def deks_rotate(
 
     Per batch of versions (ordered by id, after the job cursor):
 
-    1. delete DEKs owned by a batch version but not referenced by it (left by a
-       crash of an earlier attempt), and skip versions whose DEK is already
-       newer than the job (rotated before the crash);
-    2. decrypt, then commit the new DEKs on dek;
-    3. compare-and-set ``(ciphertext, dek_id)`` on default ``WHERE dek_id = old``;
+    1. read the DEKs owned by the batch's versions (dek), then, in one default
+       transaction holding this job's fencing row (``jobs.job_fence_check``),
+       read which DEK each version references now; delete owned DEKs that
+       are not referenced (left by a crash of an earlier attempt of this job),
+       skip versions that changed since the batch was read (destroyed
+       meanwhile) and versions whose DEK is already newer than the job
+       (rotated before the crash);
+    2. decrypt, then commit the new DEKs on dek and fence them against a
+       revocation of their KEK version (``material.deks_fence``);
+    3. compare-and-set ``(ciphertext, dek_id)`` on default ``WHERE dek_id = old``,
+       in a transaction that holds the fencing row again;
     4. delete the old DEKs of versions that moved, and the new DEKs of those
        that did not (a concurrent change won); then advance the cursor.
 
-    Only one DEK rotation runs at a time (step 1 must not race another job).
+    **Why step 1 never deletes a DEK another live job wrote.**  One DEK
+    rotation of any scope runs at a time (``job_claim(exclusive=True)``,
+    atomic), and within a job only the holder of the fencing row writes:
+    another incarnation's new DEKs are written after it took the fencing row,
+    which is after our check in step 1, which is after our read of the owned
+    DEKs, so they are not in our list; and its compare-and-set in step 3
+    commits before the takeover or not at all.
     """
     from secrets_app.models import SecretVersion  # secrets_app builds on keys_app
 
@@ -334,19 +404,13 @@ def deks_rotate(
     if dry_run:
         return {"dry_run": True, "versions_to_rotate": versions.count()}
     scope = _deks_scope(key, secret_id)
-    for kind in (RotationJob.Kind.ROTATE_DEKS,):
-        other = job_running(kind)
-        if other is not None and other.scope != scope:
-            raise JobBusy(
-                f"an unfinished rotate_deks job exists for {other.scope}; "
-                f"finish it first (run rotate_deks again with that scope)"
-            )
-    job, resumed = job_claim(RotationJob.Kind.ROTATE_DEKS, scope)
+    job, resumed = job_claim(RotationJob.Kind.ROTATE_DEKS, scope, exclusive=True)
+    job_fence_take(job)
     if not resumed:
         job_advance(job, total=versions.count())
     rotated = 0
     columns = ("id", "secret_id", "revision", "dek_id", "ciphertext", "secret__key_id")
-    with sqlite_bulk_writes("default", "dek"):
+    with sqlite_bulk_writes("default", "dek"), job_heartbeat(job):
         while True:
             batch_qs = versions.order_by("id")
             if job.cursor:
@@ -359,6 +423,7 @@ def deks_rotate(
             if progress:
                 progress(job.processed, job.total)
     job_finish(job)
+    job_fence_drop(job)
     return {"job": str(job.id), "resumed": resumed, "versions_rotated": rotated}
 
 
@@ -406,20 +471,36 @@ def _rotate_batch(job: RotationJob, batch: list[_VersionRow]) -> int:
     for dek in map(_DekRow._make, rows):
         if dek.owner_id is not None:
             owned[dek.owner_id].append(dek)
+    with transaction.atomic():
+        job_fence_check(job)  # after reading ``owned``: see deks_rotate
+        refs = dict(SecretVersion.objects.filter(id__in=[v.id for v in batch]).values_list("id", "dek_id"))
     current: dict[uuid.UUID, _DekRow] = {}
     orphans: list[uuid.UUID] = []
     for version in batch:
+        referenced = refs.get(version.id)
         for dek in owned.get(version.id, []):
-            if dek.id == version.dek_id:
+            if dek.id == referenced:
                 current[version.id] = dek
             else:
                 orphans.append(dek.id)
+    # Versions that changed since the batch was read (destroyed, deleted) are left alone.
+    batch = [v for v in batch if refs.get(v.id) == v.dek_id]
     # A version whose DEK row is missing cannot be rotated (nor read): report, don't guess.
     missing = [v for v in batch if v.id not in current]
     if missing:
         present = set(Dek.objects.using("dek").filter(id__in=[v.dek_id for v in missing]).values_list("id", flat=True))
-        for version in missing:
-            if version.dek_id not in present:
+        gone = [v for v in missing if v.dek_id not in present]
+        # A concurrent destroy (``storage.secret_version_destroy``) deletes the DEK while it holds
+        # the version's row lock, then empties the row: wait for that lock, and skip the versions
+        # whose DEK reference changed meanwhile (they are skipped below: not in ``current``).
+        with transaction.atomic():
+            gone_refs = dict(
+                SecretVersion.objects.select_for_update()
+                .filter(id__in=[v.id for v in gone])
+                .values_list("id", "dek_id")
+            )
+        for version in gone:
+            if gone_refs.get(version.id) == version.dek_id:
                 raise KeyMaterialUnavailable(
                     f"DEK {version.dek_id} of secret {version.secret_id} revision {version.revision} is missing"
                 )
@@ -429,6 +510,7 @@ def _rotate_batch(job: RotationJob, batch: list[_VersionRow]) -> int:
     primaries = dict(Key.objects.filter(id__in={v.key_id for v in batch}).values_list("id", "primary_version"))
     now = timezone.now()
     new_deks: list[tuple[Any, ...]] = []
+    fresh_deks: dict[uuid.UUID, dict[uuid.UUID, tuple[int, crypto.SecretBytes]]] = defaultdict(dict)
     updates: list[tuple[Any, ...]] = []
     for version in batch:
         found = current.get(version.id)
@@ -456,6 +538,7 @@ def _rotate_batch(job: RotationJob, batch: list[_VersionRow]) -> int:
             key_version=primary,
         )
         new_deks.append((new_id, version.key_id, primary, wrapped, version.id, now))
+        fresh_deks[version.key_id][new_id] = (primary, material)
         ciphertext = crypto.seal(
             material,
             plaintext,
@@ -467,7 +550,13 @@ def _rotate_batch(job: RotationJob, batch: list[_VersionRow]) -> int:
         return 0
     with transaction.atomic(using="dek"):
         _bulk_insert(Dek, "dek", ["id", "key_id", "kek_version", "wrapped", "owner_id", "created_at"], new_deks)
+    # The primary versions were read before the insert: fence the DEKs of keys that moved since.
+    primaries_now = dict(Key.objects.filter(id__in=list(fresh_deks)).values_list("id", "primary_version"))
+    for key_id, fresh in fresh_deks.items():
+        if any(version != primaries_now.get(key_id) for version, _ in fresh.values()):
+            deks_fence(key_id=key_id, deks=fresh)
     with transaction.atomic():
+        job_fence_check(job)
         _bulk_update(SecretVersion, "default", ["ciphertext", "dek_id"], ["id", "dek_id"], updates)
     now_refs = dict(SecretVersion.objects.filter(id__in=[u[2] for u in updates]).values_list("id", "dek_id"))
     moved = [u for u in updates if now_refs.get(u[2]) == u[1]]
@@ -518,25 +607,36 @@ def key_revoke(*, key: Key, reason: str, batch_size: int = 500, progress: Progre
     undecryptable, which is the point of revocation.
     """
     job, resumed = job_claim(RotationJob.Kind.REVOKE_KEY, f"key:{key.id}")
-    if "compromised" not in job.params:
-        report = key_exposure_report(key)
-        compromised = [v for v in report["kek_versions"] if v <= key.primary_version]
-        job_advance(job, params={"compromised": compromised, "reason": reason, "report": report}, phase="rotate")
-    compromised = list(job.params["compromised"])
-    key.refresh_from_db()
-    if key.primary_version in compromised:
-        key = kek_rotate(key=key)
-    job_advance(job, phase="reencrypt")
-    deks_rotate(key=key, batch_size=batch_size, progress=progress)
-    job_advance(job, phase="destroy")
-    destroyed = []
-    for version in compromised:
-        if Dek.objects.using("dek").filter(key_id=key.id, kek_version=version).exists():
-            deks_rewrap(key=key, batch_size=batch_size)  # DEKs not owned by a secret version
-        KekVersion.objects.using("kek").filter(key_id=key.id, version=version).update(
-            state=KekVersion.State.DESTROYED, wrapped_material=None, destroyed_at=timezone.now()
-        )
-        destroyed.append(version)
+    with job_heartbeat(job):
+        key.refresh_from_db()  # the caller's copy may predate a rotation
+        if "compromised" not in job.params:
+            report = key_exposure_report(key)
+            compromised = [v for v in report["kek_versions"] if v <= key.primary_version]
+            job_advance(job, params={"compromised": compromised, "reason": reason, "report": report}, phase="rotate")
+        compromised = list(job.params["compromised"])
+        key.refresh_from_db()
+        if key.primary_version in compromised:
+            key = kek_rotate(key=key)
+        job_advance(job, phase="reencrypt")
+        deks_rotate(key=key, batch_size=batch_size, progress=progress)
+        job_advance(job, phase="destroy")
+        destroyed = []
+        for version in compromised:
+            # The scan below starts after the new primary version was published (``kek_rotate``
+            # above, or before the crash this run resumes): a DEK committed under ``version``
+            # after it is re-wrapped by its own creator (``material.deks_fence``).
+            for _ in range(10):
+                if not Dek.objects.using("dek").filter(key_id=key.id, kek_version=version).exists():
+                    break
+                deks_rewrap(key=key, batch_size=batch_size)  # DEKs not owned by a secret version, late DEKs
+            else:
+                raise HierarchyError(
+                    f"DEKs kept appearing under version {version} of key {key.id}; run revoke_key again"
+                )
+            KekVersion.objects.using("kek").filter(key_id=key.id, version=version).update(
+                state=KekVersion.State.DESTROYED, wrapped_material=None, destroyed_at=timezone.now()
+            )
+            destroyed.append(version)
     key_cache().drop_owner(str(key.id))
     job_finish(job)
     report = dict(job.params["report"])

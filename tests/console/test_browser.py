@@ -47,7 +47,7 @@ from django.contrib.auth import get_user_model
 from hkms_site.access.principal import Principal
 from hkms_site.access.projects import project_create
 from hkms_site.access.services import role_grant
-from secrets_app.storage import secret_create, secret_version_create, secret_version_set_status
+from secrets_app.storage import secret_create, secret_version_create, secret_version_transition
 op = Principal.for_command()
 users = get_user_model().objects
 acme = project_create(principal=op, name="acme")
@@ -59,7 +59,7 @@ users.create_user("newcomer", password=PW)
 seeded = secret_create(project=acme, name="payments-api", path="/prod/payments", tags=["prod"])
 secret_version_create(secret=seeded, data=b"seeded-v1", description="initial token")
 old = secret_version_create(secret=seeded, data=b"seeded-v2", description="rotated after the audit")
-secret_version_set_status(old, "disabled")
+secret_version_transition(old, from_statuses=("enabled",), status="disabled")
 secret_version_create(secret=seeded, data=b"seeded-v3", description="current token",
                       data_crc32=zlib.crc32(b"seeded-v3"))
 for i in range(3):

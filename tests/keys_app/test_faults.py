@@ -393,8 +393,9 @@ def test_keyring_write_removes_leftovers_of_killed_writers(tmp_path):
 
     from keys_app.providers.file import TEMP_PREFIX, FileRootKeyProvider
 
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True
+    )
     dead_leftover = tmp_path / f"{TEMP_PREFIX}{int(dead.stdout)}.abcd"
     dead_leftover.write_text('{"format": 1, "versions": {"1": "retired key material"}}')
     old_style = tmp_path / f"{TEMP_PREFIX}x9y8z7"
