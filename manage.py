@@ -1,5 +1,9 @@
 #!/usr/bin/env python
-"""Django's command-line utility for HKMS."""
+"""Django's command-line utility for HKMS.
+
+A configuration error (a missing or malformed environment variable) is one
+line on stderr and exit status 1, not a traceback.
+"""
 
 import os
 import sys
@@ -7,9 +11,14 @@ import sys
 
 def main() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "hkms_site.settings")
+    from django.core.exceptions import ImproperlyConfigured
     from django.core.management import execute_from_command_line
 
-    execute_from_command_line(sys.argv)
+    try:
+        execute_from_command_line(sys.argv)
+    except ImproperlyConfigured as exc:
+        sys.stderr.write(f"configuration error: {exc}\n")
+        sys.exit(1)
 
 
 if __name__ == "__main__":

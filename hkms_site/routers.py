@@ -1,6 +1,6 @@
 """Database routing for the three-level hierarchy.
 
-* ``kek``: REK metadata, wrapped KEK versions and rotation jobs.
+* ``kek``: REK metadata, wrapped KEK versions, rotation jobs and backup records.
 * ``dek``: wrapped DEKs.
 * ``default``: everything else (projects, secrets and their ciphertexts, key
   metadata, auth, guardian, sessions, audit).
@@ -16,7 +16,14 @@ from __future__ import annotations
 
 from typing import Any
 
-KEK_MODELS = frozenset({("keys_app", "rootkeyversion"), ("keys_app", "kekversion"), ("keys_app", "rotationjob")})
+KEK_MODELS = frozenset(
+    {
+        ("keys_app", "rootkeyversion"),
+        ("keys_app", "kekversion"),
+        ("keys_app", "rotationjob"),
+        ("backup", "backuprecord"),  # which REK versions retained backups need
+    }
+)
 DEK_MODELS = frozenset({("keys_app", "dek")})
 
 

@@ -56,6 +56,7 @@ INSTALLED_APPS = [
     "hkms_site",
     "hkms_site.access",
     "hkms_site.audit",
+    "hkms_site.backup",
     "keys_app",
     "secrets_app",
     "django_otp",

@@ -27,6 +27,9 @@ class Project(models.Model):
 
     class Meta:
         ordering = ["name", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["organization_id", "name"], name="project_name_unique_per_organization")
+        ]
         # Project-wide grants of every role (see hkms_site.access.roles).
         permissions = [
             ("view_secret_metadata", "View secret metadata in the project"),

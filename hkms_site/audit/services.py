@@ -95,7 +95,7 @@ def _event_values(principal: Principal, action: str, obj: Any, outcome: str, det
         "outcome": str(outcome),
         "source_ip": principal.source_ip or "",
         "request_id": principal.request_id or "",
-        "detail": _clean_detail(detail),
+        "detail": _clean_detail({**detail, **principal.audit_context}),
     }
 
 
@@ -293,11 +293,28 @@ def _broken(checked: int, seq: int, reason: str) -> dict[str, Any]:
     return {"ok": False, "checked": checked, "first_broken": {"seq": seq, "reason": reason}}
 
 
-def audit_export(*, since: datetime | None = None, batch_size: int = 2000) -> Iterator[dict[str, Any]]:
-    """Events as JSON-ready dicts in chain order, for shipping to an external store."""
+def audit_export(
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    filters: dict[str, str] | None = None,
+    batch_size: int = 2000,
+) -> Iterator[dict[str, Any]]:
+    """Events as JSON-ready dicts in chain order, for shipping to an external store.
+
+    ``since`` is inclusive and ``until`` exclusive; ``filters`` are exact matches on event
+    fields (``actor``, ``action``, ``object_type``, ``object_id``, ``project_id``), a value
+    ending in ``*`` matching as a prefix.
+    """
     qs = AuditEvent.objects.order_by("seq")
     if since is not None:
         qs = qs.filter(created_at__gte=since)
+    if until is not None:
+        qs = qs.filter(created_at__lt=until)
+    for name, value in (filters or {}).items():
+        if name not in _FIELDS:
+            raise ValueError(f"cannot filter audit events by {name!r}")
+        qs = qs.filter(**{f"{name}__startswith": value[:-1]} if value.endswith("*") else {name: value})
     for event in qs.iterator(chunk_size=batch_size):
         row = {name: getattr(event, name) for name in (*_FIELDS, "prev_hash", "hash")}
         row["created_at"] = event.created_at.isoformat(timespec="microseconds")

@@ -143,15 +143,19 @@ def rek_retire(row: RootKeyVersion) -> None:
 
     Only called once no KEK version is wrapped by it (the caller checks).  The
     row is marked first so that a crash leaves a retired row whose material may
-    still exist; re-running destroys it (idempotent).
+    still exist; re-running destroys it (idempotent).  Material that a retained
+    backup needs is kept until ``forget_backup`` (``hkms_site.backup.retention``).
     """
+    from hkms_site.backup.retention import rek_version_retained
+
     RootKeyVersion.objects.using("kek").filter(version=row.version).exclude(state=RootKeyVersion.State.RETIRED).update(
         state=RootKeyVersion.State.RETIRED, retired_at=timezone.now()
     )
-    try:
-        _provider_for(row).destroy_version(row.version)
-    except RootKeyUnavailable as exc:
-        raise RootKeyError(str(exc)) from None
+    if not rek_version_retained(row.version):
+        try:
+            _provider_for(row).destroy_version(row.version)
+        except RootKeyUnavailable as exc:
+            raise RootKeyError(str(exc)) from None
     with _verified_lock:
         _verified.discard((row.provider, row.version))
         _verified_rows.pop(row.version, None)

@@ -373,8 +373,8 @@ def test_protect_owner_delete_and_restore(api, hkms_server, credentials):
 
     # After the 7-day window, expire_secret_versions destroys it for good (its DEKs first).
     api.delete_secret(secret_id=secret.id)
-    later = (datetime.now(UTC) + timedelta(days=8)).isoformat()
-    report = json.loads(hkms_server.manage("expire_secret_versions", "--now", later, "--json"))
+    backdate_deletions(hkms_server, days=8)  # a future --now is refused without --dry-run
+    report = json.loads(hkms_server.manage("expire_secret_versions", "--yes", "--json"))
     assert report["secrets_destroyed"] >= 1
     status, body = error_of(lambda: api.get_secret(secret_id=secret.id))
     assert status == 404 and body["type"] == "not_found" and body["resource"] == "secret"
@@ -438,8 +438,8 @@ def test_delete_version_is_scheduled_then_shredded(api, hkms_server):
     api.create_secret_version(secret_id=secret.id, data=b64(b"old"))
     api.create_secret_version(secret_id=secret.id, data=b64(b"new"))
     assert api.delete_secret_version(secret_id=secret.id, revision="1") is None
-    later = (datetime.now(UTC) + timedelta(days=8)).isoformat()
-    hkms_server.manage("expire_secret_versions", "--now", later)
+    backdate_deletions(hkms_server, days=8)
+    hkms_server.manage("expire_secret_versions", "--yes")
     destroyed = api.get_secret_version(secret_id=secret.id, revision="1")
     assert destroyed.status == SecretVersionStatus.DELETED and recent(destroyed.deleted_at)
     status, _ = error_of(lambda: api.restore_secret_version(secret_id=secret.id, revision="1"))
@@ -539,3 +539,15 @@ def test_every_sdk_method_is_exercised_here():
         re.findall(r"\bapi\.(\w+)\(", inspect.getsource(inspect.getmodule(test_every_sdk_method_is_exercised_here)))
     )
     assert len(methods) == 26 and methods - used == set()
+
+
+def backdate_deletions(server, *, days: int) -> None:
+    """Move the server's scheduled deletions ``days`` into the past (what waiting would do)."""
+    code = (
+        "from datetime import timedelta; from django.db.models import F; "
+        "from secrets_app.models import Secret, SecretVersion; "
+        f"shift = timedelta(days={days}); "
+        "[m.objects.filter(deletion_requested_at__isnull=False).update("
+        "deletion_requested_at=F('deletion_requested_at') - shift) for m in (Secret, SecretVersion)]"
+    )
+    server.manage("shell", "-c", code)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import inspect
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -246,8 +247,9 @@ def _world() -> World:
     from keys_app.services.keys import key_create, key_encrypt, key_import_key_material, key_sign, key_wrap
     from secrets_app.services import secret_create, secret_version_create
 
-    project = project_create(principal=SYSTEM, name="alpha")
-    other = project_create(principal=SYSTEM, name="beta")
+    organization = uuid.uuid4()  # project names are unique per organisation: each world has its own
+    project = project_create(principal=SYSTEM, name="alpha", organization_id=organization)
+    other = project_create(principal=SYSTEM, name="beta", organization_id=organization)
     secret = secret_create(principal=SYSTEM, project_id=project.id, name="target", tags=["matrix-tag"])
     secret_version_create(principal=SYSTEM, secret_id=secret.id, data=b"payload")
     sibling = secret_create(principal=SYSTEM, project_id=project.id, name="sibling", type="certificate")

@@ -172,20 +172,27 @@ def test_rotate_deks_dry_run_changes_nothing(secrets):
 
 
 # --- revoke_key -----------------------------------------------------------------------------
-def test_revoke_key_prints_an_exposure_report_and_destroys_the_material(secrets, project):
+def test_revoke_key_prints_a_summary_keeps_the_report_and_destroys_the_material(secrets, project, tmp_path):
     key = project.default_key
     gamma = secrets[2]
     before = all_payloads()
     old_deks = dek_ids(secret__key_id=key.id)
-    output = run("revoke_key", str(key.id), "--reason", "laptop stolen")
-    assert output.startswith("Exposure report")
-    report = json.loads(output.split("\n", 1)[1])
+    report_path = tmp_path / "revocation.json"
+    output = run("revoke_key", str(key.id), "--reason", "laptop stolen", "--yes", "--report", str(report_path))
+    assert output.startswith(f"Revoked key {key.name} ({key.id}) of project acme ({project.id})")
+    assert "secrets under it: 2 (2 opaque)" in output
+    assert "secret versions re-encrypted under fresh DEKs: 3" in output
+    assert "KEK versions destroyed: v1" in output and "new primary KEK version: v2" in output
+    assert "alpha" not in output  # names are in the full report, not the summary
+    assert oct(report_path.stat().st_mode & 0o777) == "0o600"
+    report = json.loads(report_path.read_text())
     assert report["reason"] == "laptop stolen"
     assert report["secret_versions"] == 3
     assert {s["name"] for s in report["secrets"]} == {"alpha", "beta"}
     assert report["project_id"] == str(project.id)
     assert report["destroyed_kek_versions"] == [1]
     assert report["new_primary_version"] == 2
+    assert report["summary"]["secrets_per_type"] == {"opaque": 2}
     old = KekVersion.objects.using("kek").get(key_id=key.id, version=1)
     assert old.state == "destroyed" and old.wrapped_material is None
     assert dek_ids(secret__key_id=key.id).isdisjoint(old_deks)
@@ -193,7 +200,41 @@ def test_revoke_key_prints_an_exposure_report_and_destroys_the_material(secrets,
     assert dek_ids(secret=gamma) == {v.dek_id for v in gamma.versions.all()}  # other keys untouched
     assert all_payloads() == before
     for payload in before.values():
-        assert payload.decode() not in output
+        assert payload.decode() not in output and payload.decode() not in report_path.read_text()
+
+
+def test_revoke_key_json_is_the_full_report(secrets, project):
+    result = run_json("revoke_key", str(project.default_key_id), "--reason", "audit", "--yes")
+    assert {s["name"] for s in result["secrets"]} == {"alpha", "beta"}
+    assert result["destroyed_kek_versions"] == [1] and result["summary"]["secret_versions_reencrypted"] == 3
+
+
+def test_revoke_key_without_a_terminal_or_yes_refuses_and_changes_nothing(secrets, project):
+    key = project.default_key
+    before = dek_ids(secret__key_id=key.id)
+    message = one_sentence_error("revoke_key", str(key.id), "--reason", "x")
+    assert message.startswith("refusing without confirmation: this would revoke key") and "--yes" in message
+    assert KekVersion.objects.using("kek").get(key_id=key.id, version=1).state == "enabled"
+    assert dek_ids(secret__key_id=key.id) == before
+    assert not RotationJob.objects.using("kek").exists()
+
+
+def test_revoke_key_on_a_terminal_asks_and_a_no_aborts(secrets, project, monkeypatch):
+    import sys
+
+    class Tty(StringIO):
+        def isatty(self):
+            return True
+
+    key = project.default_key
+    monkeypatch.setattr(sys, "stdin", Tty("no\n"))
+    monkeypatch.setattr(sys, "stderr", Tty())
+    assert one_sentence_error("revoke_key", str(key.id), "--reason", "x") == "aborted: nothing was changed"
+    assert "This will revoke key" in sys.stderr.getvalue()
+    assert KekVersion.objects.using("kek").get(key_id=key.id, version=1).state == "enabled"
+    monkeypatch.setattr(sys, "stdin", Tty("yes\n"))
+    run("revoke_key", str(key.id), "--reason", "x")
+    assert KekVersion.objects.using("kek").get(key_id=key.id, version=1).state == "destroyed"
 
 
 def test_revoke_key_dry_run_reports_without_changing(secrets, project):
@@ -201,6 +242,7 @@ def test_revoke_key_dry_run_reports_without_changing(secrets, project):
     result = run_json("revoke_key", str(key.id), "--reason", "audit", "--dry-run")
     assert result["dry_run"] is True
     assert result["exposure"]["secret_versions"] == 3
+    assert "Revocation plan" in run("revoke_key", str(key.id), "--reason", "audit", "--dry-run")
     assert KekVersion.objects.using("kek").get(key_id=key.id, version=1).state == "enabled"
 
 
@@ -313,3 +355,11 @@ def test_batch_size_must_be_positive(secrets):
 def test_commands_on_an_uninitialised_hierarchy(db):
     message = one_sentence_error("rotate_root_key")
     assert "init_hierarchy" in message
+
+
+def test_revoke_key_with_an_unwritable_report_path_changes_nothing(secrets, project, tmp_path):
+    message = one_sentence_error(
+        "revoke_key", str(project.default_key_id), "--reason", "x", "--yes", "--report", str(tmp_path / "no" / "r.json")
+    )
+    assert message.startswith(f"cannot write the report to {tmp_path / 'no' / 'r.json'}")
+    assert KekVersion.objects.using("kek").get(key_id=project.default_key_id, version=1).state == "enabled"

@@ -96,7 +96,7 @@ def test_two_nodes_never_run_colliding_jobs(tmp_path):
         # A revocation's inner DEK rotation against a DEK rotation of everything.
         outcomes = start_nodes(
             inst,
-            (["revoke_key", key, "--reason", "test", "--batch-size", "25", "--json"], {}),
+            (["revoke_key", key, "--reason", "test", "--batch-size", "25", "--json", "--yes"], {}),
             (["rotate_deks", "--all", *batch], {}),
         )
         codes = sorted(code for code, _, _ in outcomes)
@@ -105,7 +105,7 @@ def test_two_nodes_never_run_colliding_jobs(tmp_path):
         # The loser finishes when run again (a revocation resumes its job).
         loser = next(i for i, (code, _, _) in enumerate(outcomes) if code == EXIT_BUSY)
         if loser == 0:
-            inst.manage("revoke_key", key, "--reason", "test")
+            inst.manage("revoke_key", key, "--reason", "test", "--yes")
         else:
             inst.manage("rotate_deks", "--all")
         assert inst.manage("rotation_jobs", "--json").stdout.strip() == '{"jobs": []}'

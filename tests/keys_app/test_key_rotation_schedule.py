@@ -136,7 +136,10 @@ def test_purge_deleted_keys_command(project, capsys):
     call_command("purge_deleted_keys", "--dry-run", "--json")
     assert json.loads(capsys.readouterr().out)["keys"][0]["key_id"] == str(key.id)
     assert Key.objects.filter(id=key.id).exists()
-    call_command("purge_deleted_keys")
+    with pytest.raises(CommandError, match=r"^refusing without confirmation: this would crypto-shred 1 key"):
+        call_command("purge_deleted_keys")  # not a terminal, no --yes
+    assert Key.objects.filter(id=key.id).exists()
+    call_command("purge_deleted_keys", "--yes")
     assert "purged 1 key(s)" in capsys.readouterr().out
     assert not Key.objects.filter(id=key.id).exists()
     assert KekVersion.objects.using("kek").get(key_id=key.id).state == "destroyed"

@@ -47,7 +47,7 @@ def scanned(tmp_path_factory):
         material_mid = inst.script("key-material")
         manage("rotate_deks", "--all")
         manage("rotate_root_key")
-        manage("revoke_key", seeded["keys"][0], "--reason", "scan test")
+        manage("revoke_key", seeded["keys"][0], "--reason", "scan test", "--yes")
         manage("verify_hierarchy")
         manage("hierarchy_status")
         manage("verify_hierarchy", "--json")

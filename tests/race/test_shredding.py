@@ -49,7 +49,7 @@ def test_expiry_concurrent_with_dek_rotation_leaves_nothing_of_destroyed_version
         )
 
     rotation = start("rotate_deks", "--all", "--batch-size", "200")
-    expiry = start("expire_secret_versions")
+    expiry = start("expire_secret_versions", "--yes")
     rotated, rotation_err = rotation.communicate(timeout=300)
     expired, expiry_err = expiry.communicate(timeout=300)
     print(f"rotate_deks: {rotated.strip()[-300:]}\nexpire_secret_versions: {expired.strip()[-300:]}")

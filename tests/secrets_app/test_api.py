@@ -447,7 +447,8 @@ def test_restore_after_seven_days_is_too_late(api, project):
     sid = create_secret(api, project)["id"]
     add_version(api, sid, b"one")
     assert send(api, "delete", f"/secrets/{sid}").status_code == 204
-    call_command("expire_secret_versions", "--now", (timezone.now() + timedelta(days=7, minutes=1)).isoformat())
+    Secret.objects.filter(id=sid).update(deletion_requested_at=timezone.now() - timedelta(days=7, minutes=1))
+    call_command("expire_secret_versions", "--yes")
     error(send(api, "post", f"/secrets/{sid}/restore"), 404, "not_found")
     error(api.get(f"{BASE}/secrets/{sid}"), 404, "not_found")
 

@@ -484,8 +484,8 @@ def test_a_deleted_version_is_restorable_then_shredded_after_seven_days(admin, n
     assert restored.status == VersionStatus.ENABLED and access(admin, secret, "1") == b"one"
     services.secret_version_delete(principal=admin, secret_id=secret.id, revision="1")
     out = StringIO()
-    later = (timezone.now() + timedelta(days=8)).isoformat()
-    call_command("expire_secret_versions", "--now", later, "--json", stdout=out)
+    backdate_deletions(days=8)  # a future --now is refused without --dry-run
+    call_command("expire_secret_versions", "--yes", "--json", stdout=out)
     assert json.loads(out.getvalue()) == {
         "dry_run": False,
         "versions_disabled": 0,
@@ -515,6 +515,39 @@ def test_expire_command_dry_run_text_and_errors(admin, new_secret):
         call_command("expire_secret_versions", "--now", "yesterday")
     assert "\n" not in str(info.value) and "ISO 8601" in str(info.value)
     assert AuditEvent.objects.filter(action="command.expire_secret_versions").count() == 2
+
+
+def test_expire_refuses_a_future_now_and_destruction_without_confirmation(admin, new_secret):
+    secret = new_secret("s", b"one")
+    services.secret_delete(principal=admin, secret_id=secret.id)
+    later = (timezone.now() + timedelta(days=8)).isoformat()
+    with pytest.raises(CommandError) as info:
+        call_command("expire_secret_versions", "--now", later, "--yes")
+    assert "\n" not in str(info.value) and str(info.value).startswith("--now is in the future")
+    backdate_deletions(days=8)
+    with pytest.raises(CommandError) as info:  # due now, but no terminal and no --yes
+        call_command("expire_secret_versions")
+    assert str(info.value) == (
+        "refusing without confirmation: this would destroy 1 secret version(s) and 1 secret(s) for good "
+        "(their DEKs are deleted: unrecoverable); pass --yes to confirm non-interactively"
+    )
+    assert Secret.objects.filter(id=secret.id).exists()
+    assert not AuditEvent.objects.filter(action__in=["secret.destroy", "secret.version.destroy"]).exists()
+    call_command("expire_secret_versions", "--yes", stdout=StringIO())
+    assert not Secret.objects.filter(id=secret.id).exists()
+
+
+def backdate_deletions(*, days: int) -> None:
+    """Move every scheduled deletion ``days`` into the past (instead of a future ``--now``)."""
+    from django.db.models import F
+
+    shift = timedelta(days=days)
+    Secret.objects.filter(deletion_requested_at__isnull=False).update(
+        deletion_requested_at=F("deletion_requested_at") - shift
+    )
+    SecretVersion.objects.filter(deletion_requested_at__isnull=False).update(
+        deletion_requested_at=F("deletion_requested_at") - shift
+    )
 
 
 def test_only_operators_may_expire(admin):

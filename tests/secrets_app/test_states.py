@@ -180,8 +180,11 @@ def test_destroy_with_a_stale_version_deletes_the_dek_a_rotation_put_in_place(ad
 
 def test_expiry_destroys_with_the_event_in_the_transaction_and_reruns_cleanly(admin, secret):
     services.secret_version_delete(principal=admin, secret_id=secret.id, revision="2")
-    later = (timezone.now() + services.DELETION_DELAY + timedelta(minutes=1)).isoformat()
-    call_command("expire_secret_versions", "--now", later)
+    # The window has passed (a future --now is refused without --dry-run): move the deletion back.
+    SecretVersion.objects.filter(secret=secret, revision=2).update(
+        deletion_requested_at=timezone.now() - services.DELETION_DELAY - timedelta(minutes=1)
+    )
+    call_command("expire_secret_versions", "--yes")
     assert status(secret, 2) == VersionStatus.DELETED
     counts = services.secret_versions_expire(principal=Principal.for_command(), now=timezone.now() + timedelta(days=8))
     assert counts == {"versions_disabled": 0, "versions_destroyed": 0, "secrets_destroyed": 0}

@@ -1,18 +1,24 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+import os
+from pathlib import Path
+from typing import Any, TextIO
 
-from django.core.management.base import CommandParser
+from django.core.management.base import CommandError, CommandParser
 
 from keys_app.management.base import HierarchyCommand, key_by_id
+from keys_app.management.confirm import add_yes_argument, confirm
+from keys_app.services.revocation_summary import revocation_summary, revocation_summary_text
 from keys_app.services.rotation import key_exposure_report, key_revoke
 
 
 class Command(HierarchyCommand):
     help = (
         "Revoke a compromised key: rotate it, re-encrypt everything under it, destroy the old "
-        "material, and print an exposure report."
+        "material. Prints a summary (counts per project and secret type, what was re-encrypted and "
+        "destroyed); --json prints the full exposure report, --report FILE writes it to a file. "
+        "Asks for confirmation on a terminal; --yes for scripts."
     )
     batch_option = True
     dry_run_option = True
@@ -20,12 +26,45 @@ class Command(HierarchyCommand):
     def add_command_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("key_id")
         parser.add_argument("--reason", required=True, help="why the key is revoked (kept in the job record)")
+        parser.add_argument("--report", metavar="FILE", help="write the full exposure report (JSON) to FILE (0600)")
+        add_yes_argument(parser)
 
     def run(self, **options: Any) -> dict[str, Any]:
         key = key_by_id(options["key_id"])
-        if options["dry_run"]:
-            return {"dry_run": True, "exposure": key_exposure_report(key)}
-        return key_revoke(key=key, reason=options["reason"], batch_size=options["batch_size"], progress=self.progress())
+        # Opened before anything changes: an unwritable path refuses the revocation, not its report.
+        report_file = self._open_report(Path(options["report"])) if options.get("report") else None
+        try:
+            exposure = key_exposure_report(key)
+            if options["dry_run"]:
+                result = {"dry_run": True, "exposure": exposure, "summary": revocation_summary(report=exposure)}
+            else:
+                plan = revocation_summary(report=exposure)
+                confirm(
+                    options,
+                    f"revoke key {key.name} ({key.id}): re-encrypt {plan['secret_versions_reencrypted']} secret "
+                    f"version(s) of {plan['secrets']} secret(s) under fresh DEKs, then destroy KEK version(s) "
+                    f"{', '.join(str(v) for v in exposure['kek_versions']) or 'none'} for good",
+                )
+                report = key_revoke(
+                    key=key, reason=options["reason"], batch_size=options["batch_size"], progress=self.progress()
+                )
+                result = {**report, "summary": revocation_summary(report=report)}
+        except BaseException:
+            if report_file is not None:
+                report_file.close()
+            raise
+        if report_file is not None:
+            with report_file:
+                json.dump(result, report_file, indent=2, default=str, sort_keys=True)
+                report_file.write("\n")
+        return result
+
+    @staticmethod
+    def _open_report(path: Path) -> TextIO:
+        try:
+            return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w")
+        except OSError as exc:
+            raise CommandError(f"cannot write the report to {path}: {exc.strerror}") from None
 
     def render(self, result: dict[str, Any]) -> str:
-        return "Exposure report (what the revoked material protected):\n" + json.dumps(result, indent=2, default=str)
+        return revocation_summary_text(result["summary"], dry_run=bool(result.get("dry_run")))

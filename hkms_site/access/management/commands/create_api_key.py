@@ -13,7 +13,8 @@ from hkms_site.access.principal import Principal
 from hkms_site.access.projects import project_create, project_get
 from hkms_site.access.roles import ROLE_NAMES
 from hkms_site.access.services import role_grant
-from hkms_site.errors import ServiceError
+from hkms_site.errors import ObjectNotFound, ServiceError
+from keys_app.errors import HierarchyError
 
 
 class Command(BaseCommand):
@@ -47,7 +48,13 @@ class Command(BaseCommand):
                 if options.get("create_project"):
                     project = project_create(principal=operator, name=options["create_project"])
                 elif options.get("project"):
-                    project = project_get(principal=operator, project_id=options["project"])
+                    try:
+                        project = project_get(principal=operator, project_id=options["project"])
+                    except ObjectNotFound:
+                        raise CommandError(
+                            f"project {options['project']!r} does not exist: create it first "
+                            f"(manage.py create_project NAME) or use --create-project NAME"
+                        ) from None
                 if options.get("role") and project is not None:
                     role_grant(principal=operator, user=user, role=options["role"], obj=project)
                 issued = api_key_create(
@@ -59,6 +66,8 @@ class Command(BaseCommand):
                 )
         except ServiceError as exc:
             raise CommandError(exc.message) from None
+        except HierarchyError as exc:  # sealed, not initialised, root key unavailable
+            raise CommandError(str(exc)) from None
         result = {
             "access_key": issued.api_key.access_key,
             "secret_key": issued.secret_key,

@@ -9,6 +9,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from hkms_site.access.principal import Principal
 from hkms_site.access.projects import project_create
 from hkms_site.errors import ServiceError
+from keys_app.errors import HierarchyError
 
 
 class Command(BaseCommand):
@@ -36,6 +37,8 @@ class Command(BaseCommand):
             )
         except ServiceError as exc:
             raise CommandError(exc.message) from None
+        except HierarchyError as exc:  # sealed, not initialised, root key unavailable
+            raise CommandError(str(exc)) from None
         result = {
             "project_id": str(project.id),
             "organization_id": str(project.organization_id),
