@@ -129,6 +129,9 @@ def test_projects_are_created_in_the_console_with_their_default_key(world, as_us
     assert shop.default_key_id is not None
     assert AuditEvent.objects.filter(action="project.create", object_id=str(shop.id)).exists()
     assert 'data-name="shop"' in admin.get(reverse("admin:project_list")).content.decode()
+    again = admin.post(reverse("admin:project_new"), {"name": "shop", "description": "twice"})
+    assert again.status_code == 200 and 'class="errorlist' in again.content.decode()  # names are unique
+    assert Project.objects.filter(name="shop").count() == 1
 
 
 def test_new_secret_takes_its_first_value_and_never_echoes_it(world, as_user):
