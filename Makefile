@@ -29,6 +29,7 @@ migrate: $(STAMP)
 	$(BIN)/python manage.py migrate --noinput --database default
 	$(BIN)/python manage.py migrate --noinput --database kek
 	$(BIN)/python manage.py migrate --noinput --database dek
+	$(BIN)/python manage.py createcachetable --database default  # HKMS_CACHE_URL=db:// (a no-op otherwise)
 
 bootstrap: migrate
 	$(BIN)/python manage.py init_hierarchy

@@ -54,19 +54,49 @@ class Unauthenticated(ServiceError):
         super().__init__("authentication is denied", method="api_key", reason="invalid_argument")
 
 
+#: Scaleway's ``reason`` values for an invalid argument (the SDKs word each one).
+REASONS = ("required", "format", "constraint", "unknown")
+VALIDATION_MESSAGE = "Validation Error"
+
+
+def invalid_arguments_body(details: list[tuple[str, str, str]], message: str = VALIDATION_MESSAGE) -> dict[str, Any]:
+    """The one body of every ``invalid_arguments`` answer, from ``(argument_name, reason, help_message)``.
+
+    Scaleway's shape (``details``: the TypeScript SDK raises ``InvalidArgumentsError``
+    from it) plus ``fields`` (name -> messages).  With the default ``message``
+    ("Validation Error", request bodies and parameters that do not fit their
+    serializer) the Python SDK raises ``scaleway_core.api.ValidationError``; a
+    service's own check says what is wrong in ``message`` and the Python SDK
+    raises its base ``ScalewayException``, as it does for Scaleway's own
+    ``invalid argument(s)``.  Names are dotted paths into the request
+    (``rotation_policy.rotation_period``, ``tags.3``); messages are plain
+    sentences, never a Python repr.
+    """
+    fields: dict[str, list[str]] = {}
+    for name, _reason, help_message in details:
+        fields.setdefault(name, []).append(help_message)
+    return {
+        "type": "invalid_arguments",
+        "message": message,
+        "details": [{"argument_name": n, "reason": r, "help_message": m} for n, r, m in details],
+        "fields": fields,
+    }
+
+
 class InvalidArgument(ServiceError):
-    """One or more arguments are invalid; rendered as Scaleway's validation error."""
+    """One argument is invalid; rendered as Scaleway's validation error (:func:`invalid_arguments_body`)."""
 
     status = 400
     type = "invalid_arguments"
 
-    def __init__(self, field: str, reason: str) -> None:
-        super().__init__(
-            f"invalid argument {field}: {reason}",
-            details=[{"argument_name": field, "reason": "constraint", "help_message": reason}],
-        )
+    def __init__(self, field: str, reason: str, *, kind: str = "constraint") -> None:
+        super().__init__(f"invalid argument {field}: {reason}")
         self.field = field
         self.reason = reason
+        self.kind = kind
+
+    def as_scaleway(self) -> dict[str, Any]:
+        return invalid_arguments_body([(self.field, self.kind, self.reason)], self.message)
 
 
 class PreconditionFailed(ServiceError):

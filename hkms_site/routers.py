@@ -1,6 +1,6 @@
 """Database routing for the three-level hierarchy.
 
-* ``kek``: REK metadata, wrapped KEK versions, rotation jobs and backup records.
+* ``kek``: REK metadata, wrapped KEK versions, rotation jobs, backup records and the wrapped audit key.
 * ``dek``: wrapped DEKs.
 * ``default``: everything else (projects, secrets and their ciphertexts, key
   metadata, auth, guardian, sessions, audit).
@@ -22,6 +22,7 @@ KEK_MODELS = frozenset(
         ("keys_app", "kekversion"),
         ("keys_app", "rotationjob"),
         ("backup", "backuprecord"),  # which REK versions retained backups need
+        ("audit", "auditkey"),  # the audit chain's key, wrapped by the REK
     }
 )
 DEK_MODELS = frozenset({("keys_app", "dek")})

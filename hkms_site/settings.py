@@ -7,16 +7,26 @@ machine; ``manage.py check`` (system checks ``hkms.E0xx``/``hkms.W0xx`` in
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 import tempfile
 from pathlib import Path
 from typing import Any
 
-import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from hkms_site.env import env_bool, env_int, env_list, env_path, env_secret, env_str
+from hkms_site.env import (
+    cache_from_url,
+    env_bool,
+    env_int,
+    env_list,
+    env_path,
+    env_secret,
+    env_str,
+    parse_database_url,
+    parse_libpq_options,
+)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 HKMS_DATA_DIR = env_path("HKMS_DATA_DIR", BASE_DIR / "var")
@@ -57,6 +67,7 @@ INSTALLED_APPS = [
     "hkms_site.access",
     "hkms_site.audit",
     "hkms_site.backup",
+    "hkms_site.cluster",
     "keys_app",
     "secrets_app",
     "django_otp",
@@ -65,6 +76,11 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: an outage answer (503) drops this thread's database connections and re-runs the
+    # request once where that is safe (hkms_site.outage).
+    "hkms_site.outage.DatabaseOutageMiddleware",
+    # A seal on any node seals this one within HKMS_SEAL_CHECK_SECONDS (shamir provider only).
+    "hkms_site.cluster.seal.ClusterSealMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "hkms_site.console.middleware.SecurityHeadersMiddleware",
@@ -127,6 +143,16 @@ def _sqlite(alias: str) -> dict[str, Any]:
     }
 
 
+# Ping a persistent connection before its first use in each request and replace it if the
+# server went away (a restart, a failover): on by default for PostgreSQL whichever way it is
+# configured; SQLite files need no ping unless HKMS_DB_CONN_HEALTH_CHECKS says so.
+_CONN_HEALTH_CHECKS = os.environ.get("HKMS_DB_CONN_HEALTH_CHECKS")
+# libpq connection parameters for every PostgreSQL alias ("key=value key=value"), under the
+# URL's own query parameters.  connect_timeout bounds how long a request waits for a host
+# that does not answer (a dead primary behind a firewall) before it answers 503.
+_PG_OPTIONS = {"connect_timeout": "5", **parse_libpq_options("HKMS_DB_OPTIONS", env_str("HKMS_DB_OPTIONS"))}
+
+
 def _postgres_from_pg_env(alias: str) -> dict[str, Any]:
     return {
         "ENGINE": "django.db.backends.postgresql",
@@ -136,23 +162,27 @@ def _postgres_from_pg_env(alias: str) -> dict[str, Any]:
         "HOST": env_str("PGHOST", "127.0.0.1"),
         "PORT": env_str("PGPORT", "5432"),
         "CONN_MAX_AGE": _CONN_MAX_AGE,
-        "CONN_HEALTH_CHECKS": True,
     }
 
 
 def _database(alias: str) -> dict[str, Any]:
     url = env_str(_DB_URL_VARS[alias])
     if url:
-        try:
-            config: dict[str, Any] = dict(dj_database_url.parse(url, conn_max_age=_CONN_MAX_AGE))
-        except ValueError as exc:
-            raise ImproperlyConfigured(f"{_DB_URL_VARS[alias]} is not a database URL: {exc}") from None
+        config = parse_database_url(_DB_URL_VARS[alias], url, conn_max_age=_CONN_MAX_AGE)
         if config["ENGINE"] == "django.db.backends.sqlite3":
             config["OPTIONS"] = _sqlite(alias)["OPTIONS"]
-        return config
-    if env_bool("HKMS_TEST_POSTGRES", False):
-        return _postgres_from_pg_env(alias)
-    return _sqlite(alias)
+    elif env_bool("HKMS_TEST_POSTGRES", False):
+        config = _postgres_from_pg_env(alias)
+    else:
+        config = _sqlite(alias)
+    postgres = config["ENGINE"] == "django.db.backends.postgresql"
+    if postgres:
+        config["OPTIONS"] = {**_PG_OPTIONS, **config.get("OPTIONS", {})}
+    if _CONN_HEALTH_CHECKS is not None:
+        config["CONN_HEALTH_CHECKS"] = env_bool("HKMS_DB_CONN_HEALTH_CHECKS")
+    elif postgres:
+        config["CONN_HEALTH_CHECKS"] = True
+    return config
 
 
 DATABASES = {alias: _database(alias) for alias in ("default", "kek", "dek")}
@@ -184,6 +214,10 @@ HKMS_ROOT_KEY_OPTIONS: dict[str, dict[str, Any]] = {
         "pin_file": env_str("HKMS_PKCS11_PIN_FILE"),
     },
 }
+
+# Seconds between two reads of the cluster seal epoch per process (hkms_site.cluster.seal): the
+# bound on how long a node keeps serving after `seal` ran on another node; 0 reads it every request.
+HKMS_SEAL_CHECK_SECONDS = env_int("HKMS_SEAL_CHECK_SECONDS", 1, minimum=0)
 
 # --- unwrapped-key cache (process memory only) ----------------------------------------
 HKMS_KEY_CACHE_SIZE = env_int("HKMS_KEY_CACHE_SIZE", 10_000, minimum=0)
@@ -217,23 +251,35 @@ WHITENOISE_USE_FINDERS = True
 # Regions this server answers for in /…/regions/{region}/ paths.
 HKMS_REGIONS = env_list("HKMS_REGIONS", ["fr-par", "nl-ams", "pl-waw"])
 
-# Process memory: the API throttles' counters (hkms_site.api.throttling: one per client and
-# window, so each worker counts on its own) and failed X-Auth-Token attempts per address.  Room
-# for that many clients in a window before the least recently used counters are dropped.
-CACHES = {
-    "default": {
-        "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
-        "LOCATION": "hkms",
-        "OPTIONS": {"MAX_ENTRIES": 100_000},
-    }
-}
+# Django's cache holds the API throttles' counters (hkms_site.api.throttling), failed X-Auth-Token
+# attempts per address and, in its "login" alias, failed console logins.  HKMS_CACHE_URL picks it:
+# * unset or locmem:// -- process memory (zero configuration): every process counts on its own,
+#   so a limit holds per gunicorn worker, not per node or cluster;
+# * redis://host:6379/0 (rediss:// for TLS; several URLs separated by commas) -- Django's
+#   RedisCache: one count across workers and nodes, atomic increments;
+# * db:// -- Django's DatabaseCache in the default database (manage.py createcachetable): shared
+#   too, with increments that are not atomic (a burst may pass a limit by a few requests).
+# HKMS_CACHE_KEY_PREFIX (default "hkms") separates installations sharing one Redis.
+_CACHE_URL = env_str("HKMS_CACHE_URL")
+_CACHE_PREFIX = env_str("HKMS_CACHE_KEY_PREFIX", "hkms")
+CACHES = {"default": cache_from_url("HKMS_CACHE_URL", _CACHE_URL, key_prefix=_CACHE_PREFIX)}
+HKMS_SHARED_CACHE = CACHES["default"]["BACKEND"] != "django.core.cache.backends.locmem.LocMemCache"
 
-# Failed X-Auth-Token attempts allowed per client address per minute before 429.
+# Reverse proxies whose X-Forwarded-For is believed (CIDRs, comma-separated; empty: none, the
+# client address is REMOTE_ADDR).  The client is the rightmost address not in this list.
+HKMS_TRUSTED_PROXIES = env_list("HKMS_TRUSTED_PROXIES", [])
+for _cidr in HKMS_TRUSTED_PROXIES:
+    try:
+        ipaddress.ip_network(_cidr, strict=False)
+    except ValueError as _exc:
+        raise ImproperlyConfigured(f"HKMS_TRUSTED_PROXIES: {_exc}") from None
+# Failed X-Auth-Token attempts allowed per client address per minute; further *failures* get 429,
+# valid keys from that address are still served.
 HKMS_AUTH_FAILURES_PER_MINUTE = env_int("HKMS_AUTH_FAILURES_PER_MINUTE", 30, minimum=1)
 
 REST_FRAMEWORK: dict[str, Any] = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["hkms_site.api.parsers.JSONParser"],  # nesting limit: hkms_site.safejson
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "hkms_site.api.authentication.ApiKeyAuthentication",
         "hkms_site.api.authentication.ConsoleSessionAuthentication",
@@ -275,7 +321,7 @@ CSRF_COOKIE_HTTPONLY = True  # the console has no script that needs to read it
 CSRF_COOKIE_SAMESITE = "Lax"
 SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env_bool("HKMS_SECURE_COOKIES", HKMS_PRODUCTION)
 SECURE_SSL_REDIRECT = env_bool("HKMS_SSL_REDIRECT", HKMS_PRODUCTION)
-SECURE_REDIRECT_EXEMPT = [r"^health$"]  # load balancers probe over plain HTTP
+SECURE_REDIRECT_EXEMPT = [r"^health(/live|/ready)?$"]  # load balancers probe over plain HTTP
 SECURE_HSTS_SECONDS = env_int("HKMS_HSTS_SECONDS", 31_536_000 if HKMS_PRODUCTION else 0, minimum=0)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("HKMS_HSTS_INCLUDE_SUBDOMAINS", True)
 SECURE_HSTS_PRELOAD = env_bool("HKMS_HSTS_PRELOAD", HKMS_PRODUCTION)
@@ -298,11 +344,15 @@ OTP_TOTP_ISSUER = env_str("HKMS_TOTP_ISSUER", "HKMS")
 #: Failed console logins allowed per (username, client address) before a lockout.
 HKMS_LOGIN_FAILURES_LIMIT = env_int("HKMS_LOGIN_FAILURES_LIMIT", 5, minimum=1)
 HKMS_LOGIN_LOCKOUT_SECONDS = env_int("HKMS_LOGIN_LOCKOUT_SECONDS", 900, minimum=1)
-# The login throttle must be shared by every gunicorn worker: a file cache in the data dir.
-CACHES["login"] = {
-    "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
-    "LOCATION": str(HKMS_DATA_DIR / "cache" / "login"),
-}
+# The login throttle must be shared by every gunicorn worker: the shared cache when there is one
+# (every node), else a file cache in the data dir (every worker of this node).
+if HKMS_SHARED_CACHE:
+    CACHES["login"] = cache_from_url("HKMS_CACHE_URL", _CACHE_URL, key_prefix=f"{_CACHE_PREFIX}-login")
+else:
+    CACHES["login"] = {
+        "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+        "LOCATION": str(HKMS_DATA_DIR / "cache" / "login"),
+    }
 #: How the console starts a background DEK re-wrap: "process" (manage.py rewrap_deks) or "inline".
 HKMS_CONSOLE_JOB_RUNNER = env_str("HKMS_CONSOLE_JOB_RUNNER", "process")
 
@@ -319,4 +369,8 @@ SPECTACULAR_SETTINGS = {
         "securitySchemes": {"ScalewayToken": {"type": "apiKey", "in": "header", "name": "X-Auth-Token"}}
     },
     "SECURITY": [{"ScalewayToken": []}],
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "hkms_site.api.schema_hooks.add_error_responses",  # 4XX / 503 in Scaleway's shape on every operation
+    ],
 }

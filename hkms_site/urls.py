@@ -11,6 +11,8 @@ from hkms_site.observability.views import metrics
 urlpatterns = [
     path("health", views.health, name="health"),
     path("metrics", metrics, name="metrics"),
+    path("health/ready", views.health, name="health-ready"),
+    path("health/live", views.health_live, name="health-live"),
     path("admin/", admin.site.urls),
     path("api/whoami", WhoAmIView.as_view(), name="whoami"),
     path("api/seal-status", SealStatusView.as_view(), name="seal-status"),
@@ -21,3 +23,6 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(permission_classes=[AllowAny]), name="schema"),
     path("api/docs/", ApiDocsView.as_view(), name="api-docs"),
 ]
+
+# A database outage answers a plain 503 page (hkms_site.outage), anything else Django's 500 page.
+handler500 = "hkms_site.outage.server_error"

@@ -22,6 +22,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from hkms_site.cluster.revisions import revision_next
 from hkms_site.errors import PreconditionFailed
 from keys_app import crypto
 from keys_app.errors import IntegrityError, KeyMaterialUnavailable
@@ -115,7 +116,7 @@ def secret_version_create(
             locked = Secret.objects.select_for_update().get(id=secret.id)
             if locked.deletion_requested_at is not None:  # checked under the lock: a deletion wins
                 raise PreconditionFailed("scheduled_for_deletion", f"secret {secret.id} is scheduled for deletion")
-            revision = locked.version_count + 1
+            revision = revision_next(secret_id=locked.id, version_count=locked.version_count)  # never reused
             version = SecretVersion.objects.create(
                 id=version_id,
                 secret=locked,

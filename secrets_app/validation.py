@@ -6,12 +6,12 @@ messages never quote a payload.
 
 from __future__ import annotations
 
-import json
 import re
 import zlib
 from datetime import timedelta
 from typing import Any
 
+from hkms_site import safejson
 from hkms_site.errors import InvalidArgument
 from secrets_app.models import EphemeralAction, SecretType
 
@@ -122,7 +122,7 @@ def payload(data: bytes, *, type_: str, crc32: int | None) -> None:
 
 def _json_object(data: bytes) -> dict[str, Any]:
     try:
-        document = json.loads(data)
+        document = safejson.loads(data)  # bounded nesting: never a RecursionError
     except (ValueError, UnicodeDecodeError):
         raise InvalidArgument("data", "must be a JSON object for this secret type") from None
     if not isinstance(document, dict):

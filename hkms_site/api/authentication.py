@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Any, NoReturn
 
 from django.conf import settings
-from django.core.cache import cache
 from rest_framework.authentication import BaseAuthentication, SessionAuthentication
 from rest_framework.exceptions import AuthenticationFailed, Throttled
 from rest_framework.request import Request
@@ -14,12 +13,14 @@ from rest_framework.request import Request
 from hkms_site.access.cache import principal_authenticate
 from hkms_site.access.models import ApiKey
 from hkms_site.access.principal import Principal
+from hkms_site.api.throttling import auth_failure_record, client_address
 
 TOKEN_HEADER = "HTTP_X_AUTH_TOKEN"
 
 
 def client_ip(request: Any) -> str:
-    return str(request.META.get("REMOTE_ADDR", ""))
+    """REMOTE_ADDR, or the client named by trusted proxies (``HKMS_TRUSTED_PROXIES``)."""
+    return client_address(request)
 
 
 def request_id(request: Any) -> str:
@@ -39,23 +40,31 @@ class ApiKeyAuthentication(BaseAuthentication):
         token = request.META.get(TOKEN_HEADER)
         if token is None:
             return None
-        failures_key = f"hkms:auth-failures:{client_ip(request)}"
-        if cache.get(failures_key, 0) >= settings.HKMS_AUTH_FAILURES_PER_MINUTE:
-            raise Throttled(wait=60)
+        # A valid key is served whatever the failures from its address; only failures are throttled.
         entry = principal_authenticate(token)
         if entry is None:
-            from hkms_site.audit.services import audit_denied
-
-            cache.add(failures_key, 0, timeout=60)
-            try:
-                cache.incr(failures_key)
-            except ValueError:
-                cache.set(failures_key, 1, timeout=60)
-            anonymous = Principal(user=None, source_ip=client_ip(request), request_id=request_id(request))
-            audit_denied(anonymous, "auth.api_key", None, AuthenticationFailed())
-            raise AuthenticationFailed("authentication is denied")
+            self._refuse(request)
         request._hkms_grants = entry.grants  # type: ignore[attr-defined]
         return entry.api_key.user, entry.api_key
+
+    @staticmethod
+    def _refuse(request: Request) -> NoReturn:
+        """Count the failure against the client address; 401 up to the limit (audited), then 429.
+
+        Past the limit one ``throttled`` refusal is audited per address and minute, not every
+        attempt, so a flood cannot fill the audit log."""
+        from hkms_site.audit.services import audit_denied
+
+        address = client_ip(request)
+        limit = settings.HKMS_AUTH_FAILURES_PER_MINUTE
+        count, wait = auth_failure_record(address)
+        anonymous = Principal(user=None, source_ip=address, request_id=request_id(request))
+        if count > limit:
+            if count == limit + 1:
+                audit_denied(anonymous, "auth.api_key", None, Throttled(wait=wait), reason="throttled")
+            raise Throttled(wait=wait)
+        audit_denied(anonymous, "auth.api_key", None, AuthenticationFailed())
+        raise AuthenticationFailed("authentication is denied")
 
     def authenticate_header(self, request: Request) -> str:
         return "X-Auth-Token"

@@ -1,9 +1,13 @@
-"""Audit events, hash-chained (default database).
+"""Audit events, hash-chained (default database), and the audit key (kek database).
 
 Each event stores ``seq`` (1, 2, 3, … with no gaps), the hash of its
-predecessor and the SHA-256 of ``prev_hash || canonical content``.  The single
-``AuditChainHead`` row holds the last ``seq`` and hash; appends lock it, so
-concurrent writers form one chain, and it exposes a truncated tail.
+predecessor, its ``hash_version`` tag and its hash: an HMAC-SHA256 under a
+version of the audit key (tag ``1.<key version>``), or, for events written
+before the installation had an audit key or while it was sealed, the legacy
+unkeyed SHA-256 (tag ``0``); see :mod:`hkms_site.audit.chain`.  The single
+``AuditChainHead`` row holds the last ``seq`` and hash and the audit key version
+new events use; appends lock it, so concurrent writers form one chain.
+:class:`AuditKey` rows hold the audit key versions wrapped by the root key.
 """
 
 from __future__ import annotations
@@ -73,6 +77,8 @@ class AuditEvent(models.Model):
     request_id = models.CharField(max_length=64, blank=True, default="")
     detail = models.JSONField(default=dict, blank=True)
     prev_hash = models.CharField(max_length=64)
+    #: How ``hash`` was computed: ``"0"`` legacy SHA-256 (unkeyed), ``"1.<n>"`` HMAC under audit key version n.
+    hash_version = models.CharField(max_length=16, default="0")
     hash = models.CharField(max_length=64)
 
     objects = AuditEventManager()
@@ -89,6 +95,29 @@ class AuditChainHead(models.Model):
     id = models.PositiveSmallIntegerField(primary_key=True, default=1)
     last_seq = models.PositiveBigIntegerField(default=0)
     last_hash = models.CharField(max_length=64, default="0" * 64)
+    #: The audit key version new events are keyed with (0: none yet, events are unkeyed).
+    key_version = models.PositiveIntegerField(default=0)
+    #: ``{"<version>": "<hex check value>"}`` of every audit key version: the default database's
+    #: record of which key wrote the chain, so verification refuses a different key.
+    key_checks = models.JSONField(default=dict)
 
     def __str__(self) -> str:
         return f"audit chain head #{self.last_seq}"
+
+
+class AuditKey(models.Model):
+    """One version of the audit key, wrapped by a REK version (kek database).
+
+    ``wrapped`` is the root key provider's wrap with the associated data of a KEK
+    version named ``("audit", version)`` (:func:`hkms_site.audit.keys.audit_key_wrap`);
+    ``check_value`` is :func:`keys_app.crypto.key_check_value` of the key.
+    """
+
+    version = models.PositiveIntegerField(primary_key=True)
+    wrapped = models.BinaryField()
+    rek_version = models.PositiveIntegerField()
+    check_value = models.BinaryField(max_length=16)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"audit key v{self.version} (REK v{self.rek_version})"

@@ -1,7 +1,8 @@
 """Console login bookkeeping: the failed-login throttle and the ``auth.*`` audit events.
 
 Failures are counted per ``(username, client address)`` in the ``login`` cache
-(a file cache shared by every gunicorn worker): after
+(the shared cache of ``HKMS_CACHE_URL`` when one is configured, so every node counts
+together; otherwise a file cache shared by the gunicorn workers of this node): after
 ``HKMS_LOGIN_FAILURES_LIMIT`` failures the pair is locked out for
 ``HKMS_LOGIN_LOCKOUT_SECONDS``, counted from the last failure.  Locking per
 pair, not per username, stops an attacker from locking a victim out from
@@ -19,6 +20,7 @@ from django.core.cache import caches
 from django.db import transaction
 
 from hkms_site.access.principal import Principal
+from hkms_site.api.throttling import count_in_cache
 from hkms_site.audit.models import AuditEvent
 from hkms_site.audit.services import audit_record
 
@@ -38,9 +40,10 @@ def login_locked(*, username: str, ip: str) -> bool:
 
 def login_failed(*, principal: Principal, username: str, reason: str) -> None:
     """Count a failure (unless already locked) and audit it, committed on its own."""
-    key = _throttle_key(username, principal.source_ip)
-    failures = int(_cache().get(key, 0)) + (0 if reason == "throttled" else 1)
-    _cache().set(key, failures, timeout=settings.HKMS_LOGIN_LOCKOUT_SECONDS)
+    key, cache, timeout = _throttle_key(username, principal.source_ip), _cache(), settings.HKMS_LOGIN_LOCKOUT_SECONDS
+    if reason != "throttled":
+        count_in_cache(cache, key, timeout)  # one atomic increment (Redis), so concurrent failures all count
+    cache.touch(key, timeout)  # the lockout runs from the last failure
     with transaction.atomic():
         audit_record(
             principal, "auth.login", None, outcome=AuditEvent.Outcome.DENIED, username=username[:150], reason=reason

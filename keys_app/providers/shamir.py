@@ -95,6 +95,12 @@ class StoredCheckValues:
             )
         return updated == 1
 
+    def seal_epoch(self) -> int:
+        """The cluster's seal epoch (:mod:`hkms_site.cluster.seal`), read when keys start being held."""
+        from hkms_site.cluster.seal import seal_epoch_current
+
+        return seal_epoch_current()
+
 
 # --- SLIP-39 helpers ---------------------------------------------------------------------------
 def validate_split(total: int, threshold: int) -> None:
@@ -102,6 +108,24 @@ def validate_split(total: int, threshold: int) -> None:
         raise ValueError(
             f"a share set needs {MIN_THRESHOLD} <= threshold <= shares <= {MAX_SHARES} (got {threshold} of {total})"
         )
+
+
+def resolve_split(
+    requested: tuple[int | None, int | None] | None, active: dict[int, bytes], version: int, default: tuple[int, int]
+) -> tuple[int, int]:
+    """``(total, threshold)`` for a new version: what was asked for, else the policy of the newest
+    other active shamir version (a rotation keeps the custodians' K-of-N), else the defaults.
+    One of the two may be asked for alone; the other then comes from the same fallback."""
+    asked_total, asked_threshold = requested or (None, None)
+    base = default
+    for other in sorted((v for v in active if v != version), reverse=True):
+        params = check_value_params(active[other])
+        if params is not None:
+            base = (params[1], params[0])
+            break
+    total, threshold = asked_total or base[0], asked_threshold or base[1]
+    validate_split(total, threshold)
+    return total, threshold
 
 
 def normalise(mnemonic: str) -> str:
@@ -201,7 +225,7 @@ class ShamirRootKeyProvider(RootKeyProvider):
         self.changed = threading.Condition(self._lock)
         self._held: dict[int, _Held] = {}
         self._pending: list[Share] = []
-        self._split: tuple[int, int] | None = None
+        self._split: tuple[int | None, int | None] | None = None
         self._authorization: list[str] | None = None
         self._rekeys: dict[str, _PendingRekey] = {}
         self._listeners: list[SealListener] = []
@@ -209,17 +233,20 @@ class ShamirRootKeyProvider(RootKeyProvider):
         self.seal_count = 0
         #: Bumped on every change of what is held (unseal, seal, new version, rekey).
         self.generation = 0
+        #: The cluster seal epoch read when this process started holding keys (see
+        #: :meth:`seal_if_unsealed_before`); a seal recorded after it seals this process too.
+        self.unsealed_epoch = 0
         self.share_sink: ShareSink | None = None
 
     # -- configuration by commands -------------------------------------------------------
     def configure_split(self, total: int | None, threshold: int | None) -> None:
-        """Share count and threshold for the next version this provider creates."""
-        total = total or self.default_total
-        threshold = threshold or self.default_threshold
-        try:
-            validate_split(total, threshold)
-        except ValueError as exc:
-            raise RootKeyUnavailable(str(exc)) from None
+        """Share count and threshold for the next version this provider creates; ``None`` keeps
+        the current version's (or, for the first version, the configured default)."""
+        if total and threshold:
+            try:
+                validate_split(total, threshold)
+            except ValueError as exc:
+                raise RootKeyUnavailable(str(exc)) from None
         self._split = (total, threshold)
 
     def add_seal_listener(self, listener: SealListener) -> None:
@@ -237,6 +264,25 @@ class ShamirRootKeyProvider(RootKeyProvider):
         timer = threading.Timer(SECOND_SEAL_SWEEP, lambda: [listener() for listener in list(self._listeners)])
         timer.daemon = True
         timer.start()
+
+    def _epoch(self) -> int:
+        reader = getattr(self.store, "seal_epoch", None)
+        return int(reader()) if reader is not None else 0
+
+    def _hold(self, version: int, held: _Held, epoch: int) -> None:
+        """Hold ``version``; the first key held after a seal takes the epoch read before the
+        operation began (so a seal committed meanwhile still seals it).  Caller holds the lock."""
+        if not self._held:
+            self.unsealed_epoch = epoch
+        self._held[version] = held
+
+    def seal_if_unsealed_before(self, epoch: int) -> bool:
+        """Seal when the keys held were unsealed before cluster seal ``epoch``; True if it sealed."""
+        with self._lock:
+            stale = bool(self._held) and self.unsealed_epoch < epoch
+        if stale:
+            self.forget()
+        return stale
 
     def _bump(self, *, sealed: bool = False) -> None:
         self.generation += 1
@@ -324,6 +370,7 @@ class ShamirRootKeyProvider(RootKeyProvider):
 
     def submit_share(self, mnemonic: str) -> dict[str, Any]:
         """Add one share to the unseal in progress; unseal when K shares of a set are in."""
+        epoch = self._epoch()
         active = self._active()
         if not active:
             raise ShareRefused("no active root key version is held by the shamir provider")
@@ -347,7 +394,7 @@ class ShamirRootKeyProvider(RootKeyProvider):
             shares, self._pending = self._pending, []
             key, set_tag = combine(shares)
             version, held = self._match(key, set_tag, share.member_threshold, active)
-            self._held[version] = held
+            self._hold(version, held, epoch)
             self._bump()
             return {**self.status(), "message": f"root key version {version} unsealed", "unsealed_version": version}
 
@@ -361,10 +408,11 @@ class ShamirRootKeyProvider(RootKeyProvider):
         """Verify K shares of an active version given at once, hold that version, and allow
         this process's next :meth:`create_version` (REK rotation under shamir needs a quorum).
         """
+        epoch = self._epoch()
         version, held = self._verify(mnemonics)
         with self._lock:
             if version not in self._held:
-                self._held[version] = held
+                self._hold(version, held, epoch)
                 self._bump()
             self._authorization = list(mnemonics)
         return version
@@ -434,6 +482,7 @@ class ShamirRootKeyProvider(RootKeyProvider):
         wrapped under a version without a row, and its shares may never have been seen.
         When another shamir version is active, K of its shares must authorise this.
         """
+        epoch = self._epoch()
         active = self.store.active()
         with self._lock:
             if version in self._held and version in active:
@@ -450,15 +499,16 @@ class ShamirRootKeyProvider(RootKeyProvider):
                     raise RootKeyUnavailable(
                         f"the shares given unseal root key version {authorised}, not the current {max(others)}"
                     )
-            total, threshold = split_params or self._split or (self.default_total, self.default_threshold)
             try:
-                validate_split(total, threshold)
+                total, threshold = resolve_split(
+                    split_params or self._split, active, version, (self.default_total, self.default_threshold)
+                )
             except ValueError as exc:
                 raise RootKeyUnavailable(str(exc)) from None
             key = crypto.generate_key()
             mnemonics, set_tag = split(key, total, threshold)
             held = _Held(key, set_tag, threshold, total)
-            self._held[version] = held
+            self._hold(version, held, epoch)
             self._bump()
             return held.check_value, mnemonics, threshold, total
 

@@ -58,7 +58,9 @@ from keys_app.providers.shamir import (
     ShamirRootKeyProvider,
     ShareRefused,
     ShareSink,
+    StoredCheckValues,
     _describe,
+    resolve_split,
     validate_split,
 )
 
@@ -203,6 +205,8 @@ class KeeperServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
             return provider.reset_unseal()
         if op == "seal":
             return provider.seal()
+        if op == "seal_before":
+            return {"sealed_now": provider.seal_if_unsealed_before(int(request["epoch"]))}
         if op == "authorize":
             return {"version": provider.authorize([str(s) for s in request["shares"]])}
         if op == "create":
@@ -265,7 +269,7 @@ class ShamirKeeperClient(RootKeyProvider):
         self.default_total = int(options.get("shares", 5))
         self.default_threshold = int(options.get("threshold", 3))
         self.share_sink: ShareSink | None = None
-        self._split: tuple[int, int] | None = None
+        self._split: tuple[int | None, int | None] | None = None
         self._authorization: list[str] | None = None
         self._listeners: list[SealListener] = []
         self._seen_seal_count: int | None = None
@@ -382,12 +386,12 @@ class ShamirKeeperClient(RootKeyProvider):
 
     # -- operations of the in-process provider ------------------------------------------
     def configure_split(self, total: int | None, threshold: int | None) -> None:
-        total = total or self.default_total
-        threshold = threshold or self.default_threshold
-        try:
-            validate_split(total, threshold)
-        except ValueError as exc:
-            raise RootKeyUnavailable(str(exc)) from None
+        """As the in-process provider's: ``None`` keeps the current version's policy."""
+        if total and threshold:
+            try:
+                validate_split(total, threshold)
+            except ValueError as exc:
+                raise RootKeyUnavailable(str(exc)) from None
         self._split = (total, threshold)
 
     @property
@@ -411,6 +415,14 @@ class ShamirKeeperClient(RootKeyProvider):
     def seal(self) -> dict[str, Any]:
         return self._strip(self._rpc("seal"))
 
+    def seal_if_unsealed_before(self, epoch: int) -> bool:
+        """Ask the keeper to seal if its keys predate cluster seal ``epoch`` (it reads the epoch itself
+        when it starts holding keys)."""
+        try:
+            return bool(self._rpc("seal_before", epoch=epoch)["sealed_now"])
+        except Sealed:  # no keeper running: nothing is held on this node
+            return False
+
     def authorize(self, mnemonics: list[str]) -> int:
         version = int(self._rpc("authorize", shares=mnemonics)["version"])
         self._authorization = list(mnemonics)
@@ -433,7 +445,12 @@ class ShamirKeeperClient(RootKeyProvider):
                 "a shamir root key version can only be created by a command that shows its shares "
                 "(init_hierarchy, rotate_root_key)"
             )
-        total, threshold = self._split or (self.default_total, self.default_threshold)
+        try:
+            total, threshold = resolve_split(
+                self._split, StoredCheckValues().active(), version, (self.default_total, self.default_threshold)
+            )
+        except ValueError as exc:
+            raise RootKeyUnavailable(str(exc)) from None
         authorization, self._authorization = self._authorization, None
         response = self._rpc(
             "create", version=version, total=total, threshold=threshold, authorization=authorization or []

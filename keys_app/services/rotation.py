@@ -27,6 +27,7 @@ from django.db import connections, models, transaction
 from django.db.models import Count, F
 from django.utils import timezone
 
+from hkms_site.audit.keys import audit_keys_rewrap
 from keys_app import crypto
 from keys_app.errors import HierarchyError, IntegrityError, KeyMaterialUnavailable
 from keys_app.models import Dek, KekVersion, Key, RootKeyVersion, RotationJob
@@ -152,6 +153,7 @@ def rek_rotate(
     with job_heartbeat(job):
         for _ in range(100):
             rewrapped += _rek_rewrap_pass(job, target, pending, batch_size, progress)
+            audit_keys_rewrap(target=target)  # the audit key is wrapped by the REK too: move it before retiring
             late = False
             for rek_row in RootKeyVersion.objects.using("kek").filter(version__lt=target.version).order_by("version"):
                 if rek_row.state == RootKeyVersion.State.RETIRED:

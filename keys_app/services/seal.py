@@ -15,6 +15,7 @@ REST callers should map it to 400 (``code`` ``"share_refused"``), and
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -23,6 +24,8 @@ from keys_app.providers import get_provider
 from keys_app.providers.base import RootKeyUnavailable
 from keys_app.providers.shamir import ShareRefused as _ProviderShareRefused
 from keys_app.providers.shamir import ShareSink, check_value_params
+
+log = logging.getLogger("hkms.seal")
 
 
 class ShareRefused(HierarchyError):
@@ -47,7 +50,16 @@ class SealableProvider(Protocol):
     def rekey_commit(self, token: str) -> dict[str, Any]: ...
 
 
-_PUBLIC = ("sealed", "progress", "threshold", "sealed_versions", "unsealed_versions", "message", "unsealed_version")
+_PUBLIC = (
+    "sealed",
+    "progress",
+    "threshold",
+    "sealed_versions",
+    "unsealed_versions",
+    "message",
+    "unsealed_version",
+    "cluster_epoch",
+)
 
 
 def shamir_provider() -> SealableProvider:
@@ -84,8 +96,41 @@ def unseal_reset() -> dict[str, Any]:
 
 
 def seal() -> dict[str, Any]:
-    """Forget the REK everywhere (the keeper, and every worker's cached keys)."""
-    return _call(lambda: shamir_provider().seal())
+    """Forget the REK on every node: record a new cluster seal epoch, then seal this node.
+
+    The epoch is committed first, so every other node seals itself within
+    ``HKMS_SEAL_CHECK_SECONDS`` of its next request (:mod:`hkms_site.cluster.seal`).  If the
+    database cannot be reached, this node is sealed all the same and the result says that
+    the cluster was not told (``cluster_epoch`` is ``None``): seal the other nodes one by one.
+    """
+    from hkms_site.cluster.seal import seal_epoch_bump
+
+    try:
+        epoch: int | None = seal_epoch_bump()
+    except Exception as exc:  # sealing must not depend on the database
+        log.error("seal: the cluster seal epoch could not be recorded (%s); sealing this node only", type(exc).__name__)
+        epoch = None
+    result = _call(lambda: shamir_provider().seal())
+    result["cluster_epoch"] = epoch
+    if epoch is None:
+        result["message"] = "sealed this node only: the database is unreachable, seal every other node yourself"
+    return result
+
+
+def public_root_key_message(exc: Exception) -> str:
+    """What an API client is told about an unusable root key: the state, never a path or a module.
+
+    The full message (which may name a key file or a PKCS#11 module) is for the server log."""
+    text = str(exc)
+    if "seal keeper is not running" in text:
+        return "the seal keeper is not running on this node: start `manage.py seal_keeper`, then unseal"
+    if "seal keeper" in text:
+        return "the seal keeper on this node cannot be reached; the server log says why"
+    if "sealed" in text:
+        return "the service is sealed: custodians must unseal it"
+    if "not initialised" in text:
+        return "the key hierarchy is not initialised"
+    return "the root key is not available on this node; the server log says why"
 
 
 def shamir_threshold(version: int | None = None) -> int | None:

@@ -198,6 +198,6 @@ def test_token_guessing_429_has_the_same_shape_and_retry_after(settings):
     statuses = [guesser.get(WHOAMI, HTTP_X_AUTH_TOKEN="SCW-wrong").status_code for _ in range(3)]
     assert statuses == [401, 401, 429]
     refused = guesser.get(WHOAMI, HTTP_X_AUTH_TOKEN="SCW-wrong")
-    assert refused["Retry-After"] == "60"
+    assert 1 <= int(refused["Retry-After"]) <= 60  # what is left of the minute
     assert refused.json()["type"] == "quotas_exceeded"
-    assert cache.get("hkms:auth-failures:192.0.2.9") == 2
+    assert len([key for key in cache._cache if "hkms:auth-failures:192.0.2.9:" in key]) == 1  # one counter

@@ -87,5 +87,5 @@ def test_token_guessing_is_throttled(issued, settings):
     statuses = [call(str(uuid.uuid4())).status_code for _ in range(8)]
     assert statuses[:5] == [401] * 5
     assert statuses[5:] == [429] * 3
-    assert call(issued.secret_key).status_code == 429  # the address is throttled, whatever the token
+    assert call(issued.secret_key).status_code == 200  # a valid key is never refused for others' failures
     assert call(str(uuid.uuid4())).json()["type"] == "quotas_exceeded"

@@ -5,6 +5,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import CommandError, CommandParser
 
+from hkms_site.audit.keys import audit_key_ensure
 from keys_app.management.base import HierarchyCommand
 from keys_app.management.shares import show_shares
 from keys_app.providers import RootKeyUnavailable
@@ -25,6 +26,12 @@ class Command(HierarchyCommand):
         parser.add_argument("--threshold", type=int, help="shamir: shares needed to unseal K (default 3)")
 
     def run(self, **options: Any) -> dict[str, Any]:
+        result = self._init(**options)
+        if not result.get("sealed"):
+            audit_key_ensure()  # key the audit chain (idempotent; see hkms_site.audit.keys)
+        return result
+
+    def _init(self, **options: Any) -> dict[str, Any]:
         name = options.get("provider") or settings.HKMS_ROOT_KEY_PROVIDER
         if name != "shamir":
             if options.get("shares") or options.get("threshold"):
