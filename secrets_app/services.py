@@ -29,7 +29,13 @@ from django.utils import timezone
 
 from hkms_site.access.principal import Principal
 from hkms_site.access.roles import Action
-from hkms_site.access.services import authorize_audited, grants_forget, project_ids_with, visible
+from hkms_site.access.services import (
+    authorize_audited,
+    grants_forget,
+    not_found_audited,
+    project_ids_with,
+    visible,
+)
 from hkms_site.audit.services import audit_record, audit_record_committed
 from hkms_site.errors import Conflict, InvalidArgument, ObjectNotFound, PreconditionFailed
 from hkms_site.queries import filter_json_list_contains
@@ -81,17 +87,24 @@ def _uuid(raw: Any, resource: str) -> uuid.UUID:
 
 
 def _secret(principal: Principal, secret_id: Any, action: Action, event: str, region: str | None) -> Secret:
-    secret = Secret.objects.select_related("project", "key").filter(id=_uuid(secret_id, "secret")).first()
+    """The secret if the principal may do ``action`` on it.
+
+    A missing secret, one in another region and one the principal may not see all
+    answer the same audited 404, naming the canonical (lower-case) id: nothing in
+    the answer tells whether it exists (THREAT_MODEL.md, "No existence oracles")."""
+    sid = _uuid(secret_id, "secret")
+    secret = Secret.objects.select_related("project", "key").filter(id=sid).first()
     if secret is None or (region is not None and secret.region != region):
-        raise ObjectNotFound("secret", secret_id)
+        raise not_found_audited(principal, event, "secret", sid, secret, region=region)
     authorize_audited(principal, action, secret, event)
     return secret
 
 
 def _project(principal: Principal, project_id: Any, action: Action, event: str) -> Project:
-    project = Project.objects.select_related("default_key").filter(id=_uuid(project_id, "project")).first()
+    pid = _uuid(project_id, "project")
+    project = Project.objects.select_related("default_key").filter(id=pid).first()
     if project is None:
-        raise ObjectNotFound("project", project_id)
+        raise not_found_audited(principal, event, "project", pid)
     authorize_audited(principal, action, project, event)
     return project
 
@@ -127,19 +140,51 @@ def _key_for(principal: Principal, project: Project, key_id: Any) -> Key:
             raise PreconditionFailed("default_key", f"project {project.id} has no default key")
         return project.default_key
     try:
-        key = Key.objects.filter(id=uuid.UUID(str(key_id)), project=project).first()
+        kid = uuid.UUID(str(key_id))
     except ValueError:
-        key = None
+        kid = None
+    key = Key.objects.filter(id=kid, project=project).first() if kid is not None else None
     if key is not None:
         try:
             authorize_audited(principal, Action.KEY_USE, key, "secret.create")
         except ObjectNotFound:
             key = None
+    elif kid is not None:  # audited like a hidden key: the same work either way
+        not_found_audited(principal, "secret.create", "key", kid)
     if key is None:
         raise InvalidArgument("key_id", "must be a Key Manager key of the secret's project")
     if key.usage != "symmetric_encryption" or key.state != KeyState.ENABLED:
         raise InvalidArgument("key_id", "must be an enabled symmetric encryption key")
     return key
+
+
+# --- destruction (THREAT_MODEL.md, "Destruction") ---------------------------------------------
+def destruction_allowed(secret: Secret) -> bool:
+    """Whether versions of ``secret`` may be destroyed for good now: never while it is protected.
+
+    Every route to destruction asks this -- an expiry or an expires-once-accessed
+    read whose action is ``delete``, the immediate deletion of an ephemeral
+    secret's version, the end of a deletion window.  Where it answers no, the
+    version is disabled (or stays scheduled for deletion, restorable) instead.
+    Reads the row afresh, so a protection set since ``secret`` was loaded counts;
+    the destruction itself re-checks :data:`DESTRUCTIBLE_VERSIONS` under the lock.
+    """
+    return Secret.objects.filter(id=secret.id, protected=False).exists()
+
+
+#: The versions that may be destroyed: none of a protected secret.  Every destruction passes
+#: it to ``storage.secret_version_destroy(only_if=…)``, which re-checks it under the secret's
+#: row lock, so a protection that commits first always wins.
+DESTRUCTIBLE_VERSIONS = Q(secret__protected=False)
+
+
+def _require_destruction_right(principal: Principal, obj: Secret | Project, event: str, *actions: str) -> None:
+    """Setting, changing or removing an ephemeral setting whose action destroys (``delete``)
+    needs :attr:`Action.SECRET_ADMIN`, the permission to delete: a role that may not
+    delete may not arrange a destruction either.  ``actions``: the ephemeral action
+    before and after the change.  Raises ``PermissionDenied`` (audited)."""
+    if EphemeralAction.DELETE in actions:
+        authorize_audited(principal, Action.SECRET_ADMIN, obj, event)
 
 
 _POLICY_COLUMNS = ("ephemeral_ttl", "ephemeral_expires_once_accessed", "ephemeral_action")
@@ -185,6 +230,7 @@ def secret_create(
         "protected": bool(protected),
         **_policy_fields(ephemeral_policy),
     }
+    _require_destruction_right(principal, project, "secret.create", fields["ephemeral_action"])
     key = _key_for(principal, project, key_id)
     try:
         with transaction.atomic():
@@ -226,7 +272,10 @@ def secret_update(
         secret.path = validation.secret_path(path)
         changed.append("path")
     if ephemeral_policy is not None:
-        for field, value in _policy_fields(ephemeral_policy).items():
+        policy = _policy_fields(ephemeral_policy)
+        before = secret.ephemeral_action if secret.is_ephemeral else ""
+        _require_destruction_right(principal, secret, "secret.update", before, policy["ephemeral_action"])
+        for field, value in policy.items():
             setattr(secret, field, value)
         changed.append("ephemeral_policy")
     # Only the edited columns: a version added meanwhile keeps its version_count.
@@ -291,7 +340,9 @@ def _destroy_secret(secret: Secret, *, only_if: Q, audit: Callable[[Secret], Any
     if not Secret.objects.filter(only_if, id=secret.id).exists():
         return False
     for version in SecretVersion.objects.filter(secret_id=secret.id).exclude(status=VersionStatus.DELETED):
-        storage.secret_version_destroy(version, only_if=Q(secret__deletion_requested_at__isnull=False))
+        storage.secret_version_destroy(
+            version, only_if=Q(secret__deletion_requested_at__isnull=False) & DESTRUCTIBLE_VERSIONS
+        )
     with transaction.atomic():
         locked = storage.secret_lock(secret.id)
         if locked is None or not Secret.objects.filter(only_if, id=secret.id).exists():
@@ -320,7 +371,7 @@ def secret_restore(*, principal: Principal, secret_id: Any, region: str | None =
             locked = _locked(secret)
             if locked.deletion_requested_at is None:
                 raise PreconditionFailed("not_scheduled", f"secret {secret.id} is not scheduled for deletion")
-            if _window_passed(locked.deletion_requested_at, now):
+            if _window_passed(locked.deletion_requested_at, now) and not locked.protected:  # protected: never final
                 raise PreconditionFailed("deletion_final", f"secret {secret.id}: its deletion is final")
             scheduled = SecretVersion.objects.filter(
                 secret_id=secret.id,
@@ -572,6 +623,11 @@ def secret_version_update(
     version = version_resolve(secret, revision)
     if version.status == VersionStatus.DELETED:
         raise PreconditionFailed("deleted", "a deleted version cannot be changed")
+    if expires_at is not None or expires_once_accessed is not None or ephemeral_action is not None:
+        after = validation.ephemeral_action(ephemeral_action) if ephemeral_action is not None else None
+        _require_destruction_right(
+            principal, secret, "secret.version.update", version.ephemeral_action, after or version.ephemeral_action
+        )
     changed: list[str] = []
     if description is not None:
         version.description = str(description)[:4096]
@@ -641,8 +697,9 @@ def secret_version_delete(
         ):
             raise PreconditionFailed(before, f"revision {version.revision} is already {before}")
         audit_record(principal, "secret.version.delete", secret, revision=version.revision)
-    if secret.is_ephemeral:
-        storage.secret_version_destroy(version, only_if=Q(status=VersionStatus.SCHEDULED_FOR_DELETION))
+    if secret.is_ephemeral:  # protected: stays scheduled, restorable
+        only_if = Q(status=VersionStatus.SCHEDULED_FOR_DELETION) & DESTRUCTIBLE_VERSIONS
+        storage.secret_version_destroy(version, only_if=only_if)
     version.refresh_from_db()
     return version
 
@@ -659,7 +716,7 @@ def secret_version_restore(
         version = version_resolve(secret, revision)
         if version.status != VersionStatus.SCHEDULED_FOR_DELETION:
             raise PreconditionFailed("not_scheduled", f"revision {version.revision} is not scheduled for deletion")
-        if _window_passed(version.deletion_requested_at, now):
+        if _window_passed(version.deletion_requested_at, now) and not locked.protected:  # protected: never final
             raise PreconditionFailed("deletion_final", f"revision {version.revision}: its deletion is final")
         if not _unschedule_version(version, now):
             raise PreconditionFailed("not_scheduled", f"revision {version.revision} is not scheduled for deletion")
@@ -679,7 +736,7 @@ def secret_version_access(
         return _access(principal, secret, revision, now or timezone.now())
     secret = version.secret
     if region is not None and secret.region != region:
-        raise ObjectNotFound("secret", secret_id)
+        raise not_found_audited(principal, "secret.version.access", "secret", secret.id, secret, region=region)
     authorize_audited(principal, Action.SECRET_READ, secret, "secret.version.access")
     return _access(principal, secret, revision, now or timezone.now(), version=version)
 
@@ -709,15 +766,17 @@ def secret_version_access_by_path(
 ) -> AccessedPayload:
     path = validation.secret_path(secret_path, "secret_path")
     name = validation.secret_name(secret_name)
-    qs = Secret.objects.select_related("project", "key").filter(
-        project_id=_uuid(project_id, "project"), path=path, name=name, deletion_requested_at__isnull=True
+    # One live secret per project, path and name whatever its region (a unique constraint).
+    secret = (
+        Secret.objects.select_related("project", "key")
+        .filter(project_id=_uuid(project_id, "project"), path=path, name=name, deletion_requested_at__isnull=True)
+        .first()
     )
-    if region is not None:
-        qs = qs.filter(region=region)
-    secret = qs.first()
-    if secret is None:
-        raise ObjectNotFound("secret", f"{path.rstrip('/')}/{name}")
-    authorize_audited(principal, Action.SECRET_READ, secret, "secret.version.access")
+    # Missing, in another region or hidden: the same 404 naming the path asked for, never an id.
+    requested = f"{path.rstrip('/')}/{name}"
+    if secret is None or (region is not None and secret.region != region):
+        raise not_found_audited(principal, "secret.version.access", "secret", requested, secret, region=region)
+    authorize_audited(principal, Action.SECRET_READ, secret, "secret.version.access", as_id=requested)
     return _access(principal, secret, revision, now or timezone.now())
 
 
@@ -746,8 +805,8 @@ def _access(
             audit_record(principal, "secret.version.access", secret, revision=version.revision)
     else:
         audit_record_committed(principal, "secret.version.access", secret, revision=version.revision)
-    if once and version.ephemeral_action == EphemeralAction.DELETE:
-        storage.secret_version_destroy(version, only_if=Q(accessed_at__isnull=False))
+    if once and version.ephemeral_action == EphemeralAction.DELETE:  # protected: it stays disabled
+        storage.secret_version_destroy(version, only_if=Q(accessed_at__isnull=False) & DESTRUCTIBLE_VERSIONS)
     return AccessedPayload(secret.id, version.revision, data, secret.type, version.data_crc32)
 
 
@@ -773,13 +832,16 @@ def secret_versions_expire(
     counts = {"versions_disabled": 0, "versions_destroyed": 0, "secrets_destroyed": 0}
     expired_q = Q(expires_at__lte=now) | Q(expires_once_accessed=True, accessed_at__isnull=False)
     expired = SecretVersion.objects.select_related("secret").filter(expired_q).exclude(status=VersionStatus.DELETED)
-    due_q = Q(status=VersionStatus.SCHEDULED_FOR_DELETION, deletion_requested_at__lte=cutoff)
+    # A protected secret's versions are never destroyed (``DESTRUCTIBLE_VERSIONS``, re-checked
+    # under the locks): scheduled ones wait, restorable, until it is unprotected; expired
+    # ones with action ``delete`` are disabled instead.
+    due_q = Q(status=VersionStatus.SCHEDULED_FOR_DELETION, deletion_requested_at__lte=cutoff) & DESTRUCTIBLE_VERSIONS
     due_versions = SecretVersion.objects.select_related("secret").filter(due_q)
-    due_secrets = Secret.objects.filter(deletion_requested_at__lte=cutoff)
+    due_secrets = Secret.objects.filter(deletion_requested_at__lte=cutoff, protected=False)
     for version in expired:
         # Only an explicit ``delete`` action destroys; an expiry without one (set on a
         # single version) disables, which can be undone.
-        if version.ephemeral_action != EphemeralAction.DELETE:
+        if version.ephemeral_action != EphemeralAction.DELETE or not destruction_allowed(version.secret):
             if version.status != VersionStatus.ENABLED:
                 continue
             if dry_run:
@@ -795,7 +857,9 @@ def secret_versions_expire(
                     counts["versions_disabled"] += 1
                     event = "secret.version.expire"
                     audit_record(principal, event, version.secret, revision=version.revision, ephemeral="disable")
-        elif dry_run or _destroy_audited(principal, version, "ephemeral", only_if=expired_q & ~Q(status=DELETED)):
+        elif dry_run or _destroy_audited(
+            principal, version, "ephemeral", only_if=expired_q & ~Q(status=DELETED) & DESTRUCTIBLE_VERSIONS
+        ):
             counts["versions_destroyed"] += 1
     for version in due_versions:
         if dry_run or _destroy_audited(principal, version, "deletion_window_passed", only_if=due_q):
@@ -805,7 +869,7 @@ def secret_versions_expire(
             counts["secrets_destroyed"] += 1
             continue
         audit = lambda s: audit_record(principal, "secret.destroy", s)  # noqa: E731
-        if _destroy_secret(secret, only_if=Q(deletion_requested_at__lte=cutoff), audit=audit):
+        if _destroy_secret(secret, only_if=Q(deletion_requested_at__lte=cutoff, protected=False), audit=audit):
             counts["secrets_destroyed"] += 1
     return counts
 

@@ -25,7 +25,7 @@ from django.views.decorators.debug import sensitive_variables
 
 from hkms_site.access.models import ApiKey
 from hkms_site.access.principal import Principal
-from hkms_site.errors import InvalidArgument, ObjectNotFound, PermissionDenied
+from hkms_site.errors import InvalidArgument, PermissionDenied
 
 _ALPHABET = string.ascii_uppercase + string.digits
 
@@ -113,19 +113,24 @@ def api_key_revoke(*, principal: Principal, access_key: str) -> ApiKey:
     ``UPDATE … WHERE revoked_at IS NULL`` (a second revocation keeps the first
     instant), and the generation bump and the audit event commit with it: once
     this returns, no request that starts afterwards authenticates with the key.
+    Someone else's key answers like a missing one (404); both refusals are
+    audited, after the transaction so that the event is not rolled back.
     """
     from hkms_site.access.cache import access_generation_bump
+    from hkms_site.access.services import not_found_audited
     from hkms_site.audit.services import audit_record
 
     with transaction.atomic():
         api_key = ApiKey.objects.select_for_update().filter(access_key=access_key).first()
-        if api_key is None or not (principal.is_superuser or principal.user_id == api_key.user_id):
-            raise ObjectNotFound("api_key", access_key)
-        now = timezone.now()
-        if ApiKey.objects.filter(id=api_key.id, revoked_at__isnull=True).update(revoked_at=now):
-            api_key.revoked_at = now
-        access_generation_bump()
-        audit_record(principal, "api_key.revoke", ("api_key", api_key.access_key, ""))
+        refused = api_key is None or not (principal.is_superuser or principal.user_id == api_key.user_id)
+        if api_key is not None and not refused:
+            now = timezone.now()
+            if ApiKey.objects.filter(id=api_key.id, revoked_at__isnull=True).update(revoked_at=now):
+                api_key.revoked_at = now
+            access_generation_bump()
+            audit_record(principal, "api_key.revoke", ("api_key", api_key.access_key, ""))
+    if api_key is None or refused:
+        raise not_found_audited(principal, "api_key.revoke", "api_key", str(access_key)[:64])
     return api_key
 
 

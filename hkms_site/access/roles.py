@@ -55,7 +55,9 @@ ROLES_FOR_MODEL: dict[str, tuple[str, ...]] = {
 }
 
 #: Who may grant a role: project admins anywhere in their project; secret admins
-#: the secret roles (on secrets they administer); key admins the key roles.
+#: the secret roles (on secrets they administer); key admins the key roles -- and
+#: only roles within their own rights, never to themselves
+#: (``hkms_site.access.services._check_grantable``; THREAT_MODEL.md "Granting roles").
 GRANTING_ACTION: dict[str, Action] = {
     "secret_reader": A.SECRET_ADMIN,
     "secret_writer": A.SECRET_ADMIN,

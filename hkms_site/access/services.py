@@ -94,30 +94,57 @@ def can_see(principal: Principal, obj: Any) -> bool:
     return can(principal, _VIEW_ACTION[_label(obj)], obj)
 
 
-def authorize(principal: Principal, action: Action, obj: Any) -> None:
+def authorize(principal: Principal, action: Action, obj: Any, *, as_id: object = None) -> None:
     """Raise ``ObjectNotFound`` if the principal cannot see ``obj``, ``PermissionDenied`` if it
-    sees it but may not perform ``action``.  Callers audit the outcome."""
+    sees it but may not perform ``action``.  Callers audit the outcome.
+
+    ``as_id``: how the caller named the object (default: its canonical id).  The 404
+    must read exactly like the one for an object that does not exist, so a caller
+    that looked the object up by another name (a path) passes the name it was asked
+    for (THREAT_MODEL.md, "No existence oracles")."""
     if can(principal, action, obj):
         return
     label = _label(obj)
     if not can_see(principal, obj):
-        raise ObjectNotFound(_RESOURCE[label], obj.pk)
+        raise ObjectNotFound(_RESOURCE[label], obj.pk if as_id is None else as_id)
     raise PermissionDenied(str(action), _RESOURCE[label], obj.pk)
 
 
-def authorize_audited(principal: Principal, action: Action, obj: Any, event: str, **detail: Any) -> None:
+def authorize_audited(
+    principal: Principal, action: Action, obj: Any, event: str, *, as_id: object = None, **detail: Any
+) -> None:
     """:func:`authorize`, recording a refusal as a ``denied`` audit event before re-raising.
 
     Services call this first; the ``allowed`` event is theirs to record inside
     the transaction of the change (or before returning a payload).
     """
     try:
-        authorize(principal, action, obj)
+        authorize(principal, action, obj, as_id=as_id)
     except (ObjectNotFound, PermissionDenied) as exc:
         from hkms_site.audit.services import audit_denied
 
         audit_denied(principal, event, obj, exc, **detail)
         raise
+
+
+def not_found_audited(
+    principal: Principal, event: str, resource: str, requested: object, obj: Any = None, **detail: Any
+) -> ObjectNotFound:
+    """The 404 for a lookup that found nothing the caller may use, audited; the caller raises it.
+
+    ``requested``: the canonical name the caller asked for (a UUID's lower-case
+    form, a ``/path/name``), never a resolved id, so the answer reads the same
+    whether or not the object exists.  ``obj``: the real object when there is one
+    (e.g. the same secret in another region), recorded in the event so that its
+    project's auditors see the attempt; else the event names what was asked for.
+    Both cases write one ``denied`` event, so the work done does not tell them apart.
+    """
+    from hkms_site.audit.services import audit_denied
+
+    error = ObjectNotFound(resource, requested)
+    target = obj if obj is not None else (resource, str(requested)[:64], "")
+    audit_denied(principal, event, target, error, requested=str(requested), **detail)
+    return error
 
 
 def project_ids_with(principal: Principal, action: Action) -> set[str]:
@@ -166,23 +193,45 @@ def _sync_object_permissions(user: Any, obj: Any) -> None:
         assign_perm(Permission.objects.get(content_type=ct, codename=codename), user, obj)
 
 
-def _check_grantable(principal: Principal, role: str, obj: Any) -> None:
+def _check_grantable(principal: Principal, user: Any, role: str, obj: Any, event: str) -> None:
+    """The grant rules (THREAT_MODEL.md, "Granting roles"); the same for granting and revoking.
+
+    1. the principal sees ``obj`` (else 404) and holds ``GRANTING_ACTION[role]`` on it;
+    2. a grant never exceeds the granter's own rights: the principal holds every
+       permission the role gives on ``obj`` (so a ``secret_admin``, who does not read
+       payloads, cannot hand out ``secret_reader``; a ``key_admin`` cannot hand out
+       ``key_user``);
+    3. nobody grants or revokes a role on themselves, superusers included; only an
+       operator on the command line (``Principal.for_command()``) is exempt.
+
+    Raises ``ObjectNotFound``, ``PermissionDenied`` or ``InvalidArgument``.
+    """
     label = _label(obj)
     if role not in ROLES:
         raise InvalidArgument("role", f"unknown role {role!r}; roles are: {', '.join(ROLES)}")
     if role not in ROLES_FOR_MODEL[label]:
         raise InvalidArgument("role", f"role {role} can only be granted on a project")
     authorize(principal, GRANTING_ACTION[role], obj)
+    if principal.system:
+        return
+    if principal.user is not None and user is not None and user.pk == principal.user.pk:
+        raise PermissionDenied(f"{event}.self", _RESOURCE[label], obj.pk)
+    for action in ROLES[role] & PERMISSIONS_BY_MODEL[label]:
+        if not can(principal, action, obj):
+            raise PermissionDenied(f"{event}.exceeds_own_rights", _RESOURCE[label], obj.pk)
 
 
 def role_grant(*, principal: Principal, user: Any, role: str, obj: Any) -> RoleGrant:
-    """Grant ``role`` on a project, secret or key to ``user`` (idempotent), audited."""
+    """Grant ``role`` on a project, secret or key to ``user`` (idempotent), audited.
+
+    Refused (and audited as ``denied``) unless :func:`_check_grantable` allows it.
+    """
     from hkms_site.audit.services import audit_denied, audit_record
 
     try:
-        _check_grantable(principal, role, obj)
-    except (ObjectNotFound, PermissionDenied) as exc:
-        audit_denied(principal, "role.grant", obj, exc, role=role, grantee=user.get_username())
+        _check_grantable(principal, user, role, obj, "role.grant")
+    except (ObjectNotFound, PermissionDenied, InvalidArgument) as exc:
+        audit_denied(principal, "role.grant", obj, exc, role=str(role)[:100], grantee=user.get_username())
         raise
     with transaction.atomic():
         grant, _ = RoleGrant.objects.get_or_create(
@@ -199,13 +248,16 @@ def role_grant(*, principal: Principal, user: Any, role: str, obj: Any) -> RoleG
 
 
 def role_revoke(*, principal: Principal, user: Any, role: str, obj: Any) -> bool:
-    """Revoke ``role`` on ``obj`` from ``user``; returns whether it was held."""
+    """Revoke ``role`` on ``obj`` from ``user``; returns whether it was held.
+
+    The same rules as granting (:func:`_check_grantable`): only who could grant
+    the role may take it away, and never from themselves."""
     from hkms_site.audit.services import audit_denied, audit_record
 
     try:
-        _check_grantable(principal, role, obj)
-    except (ObjectNotFound, PermissionDenied) as exc:
-        audit_denied(principal, "role.revoke", obj, exc, role=role, grantee=user.get_username())
+        _check_grantable(principal, user, role, obj, "role.revoke")
+    except (ObjectNotFound, PermissionDenied, InvalidArgument) as exc:
+        audit_denied(principal, "role.revoke", obj, exc, role=str(role)[:100], grantee=user.get_username())
         raise
     with transaction.atomic():
         deleted, _ = RoleGrant.objects.filter(

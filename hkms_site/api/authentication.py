@@ -90,3 +90,13 @@ def request_principal(request: Request) -> Principal:
     )
     request._hkms_principal = principal  # type: ignore[attr-defined]
     return principal
+
+
+#: Authentication of the endpoints that read, consume or use secret material (Secret
+#: Manager payload access by id and by path; Key Manager encrypt, decrypt, data keys,
+#: sign, verify, wrap, unwrap): the ``X-Auth-Token`` header only, never the console's
+#: session cookie.  A cross-site top-level navigation carries the ``Lax`` cookie on a
+#: GET, so a cookie must not read (or consume) a payload; the console reveals payloads
+#: by its own POST with confirmation.  A cookie-only request answers 401 in Scaleway's
+#: shape (THREAT_MODEL.md, "Payloads need an API key").
+TOKEN_ONLY_AUTHENTICATION = [ApiKeyAuthentication]

@@ -16,6 +16,7 @@ from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from hkms_site.api.authentication import TOKEN_ONLY_AUTHENTICATION
 from hkms_site.api.common import ScalewayView, b64encode, paginate, timestamp
 from hkms_site.errors import InvalidArgument
 from keys_app.api import serializers as s
@@ -177,6 +178,7 @@ class ImportKeyMaterialView(ScalewayView):
 
 
 class GenerateDataKeyView(ScalewayView):
+    authentication_classes = TOKEN_ONLY_AUTHENTICATION  # key use: X-Auth-Token only
     @extend_schema(
         tags=_TAG,
         operation_id="generate_data_key",
@@ -205,6 +207,7 @@ class GenerateDataKeyView(ScalewayView):
 
 
 class EncryptView(ScalewayView):
+    authentication_classes = TOKEN_ONLY_AUTHENTICATION  # key use: X-Auth-Token only
     @extend_schema(
         tags=_TAG,
         operation_id="encrypt",
@@ -225,6 +228,7 @@ class EncryptView(ScalewayView):
 
 
 class DecryptView(ScalewayView):
+    authentication_classes = TOKEN_ONLY_AUTHENTICATION  # key use: X-Auth-Token only
     @extend_schema(
         tags=_TAG,
         operation_id="decrypt",
@@ -251,6 +255,7 @@ class DecryptView(ScalewayView):
 
 
 class SignView(ScalewayView):
+    authentication_classes = TOKEN_ONLY_AUTHENTICATION  # key use: X-Auth-Token only
     @extend_schema(
         tags=_TAG, operation_id="sign", summary="Sign a message digest", request=s.SignInput, responses=s.SignOutput
     )
@@ -261,6 +266,7 @@ class SignView(ScalewayView):
 
 
 class VerifyView(ScalewayView):
+    authentication_classes = TOKEN_ONLY_AUTHENTICATION  # key use: X-Auth-Token only
     @extend_schema(
         tags=_TAG,
         operation_id="verify",
@@ -292,6 +298,7 @@ class PublicKeyView(ScalewayView):
 
 
 class WrapKeyView(ScalewayView):
+    authentication_classes = TOKEN_ONLY_AUTHENTICATION  # key use: X-Auth-Token only
     @extend_schema(
         tags=_TAG,
         operation_id="wrap_key",
@@ -312,6 +319,7 @@ class WrapKeyView(ScalewayView):
 
 
 class UnwrapKeyView(ScalewayView):
+    authentication_classes = TOKEN_ONLY_AUTHENTICATION  # key use: X-Auth-Token only
     @extend_schema(
         tags=_TAG,
         operation_id="unwrap_key",

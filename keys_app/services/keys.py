@@ -45,7 +45,7 @@ from django.utils import timezone
 
 from hkms_site.access.principal import Principal
 from hkms_site.access.roles import Action
-from hkms_site.access.services import authorize_audited, grants_forget, visible
+from hkms_site.access.services import authorize_audited, grants_forget, not_found_audited, visible
 from hkms_site.audit.models import AuditEvent
 from hkms_site.audit.services import audit_record
 from hkms_site.errors import InvalidArgument, ObjectNotFound, PermissionDenied, PreconditionFailed, ServiceError
@@ -128,9 +128,14 @@ def _aware(value: datetime) -> datetime:
 
 
 def deletion_is_final(key: Key, now: datetime | None = None) -> bool:
-    """A key scheduled for deletion more than :data:`DELETION_DELAY` ago is gone for every caller."""
+    """A key scheduled for deletion more than :data:`DELETION_DELAY` ago is gone for every caller.
+
+    Never while the key is protected (protected since it was scheduled): protection
+    blocks every route to destruction, so it stays restorable (THREAT_MODEL.md, "Destruction").
+    """
     return (
-        key.state == KeyState.SCHEDULED_FOR_DELETION
+        not key.protected
+        and key.state == KeyState.SCHEDULED_FOR_DELETION
         and key.deletion_requested_at is not None
         and key.deletion_requested_at + DELETION_DELAY <= _now(now)
     )
@@ -139,17 +144,22 @@ def deletion_is_final(key: Key, now: datetime | None = None) -> bool:
 def _live_keys(now: datetime | None = None) -> QuerySet[Key]:
     """Keys whose deletion is not final (purged keys may keep a row while a secret names them)."""
     cutoff = _now(now) - DELETION_DELAY
-    return Key.objects.exclude(state=KeyState.SCHEDULED_FOR_DELETION, deletion_requested_at__lte=cutoff)
+    return Key.objects.exclude(
+        state=KeyState.SCHEDULED_FOR_DELETION, deletion_requested_at__lte=cutoff, protected=False
+    )
 
 
 def _key_for(
     principal: Principal, key_id: Any, action: Action, event: str, *, region: str | None, now: datetime | None = None
 ) -> Key:
-    """The key ``key_id`` if the principal may do ``action`` on it; 404 if it may not see it."""
+    """The key ``key_id`` if the principal may do ``action`` on it; 404 if it may not see it.
+
+    Missing, finally deleted, in another region or hidden: the same audited 404
+    naming the canonical id (THREAT_MODEL.md, "No existence oracles")."""
     kid = _uuid(key_id, "key_id")
     key = Key.objects.filter(id=kid).first()
     if key is None or deletion_is_final(key, now) or (region is not None and key.region != region):
-        raise ObjectNotFound("key", kid)
+        raise not_found_audited(principal, event, "key", kid, key, region=region)
     authorize_audited(principal, action, key, event)
     return key
 
@@ -303,7 +313,7 @@ def _project_for(principal: Principal, project_id: Any) -> Any:
     pid = _uuid(project_id, "project_id")
     project = Project.objects.filter(id=pid).first()
     if project is None:
-        raise ObjectNotFound("project", pid)
+        raise not_found_audited(principal, "key.create", "project", pid)
     return project
 
 
@@ -1002,7 +1012,7 @@ def keys_purge_deleted(*, principal: Principal, now: datetime | None = None, dry
     now = _now(now)
     due = list(
         Key.objects.filter(
-            state=KeyState.SCHEDULED_FOR_DELETION, deletion_requested_at__lte=now - DELETION_DELAY
+            state=KeyState.SCHEDULED_FOR_DELETION, deletion_requested_at__lte=now - DELETION_DELAY, protected=False
         ).order_by("deletion_requested_at", "id")
     )
     reports = [key_exposure_report(key) for key in due]

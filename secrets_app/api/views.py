@@ -12,6 +12,7 @@ from rest_framework import serializers as drf
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from hkms_site.api.authentication import TOKEN_ONLY_AUTHENTICATION
 from hkms_site.api.common import ScalewayView, b64decode_field, b64encode, page_params, paginate, parse_duration
 from hkms_site.errors import InvalidArgument
 from secrets_app import services
@@ -430,6 +431,7 @@ class AccessSecretVersionView(ScalewayView):
     #: No HEAD (Django would serve it by ``get``): a payload read decrypts, is audited and
     #: consumes an expires-once-accessed version, so it must deliver what it read.
     http_method_names = ["get", "options"]
+    authentication_classes = TOKEN_ONLY_AUTHENTICATION
 
     @extend_schema(
         tags=TAG,
@@ -447,6 +449,7 @@ class AccessSecretVersionView(ScalewayView):
 
 class AccessSecretVersionByPathView(ScalewayView):
     http_method_names = AccessSecretVersionView.http_method_names
+    authentication_classes = TOKEN_ONLY_AUTHENTICATION
 
     @extend_schema(
         tags=TAG,

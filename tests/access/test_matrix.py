@@ -29,7 +29,7 @@ from hkms_site.access.principal import Principal
 from hkms_site.access.roles import ROLES, ROLES_FOR_MODEL, Action
 from hkms_site.access.services import role_grant
 from hkms_site.errors import ObjectNotFound, PermissionDenied
-from secrets_app.services import EphemeralPolicy  # noqa: F401  (kept importable for rows)
+from secrets_app.services import EphemeralPolicy
 
 pytestmark = pytest.mark.django_db(databases=["default", "kek", "dek"])
 
@@ -344,3 +344,214 @@ def test_every_guarded_service_has_a_row():
     missing = found - set(ROWS) - set(EXEMPT)
     assert not missing, f"guarded services without an authorization-matrix row: {sorted(missing)}"
     assert not (set(ROWS) - found), f"rows for services that no longer exist: {sorted(set(ROWS) - found)}"
+
+
+# --- destruction by every route, for every role (THREAT_MODEL.md, "Destruction") ----------------
+#
+# Each route is a sequence of steps: ``("user", call)`` is what the role under test
+# attempts, ``("system", call)`` what an operator or a legitimate reader does later
+# (run the expiry command, read once).  A role without the delete permission
+# (SECRET_ADMIN) must not end with a destroyed version by any route; a role with it
+# must succeed, which shows that each route does destroy when allowed.
+def _past() -> Any:
+    from django.utils import timezone
+
+    return timezone.now() - timezone.timedelta(days=1)
+
+
+def _expire(p: Principal, s: Any) -> Any:
+    from secrets_app.services import secret_versions_expire
+
+    return secret_versions_expire(principal=SYSTEM)
+
+
+def _read_once(revision: str) -> Callable[[Principal, Any], Any]:
+    def call(p: Principal, s: Any) -> Any:
+        from secrets_app.services import secret_version_access
+
+        return secret_version_access(principal=SYSTEM, secret_id=s.id, revision=revision)
+
+    return call
+
+
+def _add_version(p: Principal, s: Any) -> Any:
+    from secrets_app.services import secret_version_create
+
+    return secret_version_create(principal=SYSTEM, secret_id=s.id, data=b"new")
+
+
+def _sv(name: str, **kw: Any) -> Callable[[Principal, Any], Any]:
+    def call(p: Principal, s: Any) -> Any:
+        from secrets_app import services
+
+        args = {k: (v() if callable(v) else v) for k, v in kw.items()}
+        return getattr(services, name)(principal=p, secret_id=s.id, **args)
+
+    return call
+
+
+def _policy_delete_once() -> Any:
+    return EphemeralPolicy(expires_once_accessed=True, action="delete")
+
+
+DESTRUCTION_ROUTES: dict[str, list[tuple[str, Callable[[Principal, Any], Any]]]] = {
+    "delete_version": [("user", _sv("secret_version_delete", revision="1"))],
+    "version_expires_at_delete_then_expiry": [
+        ("user", _sv("secret_version_update", revision="1", expires_at=_past, ephemeral_action="delete")),
+        ("system", _expire),
+    ],
+    "version_expires_once_accessed_delete_then_read": [
+        ("user", _sv("secret_version_update", revision="1", expires_once_accessed=True, ephemeral_action="delete")),
+        ("system", _read_once("1")),
+    ],
+    "secret_policy_delete_then_read": [
+        ("user", _sv("secret_update", ephemeral_policy=_policy_delete_once)),
+        ("system", _add_version),
+        ("system", _read_once("3")),
+    ],
+    # The version already carries an admin's ``delete`` action (30 days): bringing its
+    # expiry forward is a destruction too.
+    "move_expiry_of_a_delete_version": [
+        ("user", _sv("secret_version_update", revision="2", expires_at=_past)),
+        ("system", _expire),
+    ],
+}
+
+
+def _destruction_target(project: Any) -> Any:
+    from datetime import timedelta
+
+    from secrets_app.services import secret_create, secret_version_create, secret_version_update
+
+    secret = secret_create(principal=SYSTEM, project_id=project.id, name="target")
+    secret_version_create(principal=SYSTEM, secret_id=secret.id, data=b"payload")
+    secret_version_create(principal=SYSTEM, secret_id=secret.id, data=b"payload-2")
+    from django.utils import timezone
+
+    secret_version_update(principal=SYSTEM, secret_id=secret.id, revision="2",
+                          expires_at=timezone.now() + timedelta(days=30), ephemeral_action="delete")
+    return secret
+
+
+@pytest.mark.parametrize("route", sorted(DESTRUCTION_ROUTES))
+@pytest.mark.parametrize("role", sorted(ROLES))
+def test_no_destruction_without_the_delete_permission(hierarchy, role, route):
+    from hkms_site.access.projects import project_create
+    from secrets_app.models import SecretVersion, VersionStatus
+
+    project = project_create(principal=SYSTEM, name="alpha")
+    secret = _destruction_target(project)
+    user = get_user_model().objects.create_user(f"u-{role}")
+    role_grant(principal=SYSTEM, user=user, role=role, obj=project)
+    principal = Principal(user=user)
+    may_delete = Action.SECRET_ADMIN in ROLES[role]
+
+    refused = False
+    for who, step in DESTRUCTION_ROUTES[route]:
+        if who == "user":
+            try:
+                step(principal, secret)
+            except (ObjectNotFound, PermissionDenied):
+                refused = True
+                break
+        else:
+            step(SYSTEM, secret)
+    destroyed = SecretVersion.objects.filter(secret_id=secret.id, status=VersionStatus.DELETED).exists()
+    scheduled = SecretVersion.objects.filter(secret_id=secret.id, status=VersionStatus.SCHEDULED_FOR_DELETION).exists()
+    if may_delete:
+        assert not refused
+        assert destroyed or (route == "delete_version" and scheduled)
+    else:
+        assert refused, f"{role} may not delete, yet {route} was accepted"
+        assert not destroyed and not scheduled
+
+
+def test_a_writer_may_still_set_disable_policies(hierarchy):
+    from hkms_site.access.projects import project_create
+    from secrets_app.models import SecretVersion, VersionStatus
+    from secrets_app.services import secret_create, secret_update, secret_version_update
+
+    project = project_create(principal=SYSTEM, name="alpha")
+    secret = _destruction_target(project)
+    user = get_user_model().objects.create_user("writer")
+    role_grant(principal=SYSTEM, user=user, role="secret_writer", obj=project)
+    writer = Principal(user=user)
+    secret_version_update(principal=writer, secret_id=secret.id, revision="1", expires_at=_past(),
+                          ephemeral_action="disable")
+    secret_update(principal=writer, secret_id=secret.id,
+                  ephemeral_policy=EphemeralPolicy(expires_once_accessed=True, action="disable"))
+    secret_create(principal=writer, project_id=project.id, name="eph",
+                  ephemeral_policy=EphemeralPolicy(expires_once_accessed=True, action="disable"))
+    with pytest.raises(PermissionDenied):
+        secret_create(principal=writer, project_id=project.id, name="eph2", ephemeral_policy=_policy_delete_once())
+    _expire(SYSTEM, secret)
+    assert SecretVersion.objects.get(secret_id=secret.id, revision=1).status == VersionStatus.DISABLED
+
+
+# --- granting roles (THREAT_MODEL.md, "Granting roles") ----------------------------------------
+#: Who may grant what to someone else, written out by hand (not derived from the
+#: implementation): a project admin anything; a secret admin the secret roles within
+#: its own rights (not secret_reader: it does not read payloads); a key admin
+#: key_admin (not key_user: it does not use keys).  Nobody grants to themselves.
+MAY_GRANT_TO_OTHERS = {
+    "project_admin": set(ROLES),
+    "secret_admin": {"secret_writer", "secret_admin"},
+    "key_admin": {"key_admin"},
+}
+
+
+@pytest.mark.parametrize("granter_role", sorted(ROLES))
+def test_grant_matrix(hierarchy, granter_role):
+    """Every role grants every role, to itself and to someone else, then revokes it."""
+    from hkms_site.access.projects import project_create
+    from hkms_site.access.services import role_revoke
+    from hkms_site.audit.models import AuditEvent
+
+    project = project_create(principal=SYSTEM, name="alpha")
+    users = get_user_model().objects
+    granter = users.create_user("granter")
+    role_grant(principal=SYSTEM, user=granter, role=granter_role, obj=project)
+    other = users.create_user("other")
+    for role in ROLES:
+        for grantee, label in ((granter, "self"), (other, "other")):
+            principal = Principal(user=granter)  # fresh grants each time
+            allowed = label == "other" and role in MAY_GRANT_TO_OTHERS.get(granter_role, set())
+            if allowed:
+                role_grant(principal=principal, user=grantee, role=role, obj=project)
+                role_revoke(principal=principal, user=grantee, role=role, obj=project)
+                continue
+            denied = AuditEvent.objects.filter(action="role.grant", outcome="denied").count()
+            with pytest.raises((ObjectNotFound, PermissionDenied)):
+                role_grant(principal=principal, user=grantee, role=role, obj=project)
+            assert AuditEvent.objects.filter(action="role.grant", outcome="denied").count() == denied + 1, (
+                f"refused grant of {role} to {label} by {granter_role} not audited"
+            )
+            # Revoking is refused alike (checked before the grant is looked up, held or not):
+            # only who could grant a role may take it away.
+            with pytest.raises((ObjectNotFound, PermissionDenied)):
+                role_revoke(principal=principal, user=grantee, role=role, obj=project)
+
+
+def test_superuser_does_not_grant_itself_but_an_operator_may(hierarchy):
+    from hkms_site.access.projects import project_create
+
+    project = project_create(principal=SYSTEM, name="alpha")
+    root = get_user_model().objects.create_superuser("root")
+    with pytest.raises(PermissionDenied):
+        role_grant(principal=Principal(user=root), user=root, role="secret_reader", obj=project)
+    role_grant(principal=Principal.for_command(), user=root, role="secret_reader", obj=project)
+
+
+def test_secret_admin_on_one_secret_cannot_grant_itself_reader(hierarchy):
+    from hkms_site.access.projects import project_create
+    from secrets_app.services import secret_create
+
+    project = project_create(principal=SYSTEM, name="alpha")
+    secret = secret_create(principal=SYSTEM, project_id=project.id, name="s")
+    admin = get_user_model().objects.create_user("sadmin")
+    role_grant(principal=SYSTEM, user=admin, role="secret_admin", obj=secret)
+    other = get_user_model().objects.create_user("other")
+    for grantee in (admin, other):
+        with pytest.raises(PermissionDenied):
+            role_grant(principal=Principal(user=admin), user=grantee, role="secret_reader", obj=secret)
+    role_grant(principal=Principal(user=admin), user=other, role="secret_writer", obj=secret)

@@ -53,12 +53,17 @@ def test_roles_page_grants_and_revokes_within_the_grantors_rights(world, as_user
     assert f"project:{world.project.id}" in page and f"project:{world.other_project.id}" not in page
     response = client.post(
         reverse("admin:roles"),
-        {"username": "stranger", "role": "secret_reader", "target": f"secret:{world.secret.id}"},
+        {"username": "stranger", "role": "secret_writer", "target": f"secret:{world.secret.id}"},
     )
     assert response.status_code == 302
     grant = RoleGrant.objects.get(user=world.users["stranger"])
     assert as_user("stranger").get(reverse("admin:secret_detail", args=[world.secret.id])).status_code == 200
     client = as_user("sadmin")  # the test client is shared: log back in
+    # A secret admin does not read payloads, so it may not hand out secret_reader.
+    page = client.post(
+        reverse("admin:roles"), {"username": "writer", "role": "secret_reader", "target": f"secret:{world.secret.id}"}
+    ).content.decode()
+    assert "rights you do not hold yourself" in page
     # A secret admin may not hand out key roles or project_admin.
     page = client.post(
         reverse("admin:roles"), {"username": "stranger", "role": "key_admin", "target": f"project:{world.project.id}"}

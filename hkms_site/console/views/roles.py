@@ -31,8 +31,9 @@ def roles(request: HttpRequest) -> HttpResponse:
             if target is None:
                 raise ObjectNotFound("object", form.cleaned_data["target"])
             role_grant(principal=principal, user=user, role=form.cleaned_data["role"], obj=target)
-        except PermissionDenied:
-            form.add_error("role", "You may not grant this role on that object.")
+        except PermissionDenied as exc:
+            field, message = _refusal(exc)
+            form.add_error(field, message)
         except ServiceError as exc:
             attach_service_error(form, exc, {"user": "username"})
         else:
@@ -54,6 +55,16 @@ def roles(request: HttpRequest) -> HttpResponse:
         grants = [g for g in grants if g["target"] == selected]
     context = {"form": form, "grants": grants, "selected": labels.get(selected, "")}
     return page(request, "console/roles.html", context, title="Roles")
+
+
+def _refusal(exc: PermissionDenied) -> tuple[str, str]:
+    """The inline message for a refused grant (the rules: ``access.services._check_grantable``)."""
+    action = str(exc.details.get("details", [{}])[0].get("action", ""))
+    if action.endswith(".self"):
+        return "username", "You may not grant or revoke your own roles."
+    if action.endswith(".exceeds_own_rights"):
+        return "role", "You may not grant this role: it gives rights you do not hold yourself."
+    return "role", "You may not grant this role on that object."
 
 
 def _label(obj: object) -> str:
