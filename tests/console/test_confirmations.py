@@ -39,7 +39,7 @@ def _actions(world):
         ("sadmin", reverse("admin:secret_version_action", args=[secret.id, 1, "delete"]), {}, ["revision 1"]),
         ("sadmin", reverse("admin:secret_action", args=[secret.id, "delete"]), {}, ["1 version (1 enabled)"]),
         ("reader", reverse("admin:api_key_revoke", args=[world.reader_api_key]), {}, ["401"]),
-        ("sadmin", reverse("admin:role_revoke"), {"grant": grant.pk}, ["reader loses", "secret_reader"]),
+        ("padmin", reverse("admin:role_revoke"), {"grant": grant.pk}, ["reader loses", "secret_reader"]),
     ]
 
 
