@@ -41,6 +41,10 @@ bootstrap: migrate
 # not sent its headers within 10 s is disconnected.  docs/performance.md has the measurements
 # (granian against gunicorn sync and gthread) and how to reproduce them.
 run: bootstrap
+	@echo ""
+	@echo "HKMS console: http://$(HOST):$(PORT)/admin/  (HOST and PORT: make run HOST=0.0.0.0 PORT=9000)"
+	@echo "Log in as 'admin' with the password printed above, also in $${HKMS_DATA_DIR:-var}/admin_password."
+	@echo ""
 	BIN=$(BIN) HOST=$(HOST) PORT=$(PORT) WORKERS=$(WORKERS) THREADS=$${THREADS:-8} scripts/serve.sh
 
 lint: $(STAMP)

@@ -303,12 +303,17 @@ REST_FRAMEWORK: dict[str, Any] = {
     "UNAUTHENTICATED_USER": None,
 }
 
-LOGGING: dict[str, Any] = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "root": {"handlers": ["console"], "level": env_str("HKMS_LOG_LEVEL", "INFO")},
-}
+# --- observability: logs, request ids, /metrics (hkms_site.observability, docs/observability.md) ---
+from hkms_site.observability.logs import logging_config  # noqa: E402  (no Django import in it)
+
+HKMS_LOG_FORMAT = env_str("HKMS_LOG_FORMAT", "text")
+if HKMS_LOG_FORMAT not in ("text", "json"):
+    raise ImproperlyConfigured(f"HKMS_LOG_FORMAT must be text or json, not {HKMS_LOG_FORMAT!r}")
+LOGGING: dict[str, Any] = logging_config(fmt=HKMS_LOG_FORMAT, level=env_str("HKMS_LOG_LEVEL", "INFO"))
+#: Bearer token of /metrics; unset = /metrics is disabled (404).
+HKMS_METRICS_TOKEN = env_secret("HKMS_METRICS_TOKEN") or ""
+INSTALLED_APPS.append("hkms_site.observability.apps.ObservabilityConfig")
+MIDDLEWARE.insert(0, "hkms_site.observability.middleware.ObservabilityMiddleware")  # outermost: sees every answer
 
 # --- browser console: sessions, cookies, security headers, 2FA -----------------------
 LOGIN_URL = "admin:login"

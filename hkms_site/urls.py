@@ -6,9 +6,11 @@ from rest_framework.permissions import AllowAny
 from hkms_site import views
 from hkms_site.api.docs import ApiDocsView
 from hkms_site.api.views import SealStatusView, SealView, UnsealView, WhoAmIView
+from hkms_site.observability.views import metrics
 
 urlpatterns = [
     path("health", views.health, name="health"),
+    path("metrics", metrics, name="metrics"),
     path("health/ready", views.health, name="health-ready"),
     path("health/live", views.health_live, name="health-live"),
     path("admin/", admin.site.urls),

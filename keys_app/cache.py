@@ -21,6 +21,9 @@ Clock = Callable[[], float]
 
 
 class KeyCache:
+    #: Told of every ``get`` (True: a hit); set once at start-up by ``hkms_site.observability`` (metrics).
+    observer: Callable[[bool], None] | None = None
+
     def __init__(self, max_entries: int, max_age: float, clock: Clock = time.monotonic) -> None:
         self.max_entries = max_entries
         self.max_age = max_age
@@ -30,6 +33,12 @@ class KeyCache:
 
     def get(self, name: Hashable, tag: object = None) -> SecretBytes | None:
         """The cached value, unless expired or stored with another ``tag`` (a key generation)."""
+        value = self._lookup(name, tag)
+        if self.observer is not None:
+            self.observer(value is not None)
+        return value
+
+    def _lookup(self, name: Hashable, tag: object) -> SecretBytes | None:
         with self._lock:
             entry = self._entries.get(name)
             if entry is None:

@@ -68,6 +68,9 @@ class CachedPrincipal:
 class PrincipalCache:
     """Bounded (LRU), aged, generation-checked; thread-safe (gthread workers)."""
 
+    #: Told of every ``get`` (True: a hit); set once at start-up by ``hkms_site.observability`` (metrics).
+    observer: Callable[[bool], None] | None = None
+
     def __init__(self, max_entries: int, max_age: float, clock: Clock = time.monotonic) -> None:
         self.max_entries = max_entries
         self.max_age = max_age
@@ -83,6 +86,12 @@ class PrincipalCache:
         return self._clock()
 
     def get(self, digest: str, generation: int) -> CachedPrincipal | None:
+        entry = self._lookup(digest, generation)
+        if self.observer is not None:
+            self.observer(entry is not None)
+        return entry
+
+    def _lookup(self, digest: str, generation: int) -> CachedPrincipal | None:
         with self._lock:
             entry = self._entries.get(digest)
             if entry is None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from datetime import datetime
 from typing import Any
@@ -39,6 +40,7 @@ from hkms_site.audit.chain import (
 )
 from hkms_site.audit.keys import AuditKeyRefused, audit_key, audit_key_for_verification
 from hkms_site.audit.models import AuditChainHead, AuditEvent
+from hkms_site.observability.metrics import audit_appended
 from keys_app.errors import RootKeyError
 
 _FIELDS = FIELDS_V1
@@ -114,6 +116,7 @@ def _hasher(key_version: int) -> tuple[str, Hasher]:
 
 def _append(batch: list[dict[str, Any]]) -> list[AuditEvent]:
     """Link and insert events in order, in the current transaction: one head read, one head move."""
+    started = time.perf_counter()
     seq, prev_hash, key_version = _head_lock()
     tag, hasher = _hasher(key_version)
     events = []
@@ -126,6 +129,7 @@ def _append(batch: list[dict[str, Any]]) -> list[AuditEvent]:
         )
         prev_hash = digest
     _head_move(seq, prev_hash)
+    audit_appended(batch, time.perf_counter() - started)  # /metrics: events, payload reads, denials, latency
     return events
 
 

@@ -20,6 +20,7 @@ from hkms_site.console.login import login_failed, login_locked
 from hkms_site.console.principal import console_principal
 from hkms_site.console.twofactor import totp_device, totp_verify
 from hkms_site.errors import InvalidArgument, ServiceError
+from secrets_app import validation
 from secrets_app.models import SecretType
 
 
@@ -134,6 +135,9 @@ class SecretFilterForm(forms.Form):
 
 
 class SecretCreateForm(forms.Form):
+    """The secret's metadata; its first value comes from the typed version form of its type
+    (``first_value_form``), on the same page."""
+
     project = forms.ChoiceField()
     name = forms.CharField(max_length=255)
     path = forms.CharField(max_length=1024, initial="/")
@@ -151,6 +155,21 @@ class SecretCreateForm(forms.Form):
 
     def tag_list(self) -> list[str]:
         return _tags(self.cleaned_data.get("tags", ""))
+
+    # The service's own rules, checked here too so that every mistake shows at once,
+    # before the first value is asked for again.
+    def clean_name(self) -> str:
+        return str(_service_rule(validation.secret_name, self.cleaned_data["name"]))
+
+    def clean_path(self) -> str:
+        return str(_service_rule(validation.secret_path, self.cleaned_data["path"]))
+
+
+def _service_rule(rule: Any, value: Any) -> Any:
+    try:
+        return rule(value)
+    except InvalidArgument as exc:
+        raise forms.ValidationError(exc.reason) from None
 
 
 class SecretEditForm(forms.Form):
@@ -172,6 +191,8 @@ class VersionForm(forms.Form):
     """
 
     payload_field = "data"
+    #: The fields that hold secret material: never sent back in a page (:func:`forget_secret_input`).
+    secret_fields: tuple[str, ...] = ("data",)
 
     description = forms.CharField(required=False, max_length=1000)
     disable_previous = forms.BooleanField(required=False, label="Disable the previous versions")
@@ -181,13 +202,32 @@ class VersionForm(forms.Form):
 
 
 def _secret_input(label: str = "", **kwargs: Any) -> forms.CharField:
-    # Re-rendered on a bad submission so that nothing typed is lost; every console page is no-store.
-    return forms.CharField(label=label or None, widget=forms.PasswordInput(render_value=True), **kwargs)
+    # Never re-rendered: a bad submission asks for the secret again (forget_secret_input).
+    return forms.CharField(label=label or None, widget=forms.PasswordInput(render_value=False), **kwargs)
+
+
+#: Textareas holding secret material are masked (CSS) until "Show" is pressed (console.js).
+_MASKED = {"rows": 6, "autocomplete": "off", "spellcheck": "false", "class": "masked", "data-masked": "1"}
+
+
+def forget_secret_input(form: forms.Form) -> bool:
+    """After a refused submission, drop what was typed in the secret fields so the page
+    that shows the errors does not carry the secret back to the browser (or to a proxy,
+    a screenshot, the browser's page cache).  Everything else typed stays.  Returns
+    whether a secret field had been filled (the page then asks to enter it again)."""
+    names = [form.add_prefix(name) for name in getattr(form, "secret_fields", ())]
+    if not form.is_bound or not any(form.data.get(n) for n in names):
+        return False
+    data = form.data.copy()  # type: ignore[attr-defined]  # a QueryDict when bound to a request
+    for name in names:
+        data.pop(name, None)
+    form.data = data
+    return True
 
 
 class OpaqueVersionForm(VersionForm):
     data = forms.CharField(  # type: ignore[assignment]  # the API's name; Django keeps form.data apart
-        widget=forms.Textarea(attrs={"rows": 6, "autocomplete": "off", "spellcheck": "false"}), strip=False
+        widget=forms.Textarea(attrs=_MASKED), strip=False
     )
     field_order = ["data", "description", "disable_previous"]
 
@@ -211,10 +251,11 @@ class CertificateVersionForm(OpaqueVersionForm):
 
 class KeyValueVersionForm(VersionForm):
     payload_field = "pairs"
+    secret_fields = ("pairs",)
     pairs = forms.CharField(
         label="Key/value pairs",
         help_text="one KEY=value per line",
-        widget=forms.Textarea(attrs={"rows": 6, "spellcheck": "false", "autocomplete": "off"}),
+        widget=forms.Textarea(attrs=_MASKED),
     )
     field_order = ["pairs", "description", "disable_previous"]
 
@@ -237,6 +278,7 @@ class KeyValueVersionForm(VersionForm):
 
 class BasicCredentialsVersionForm(VersionForm):
     payload_field = "username"
+    secret_fields = ("password",)
     username = forms.CharField(max_length=255)
     password = _secret_input()
     field_order = ["username", "password", "description", "disable_previous"]
@@ -249,6 +291,7 @@ class BasicCredentialsVersionForm(VersionForm):
 
 class DatabaseCredentialsVersionForm(VersionForm):
     payload_field = "engine"
+    secret_fields = ("password",)
     engine = forms.CharField(max_length=64, initial="postgres")
     host = forms.CharField(max_length=255)
     port = forms.IntegerField(min_value=1, max_value=65535, initial=5432)
@@ -265,9 +308,10 @@ class DatabaseCredentialsVersionForm(VersionForm):
 
 class SshKeyVersionForm(VersionForm):
     payload_field = "ssh_private_key"
+    secret_fields = ("ssh_private_key",)
     ssh_private_key = forms.CharField(
         label="SSH private key",
-        widget=forms.Textarea(attrs={"rows": 8, "spellcheck": "false", "autocomplete": "off"}),
+        widget=forms.Textarea(attrs={**_MASKED, "rows": 8}),
         strip=False,
     )
     field_order = ["ssh_private_key", "description", "disable_previous"]
@@ -290,6 +334,23 @@ VERSION_FORMS: dict[str, type[VersionForm]] = {
     SecretType.DATABASE_CREDENTIALS: DatabaseCredentialsVersionForm,
     SecretType.SSH_KEY: SshKeyVersionForm,
 }
+
+
+def first_value_forms(data: Any = None, *, chosen: str = "") -> dict[str, VersionForm]:
+    """One typed value form per secret type (prefixed by the type), for the New secret page.
+
+    Only the ``chosen`` type's form is bound to ``data``: the others render empty and are
+    hidden by console.js.  A first version has no "disable the previous" choice.
+    """
+    forms_by_type: dict[str, VersionForm] = {}
+    for secret_type, form_class in VERSION_FORMS.items():
+        form = form_class(data if secret_type == chosen else None, prefix=secret_type)
+        del form.fields["disable_previous"]
+        form.fields["description"].label = "Version description"
+        forms_by_type[secret_type] = form
+    return forms_by_type
+
+
 #: Which form field a service's ``InvalidArgument(field=…)`` belongs to.
 VERSION_FIELD_MAP = {"data": "data", "payload": "data", "description": "description"}
 
@@ -392,3 +453,9 @@ class AuditFilterForm(forms.Form):
     )
     since = forms.DateTimeField(required=False, help_text="UTC, YYYY-MM-DD HH:MM")
     until = forms.DateTimeField(required=False)
+
+
+# --- projects ----------------------------------------------------------------------------
+class ProjectCreateForm(forms.Form):
+    name = forms.CharField(max_length=255)
+    description = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}))

@@ -18,11 +18,18 @@ _SECTIONS = {
     "audit": "audit",
     "two_factor": "two_factor",
     "custody": "custody",
+    "project": "projects",
+    "records": "records",
 }
+
+
+_MODEL_ADMIN = ("_changelist", "_change", "_history", "_add", "_delete", "_permissions", "_user", "_group")
 
 
 def _section(match: ResolverMatch | None) -> str:
     name = match.url_name if match is not None else ""
+    if name and (name == "app_list" or name.endswith(_MODEL_ADMIN)):
+        return "records"
     for prefix, section in _SECTIONS.items():
         if name and name.startswith(prefix):
             return section
@@ -32,6 +39,7 @@ def _section(match: ResolverMatch | None) -> str:
 def console_nav(principal: Principal, match: ResolverMatch | None) -> list[dict[str, Any]]:
     items = [
         ("dashboard", "Dashboard", "admin:index"),
+        ("projects", "Projects", "admin:project_list"),
         ("secrets", "Secrets", "admin:secret_list"),
         ("keys", "Keys", "admin:key_list"),
     ]
@@ -42,6 +50,7 @@ def console_nav(principal: Principal, match: ResolverMatch | None) -> list[dict[
         items.append(("audit", "Audit log", "admin:audit_log"))
     if principal.is_superuser:
         items.append(("custody", "Root key", "admin:custody"))
+        items.append(("records", "Records", "admin:records"))
     items.append(("two_factor", "Two-factor", "admin:two_factor"))
     current = _section(match)
     return [{"id": i, "label": label, "url": reverse(name), "active": i == current} for i, label, name in items]

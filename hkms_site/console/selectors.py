@@ -354,3 +354,44 @@ def key_versions(key: Key) -> list[dict[str, Any]]:
         }
         for v in KekVersion.objects.using("kek").filter(key_id=key.id).order_by("-version")
     ]
+
+
+# --- what a destructive action stops (confirmation pages) --------------------------------
+def key_dependents(key: Key) -> dict[str, Any]:
+    """Counts behind a key: live secrets and versions it protects, projects it is the default key of."""
+    secrets = Secret.objects.filter(key_id=key.id)
+    versions = SecretVersion.objects.filter(secret__key_id=key.id).exclude(status=VersionStatus.DELETED)
+    return {
+        "secrets": secrets.count(),
+        "versions": versions.count(),
+        "enabled_versions": versions.filter(status=VersionStatus.ENABLED).count(),
+        "default_of": list(Project.objects.filter(default_key_id=key.id).values_list("name", flat=True)),
+    }
+
+
+def version_successor(secret: Secret, revision: int) -> dict[str, Any]:
+    """Whether ``revision`` is the latest enabled one, and which enabled revision would take its place."""
+    enabled = sorted(
+        secret.versions.filter(status=VersionStatus.ENABLED).values_list("revision", flat=True), reverse=True
+    )
+    is_latest = bool(enabled) and enabled[0] == revision
+    others = [r for r in enabled if r != revision]
+    return {"is_latest_enabled": is_latest, "next_latest_enabled": others[0] if others else None}
+
+
+API_KEY_USAGE_WINDOW = timedelta(days=30)
+
+
+def api_key_usage(access_key: str, *, now: datetime | None = None) -> dict[str, Any]:
+    """What the audit log says of an API key's recent use (the applications that would break)."""
+    since = (now or timezone.now()) - API_KEY_USAGE_WINDOW
+    events = AuditEvent.objects.filter(created_at__gte=since, api_key=access_key)
+    last = events.order_by("-created_at").values("created_at", "source_ip").first()
+    sources = list(events.values_list("source_ip", flat=True).distinct()[:6])
+    return {
+        "events": events.count(),
+        "last_used_at": last["created_at"] if last else None,
+        "sources": [s for s in sources if s][:5],
+        "more_sources": len(sources) > 5,
+        "window_days": API_KEY_USAGE_WINDOW.days,
+    }

@@ -11,7 +11,7 @@ from typing import Any, cast
 
 from django.contrib import admin, messages
 from django.contrib.auth import logout as auth_logout
-from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
 from django.urls import URLPattern, URLResolver, path, reverse
 from django.utils.decorators import method_decorator
 from django.views.decorators.cache import never_cache
@@ -36,7 +36,10 @@ class ConsoleSite(admin.AdminSite):
 
     def each_context(self, request: HttpRequest) -> dict[str, Any]:
         context = super().each_context(request)
-        context["is_nav_sidebar_enabled"] = bool(request.user.is_active and request.user.is_superuser)
+        # One navigation: the console's bar.  The model admin's sidebar would repeat its entries
+        # (projects, secrets, keys, API keys, roles, audit); superusers reach the read-only
+        # records through the "Records" entry instead.
+        context["is_nav_sidebar_enabled"] = False
         if request.user.is_authenticated:
             context["console_nav"] = nav.console_nav(console_principal(request), request.resolver_match)
         return context
@@ -65,7 +68,17 @@ class ConsoleSite(admin.AdminSite):
         return _logout(request)
 
     def get_urls(self) -> list[URLResolver | URLPattern]:
-        from hkms_site.console.views import account, apikeys, audit, custody, dashboard, keys, roles, secrets
+        from hkms_site.console.views import (
+            account,
+            apikeys,
+            audit,
+            custody,
+            dashboard,
+            keys,
+            projects,
+            roles,
+            secrets,
+        )
 
         view = self.admin_view
         console = [
@@ -98,10 +111,21 @@ class ConsoleSite(admin.AdminSite):
             path("api-keys/<str:access_key>/revoke/", view(apikeys.api_key_revoke_view), name="api_key_revoke"),
             path("audit-log/", view(audit.audit_log), name="audit_log"),
             path("root-key/", view(custody.custody), name="custody"),
+            path("root-key/seal/", view(custody.custody_seal_view), name="custody_seal"),
+            path("projects/", view(projects.project_list), name="project_list"),
+            path("projects/new/", view(projects.project_new), name="project_new"),
+            path("records/", view(self.records), name="records"),
             path("audit-log/verify/", view(audit.audit_log_verify), name="audit_verify"),
             path("audit-log/export/", view(audit.audit_log_export), name="audit_export"),
         ]
         return console + super().get_urls()
+
+
+    def records(self, request: HttpRequest) -> HttpResponse:
+        """The model admin's index (read-only records, superusers), under the console's navigation."""
+        if not request.user.is_superuser:
+            raise Http404("not found")
+        return super().index(request, extra_context={"title": "Records (read-only)"})
 
 
 @csrf_protect

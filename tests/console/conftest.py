@@ -8,6 +8,7 @@ Users (password ``pw-<name>-123!``): ``admin`` (superuser), ``reader``, ``writer
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -99,3 +100,20 @@ def as_user(client, world):
         return client
 
     return login
+
+
+CONFIRM_TOKEN = re.compile(r'name="confirm_token" value="([^"]+)"')
+
+
+def confirm_token_of(response) -> str | None:
+    """The confirmation token on a confirmation page, or None when the page is not one."""
+    found = CONFIRM_TOKEN.search(response.content.decode()) if response.status_code == 200 else None
+    return found.group(1) if found else None
+
+
+def confirm_post(client, url: str, data: dict[str, Any] | None = None):
+    """What a person does: open the action's confirmation page (GET), then press its button (POST with
+    the token).  Without a confirmation page (not allowed to see it) the POST goes without a token."""
+    data = dict(data or {})
+    token = confirm_token_of(client.get(url, data))
+    return client.post(url, {**data, "confirm_token": token} if token else data)

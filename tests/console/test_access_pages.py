@@ -10,6 +10,7 @@ from django.urls import reverse
 from hkms_site.access.apikeys import api_key_authenticate
 from hkms_site.access.models import ApiKey, RoleGrant
 from hkms_site.audit.models import AuditEvent
+from tests.console.conftest import confirm_post
 
 pytestmark = pytest.mark.django_db(databases=["default", "kek", "dek"])
 
@@ -30,7 +31,7 @@ def test_api_key_secret_is_shown_once_then_revoked(world, as_user):
     assert api_key.access_key not in other.get(reverse("admin:api_keys")).content.decode()
     other.post(reverse("admin:api_key_revoke", args=[api_key.access_key]))
     assert api_key_authenticate(secret) is not None
-    as_user("reader").post(reverse("admin:api_key_revoke", args=[api_key.access_key]))
+    confirm_post(as_user("reader"), reverse("admin:api_key_revoke", args=[api_key.access_key]))
     assert api_key_authenticate(secret) is None
     assert {"api_key.create", "api_key.revoke"} <= set(AuditEvent.objects.values_list("action", flat=True))
 
@@ -72,7 +73,7 @@ def test_roles_page_grants_and_revokes_within_the_grantors_rights(world, as_user
         reverse("admin:roles"), {"username": "nobody", "role": "secret_reader", "target": f"project:{world.project.id}"}
     ).content.decode()
     assert "does not exist" in page and 'value="nobody"' in page
-    as_user("sadmin").post(reverse("admin:role_revoke"), {"grant": grant.pk})
+    confirm_post(as_user("sadmin"), reverse("admin:role_revoke"), {"grant": grant.pk})
     assert not RoleGrant.objects.filter(pk=grant.pk).exists()
     assert as_user("stranger").get(reverse("admin:secret_detail", args=[world.secret.id])).status_code == 404
     # Grants on another project are neither listed nor revocable.

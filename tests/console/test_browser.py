@@ -15,6 +15,9 @@ import os
 import re
 import shutil
 import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -34,6 +37,7 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 PASSWORD = "Console-test-pw-1!"
+METRICS_TOKEN = "metrics-token-for-the-browser-server"
 
 
 SETUP = """
@@ -70,8 +74,35 @@ for i in range(6):
 kek_rotate(key=billing.default_key)
 for i in range(2):
     secret_version_create(secret=s, data=b"z")
-print(json.dumps({"project": str(acme.id), "key": str(acme.default_key_id), "seeded": str(seeded.id)}))
+# For the confirmation tests: a spare key with one secret, a secret to destroy, an API key, a grant.
+from hkms_site.access.apikeys import api_key_create
+from keys_app.services.material import key_create_with_material
+spare = key_create_with_material(project=acme, name="spare-key", protected=False)
+imported = key_create_with_material(project=acme, name="imported-key", protected=False, origin="external")
+under = secret_create(project=acme, name="under-spare", path="/spare", key=spare)
+secret_version_create(secret=under, data=b"u1")
+doomed = secret_create(project=acme, name="doomed", path="/tmp")
+secret_version_create(secret=doomed, data=b"d1")
+secret_version_create(secret=doomed, data=b"d2")
+temp = users.create_user("temp", password=PW)
+role_grant(principal=op, user=temp, role="secret_reader", obj=acme)
+issued = api_key_create(principal=op, user=users.get(username="reader"), project=acme, description="ci deploy")
+print(json.dumps({"project": str(acme.id), "key": str(acme.default_key_id), "seeded": str(seeded.id),
+                  "spare": str(spare.id), "imported": str(imported.id), "doomed": str(doomed.id),
+                  "api_key": issued.api_key.access_key}))
 """
+
+
+@pytest.fixture(scope="module")
+def hkms_server(tmp_path_factory):
+    """This module's live server (gunicorn, 2 workers) also serves /metrics and writes JSON logs,
+    so that test_metrics_sum_both_workers_and_logs_are_json needs no server of its own."""
+    from tests.live import LiveServer
+
+    extra = {"HKMS_METRICS_TOKEN": METRICS_TOKEN, "HKMS_LOG_FORMAT": "json"}
+    server = LiveServer(tmp_path_factory.mktemp("live"), extra_env=extra).start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="module")
@@ -144,7 +175,7 @@ def test_log_in_and_see_the_dashboard(console, browser):
     anon.context.close()
 
     root = Session(browser, server, "root")
-    root.page.click("#toggle-nav-sidebar")  # more room for the page (remembered by the browser)
+    assert root.page.locator("#nav-sidebar").count() == 0  # one navigation: the console's
     assert root.page.inner_text("h1") == "Dashboard"
     assert root.page.locator("#card-root .big").inner_text() == "v1"
     assert root.page.locator("svg.chart g.bar").count() >= 3
@@ -160,6 +191,8 @@ def test_log_in_and_see_the_dashboard(console, browser):
         ("/admin/audit-log/", "audit-log"),
         ("/admin/2fa/?enrol=1", "two-factor"),
         ("/admin/secrets_app/project/", "model-admin-projects"),
+        ("/admin/projects/", "projects"),
+        ("/admin/root-key/", "root-key"),
     ]:
         root.go(path)
         root.shot(name)
@@ -189,18 +222,24 @@ def test_create_a_secret_and_a_version(console, browser):
     writer.page.fill("#id_path", "/prod/mail")
     writer.page.select_option("#id_type", "basic_credentials")
     writer.page.fill("#id_tags", "prod, mail")
+    # The first value in the same form: only the chosen type's fields are shown (console.js).
+    assert writer.page.locator("fieldset[data-type=opaque]").is_hidden()
+    writer.page.fill("#id_basic_credentials-username", "mailer")
+    writer.page.fill("#id_basic_credentials-password", "hunter2-smtp")
+    writer.page.fill("#id_basic_credentials-description", "initial credentials")
     writer.shot("secret-create")
     writer.page.click("#console-form input[type=submit]")
     assert writer.page.inner_text("#secret-name") == "smtp-relay"
+    assert writer.page.locator("#versions tr[data-revision='1']").get_attribute("data-status") == "enabled"
     writer.page.click("#add-version")
     writer.page.fill("#id_username", "mailer")
-    writer.page.fill("#id_password", "hunter2-smtp")
-    writer.page.fill("#id_description", "initial credentials")
+    writer.page.fill("#id_password", "hunter3-smtp")
+    writer.page.fill("#id_description", "rotated credentials")
     writer.shot("secret-version-add")
     writer.page.click("#console-form input[type=submit]")
-    row = writer.page.locator("#versions tr[data-revision='1']")
+    row = writer.page.locator("#versions tr[data-revision='2']")
     assert row.get_attribute("data-status") == "enabled"
-    assert "hunter2-smtp" not in writer.page.content()  # never on the detail page
+    assert "hunter2-smtp" not in writer.page.content() and "hunter3-smtp" not in writer.page.content()
     assert writer.page.locator("[data-action=reveal]").count() == 0  # a writer is not a reader
     writer.shot("secret-detail-writer")
     writer.go("/admin/secrets/?path=/prod/")
@@ -221,6 +260,13 @@ def test_reveal_as_reader_but_not_as_auditor(console, browser):
         reader.page.click("#reveal-confirm")
     assert "no-store" in info.value.headers["cache-control"]
     assert reader.page.inner_text("#payload") == "seeded-v1"
+    reader.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    reader.page.click("#copy-payload")  # console.js, served from 'self': no inline script
+    copied, deadline = "", time.monotonic() + 10
+    while copied != "seeded-v1" and time.monotonic() < deadline:  # the clipboard write is asynchronous
+        copied = reader.page.evaluate("navigator.clipboard.readText()")
+        time.sleep(0.1)
+    assert copied == "seeded-v1"
     reader.shot("reveal")
     reader.close()
 
@@ -319,3 +365,139 @@ def test_bad_input_shows_an_inline_error_and_keeps_what_was_typed(console, brows
     writer.shot("secret-version-error")
     assert re.search(r"/versions/new/$", writer.page.url)
     writer.close()
+
+
+def test_metrics_sum_both_workers_and_logs_are_json(console):
+    """/metrics under gunicorn with 2 workers counts the requests of both (multiprocess mode), and
+    every Django log line is a JSON object carrying the request id, never a token."""
+    from tests.observability.test_metrics import http_get, samples, value
+
+    server, _ids = console
+
+    def heads() -> float:
+        status, text, _ = http_get(f"{server.url}/metrics", METRICS_TOKEN)
+        assert status == 200
+        return value(samples(text), "hkms_http_requests_total", route="health", method="HEAD", status="200")
+
+    start = heads()
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda _: http_get(f"{server.url}/health", method="HEAD")[0], range(40)))
+    assert answers.count(200) == 40
+    deadline = time.monotonic() + 10  # each worker applies its queued counts within a second
+    while heads() - start < 40 and time.monotonic() < deadline:
+        time.sleep(0.3)
+    assert {heads() - start for _ in range(6)} == {40}  # whichever worker answers: both workers' sum
+    files = (server.data_dir / "metrics").glob("gunicorn-*/counter_*.db")
+    # Both workers wrote their counters (and so may a background job's process, which inherits the directory).
+    assert len({p.name for p in files}) >= 2
+    bad_token = "00000000-0000-0000-0000-000000000000"
+    status, _, headers = _request(f"{server.url}/secret-manager/v1beta1/regions/fr-par/secrets",
+                                  {"X-Auth-Token": bad_token, "X-Request-Id": "trace-abc-123"})
+    assert status == 401 and headers["X-Request-Id"] == "trace-abc-123"
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        found = samples(http_get(f"{server.url}/metrics", METRICS_TOKEN)[1])
+        if value(found, "hkms_denials_total", action="auth.api_key") >= 1:
+            break
+        time.sleep(0.3)
+    assert value(found, "hkms_denials_total", action="auth.api_key") >= 1
+    log = server.log_path.read_text()
+    records = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+    assert records and all({"time", "level", "logger", "message"} <= set(r) for r in records)
+    traced = [r for r in records if r.get("request_id") == "trace-abc-123"]
+    assert any(r["logger"] == "hkms.request" and r.get("status") == 401 for r in traced), traced
+    assert bad_token not in log and METRICS_TOKEN not in log
+
+
+def _request(url: str, headers: dict[str, str]) -> tuple[int, str, dict[str, str]]:
+    request = urllib.request.Request(url, headers=headers)  # noqa: S310 (the live server on loopback)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as reply:  # noqa: S310
+            return reply.status, reply.read().decode(), dict(reply.headers)
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode(), dict(exc.headers)
+
+
+def test_every_destructive_action_needs_its_confirmation(console, browser):
+    """Each destructive button leads to a confirmation page naming what stops working; the old
+    one-click POST (made here with the session's cookies and CSRF token) changes nothing; Cancel
+    changes nothing; only the confirmation's button acts.  One browser session for all of them."""
+    server, ids = console
+    root = Session(browser, server, "root")
+    spare, doomed, access_key = ids["spare"], ids["doomed"], ids["api_key"]
+    root.go(f"/admin/roles/?target=project:{ids['project']}")
+    grant = root.page.locator("#grants tr[data-user=temp] [data-action=revoke]").get_attribute("href") or ""
+    actions = [
+        (f"/admin/keys/{spare}/disable/", ""),
+        (f"/admin/keys/{spare}/delete/", ""),
+        (f"/admin/keys/{ids['imported']}/delete_key_material/", ""),
+        (f"/admin/secrets/{doomed}/versions/1/disable/", ""),
+        (f"/admin/secrets/{doomed}/versions/2/delete/", ""),
+        (f"/admin/secrets/{doomed}/delete/", ""),
+        (f"/admin/api-keys/{access_key}/revoke/", ""),
+        ("/admin/roles/revoke/", grant.split("grant=")[-1]),
+    ]
+    csrf = next(c["value"] for c in root.context.cookies() if c["name"] == "csrftoken")
+    for path, grant_id in actions:  # the old one-click buttons: a POST without the confirmation token
+        form = {"csrfmiddlewaretoken": csrf, **({"grant": grant_id} if grant_id else {})}
+        reply = root.context.request.post(f"{server.url}{path}", form=form, headers={"Referer": server.url})
+        assert reply.status == 200 and 'id="confirm-required"' in reply.text(), path
+
+    def state_of_key() -> str:
+        root.go(f"/admin/keys/{spare}/")
+        return root.page.inner_text("#key-state")
+
+    def confirm(expected: list[str], shot: str = "", doc: bool = False) -> None:
+        text = root.page.inner_text("#confirm-consequences")
+        for words in expected:
+            assert words in text, (words, text)
+        if shot:
+            path = root.shot(shot)
+            if doc:
+                _doc_copy(path, f"{shot}.png")
+        root.page.click("#confirm-submit")
+
+    assert state_of_key() == "enabled"  # nothing changed so far
+    root.page.click("#disable")
+    root.page.click("#confirm-cancel")  # cancel: back, nothing done
+    assert state_of_key() == "enabled"
+    root.page.click("#disable")
+    confirm(["1 secret (1 version, 1 enabled)", "cannot be read"], shot="confirm-key-disable", doc=True)
+    assert root.page.inner_text("#key-state") == "disabled"
+    root.page.click("#delete")
+    confirm(["crypto-shredded"])
+    assert state_of_key() == "scheduled_for_deletion"
+
+    root.go(f"/admin/keys/{ids['imported']}/")
+    root.page.click("#delete-key-material")
+    confirm(["crypto-shredded now"])
+    assert root.page.inner_text("#key-state") == "pending_key_material"
+
+    root.go(f"/admin/secrets/{doomed}/")
+    root.page.click("#versions tr[data-revision='1'] [data-action=disable]")
+    confirm(["revision 1"])
+    assert root.page.locator("#versions tr[data-revision='1']").get_attribute("data-status") == "disabled"
+    root.page.click("#versions tr[data-revision='2'] [data-action=delete]")
+    confirm(["only enabled revision", "destroyed"])
+    assert root.page.locator("#versions tr[data-revision='2']").get_attribute("data-status") == (
+        "scheduled_for_deletion"
+    )
+    root.page.click("#delete")
+    confirm(["2 versions (0 enabled)"], shot="confirm-secret-delete")
+    assert "scheduled for deletion" in root.page.inner_text("#secret-meta")
+
+    root.go("/admin/api-keys/")
+    root.page.click(f"tr[data-access-key={access_key}] [data-action=revoke]")
+    assert "ci deploy" in root.page.inner_text("#confirm-facts")
+    confirm(["401"])
+    assert "revoked" in root.page.inner_text(f"tr[data-access-key={access_key}]")
+
+    root.go(f"/admin/roles/?target=project:{ids['project']}")
+    root.page.click("#grants tr[data-user=temp] [data-action=revoke]")
+    confirm(["temp loses", "secret_reader"])
+    assert root.page.locator("#grants tr[data-user=temp]").count() == 0
+
+    root.go("/admin/root-key/")  # the file provider: nothing to seal, and it says why
+    assert "development provider" in root.page.inner_text("#custody-about")
+    assert root.page.locator("#seal").count() == 0
+    root.close()

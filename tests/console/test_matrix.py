@@ -4,7 +4,8 @@ One table: for each page or action, the expected status for each user of the
 ``world`` fixture (see conftest).  A user missing from a row is an error, so a
 new page cannot be added without deciding who may use it.  200 = shown,
 302 = done (redirect), 403 = may see the object but not do that, 404 = may not
-even see the object (ids cannot be probed).
+even see the object (ids cannot be probed).  ``CONFIRM`` rows are destructive actions,
+taken the way a person takes them: the confirmation page, then its button.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from django.contrib import admin
 from django.urls import URLPattern, resolve, reverse
 
 from hkms_site.access.models import RoleGrant
-from tests.console.conftest import USERS
+from tests.console.conftest import USERS, confirm_post
 
 pytestmark = pytest.mark.django_db(databases=["default", "kek", "dek"])
 
@@ -109,13 +110,13 @@ MATRIX = [
     ),
     Row(
         "disable version",
-        "POST",
+        "CONFIRM",
         lambda w: _secret(w, "admin:secret_version_action", 1, "disable"),
         only(302, ACME_SECRET_WRITE, seen=ACME_SECRET_VIEW),
     ),
     Row(
         "delete version",
-        "POST",
+        "CONFIRM",
         lambda w: _secret(w, "admin:secret_version_action", 1, "delete"),
         only(302, ACME_SECRET_ADMIN, seen=ACME_SECRET_VIEW),
     ),
@@ -132,8 +133,14 @@ MATRIX = [
         only(302, ACME_SECRET_ADMIN, seen=ACME_SECRET_VIEW),
     ),
     Row(
+        "schedule key deletion (a default key: refused after the confirmation)",
+        "CONFIRM",
+        lambda w: _key(w, "admin:key_action", "delete"),
+        only(302, ACME_KEY_ADMIN, seen=ACME_KEY_VIEW),
+    ),
+    Row(
         "delete secret",
-        "POST",
+        "CONFIRM",
         lambda w: _secret(w, "admin:secret_action", "delete"),
         only(302, ACME_SECRET_ADMIN, seen=ACME_SECRET_VIEW),
     ),
@@ -172,7 +179,7 @@ MATRIX = [
     ),
     Row(
         "disable key",
-        "POST",
+        "CONFIRM",
         lambda w: _key(w, "admin:key_action", "disable"),
         only(302, ACME_KEY_ADMIN, seen=ACME_KEY_VIEW),
     ),
@@ -217,16 +224,28 @@ MATRIX = [
         only(302, AUDITORS, seen=set(USERS)),
     ),
     Row("root key custody", "GET", lambda w: reverse("admin:custody"), only(200, set())),
+    # The file provider cannot be sealed: the superuser is sent back with a message.
+    Row("seal", "CONFIRM", lambda w: reverse("admin:custody_seal"), only(302, set())),
+    Row("projects", "GET", lambda w: reverse("admin:project_list"), ALL),
+    Row("new project form", "GET", lambda w: reverse("admin:project_new"), only(200, set(), seen=set(USERS))),
+    Row(
+        "create project",
+        "POST",
+        lambda w: reverse("admin:project_new"),
+        only(302, set(), seen=set(USERS)),
+        lambda w: {"name": "matrix-project"},
+    ),
+    Row("records", "GET", lambda w: reverse("admin:records"), only(200, set())),
     Row(
         "revoke reader's API key",
-        "POST",
+        "CONFIRM",
         lambda w: reverse("admin:api_key_revoke", args=[w.reader_api_key]),
         only(302, {"reader"}),
     ),
     # Last: it changes what the reader may do.  Only who could grant secret_reader revokes it.
     Row(
         "revoke reader's role",
-        "POST",
+        "CONFIRM",
         lambda w: reverse("admin:role_revoke"),
         only(302, {"padmin"}, seen=set(USERS)),
         lambda w: {"grant": RoleGrant.objects.get(user=w.users["reader"]).pk},
@@ -255,7 +274,10 @@ def test_console_authorization_matrix(world, as_user, user):
         client = as_user(user)
         url = row.url(world)
         data = row.data(world) if row.data else {}
-        response = client.get(url) if row.method == "GET" else client.post(url, data)
+        if row.method == "CONFIRM":  # a destructive action: through its confirmation page
+            response = confirm_post(client, url, data)
+        else:
+            response = client.get(url) if row.method == "GET" else client.post(url, data)
         if response.status_code != row.expected[user]:
             failures.append(f"{row.name}: {row.method} {url} -> {response.status_code}, expected {row.expected[user]}")
     assert not failures, "\n".join(failures)
@@ -277,5 +299,6 @@ def test_nobody_grants_or_revokes_their_own_roles_in_the_console(world, as_user,
     assert AuditEvent.objects.filter(action="role.grant", outcome="denied", actor=user).exists()
     own = RoleGrant.objects.filter(user=world.users[user]).first()
     if own is not None:
-        assert as_user(user).post(reverse("admin:role_revoke"), {"grant": own.pk}).status_code == 403
+        # Through the confirmation page, as a person would: the service refuses (403).
+        assert confirm_post(as_user(user), reverse("admin:role_revoke"), {"grant": own.pk}).status_code == 403
         assert RoleGrant.objects.filter(pk=own.pk).exists()

@@ -9,6 +9,7 @@ from hkms_site.audit.models import AuditEvent
 from keys_app.models import Dek, KekVersion, Key, RotationJob
 from keys_app.services.material import key_create_with_material
 from keys_app.services.rotation import kek_rotate
+from tests.console.conftest import confirm_post
 
 pytestmark = pytest.mark.django_db(databases=["default", "kek", "dek"])
 
@@ -148,7 +149,10 @@ def test_key_actions_go_through_the_key_services(world, as_user):
     client = as_user("keyadmin")
 
     def act(action):
-        return client.post(reverse("admin:key_action", args=[world.key.id, action]), follow=True)
+        url = reverse("admin:key_action", args=[world.key.id, action])
+        if action in ("disable", "delete"):  # through the confirmation page
+            return client.get(confirm_post(client, url)["Location"])
+        return client.post(url, follow=True)
 
     act("rotate")
     world.key.refresh_from_db()
@@ -163,11 +167,11 @@ def test_key_actions_go_through_the_key_services(world, as_user):
 
     spare = key_create_with_material(project=world.project, name="spare")
     spare_client_url = reverse("admin:key_action", args=[spare.id, "delete"])
-    response = client.post(spare_client_url, follow=True)  # protected by default
+    response = client.get(confirm_post(client, spare_client_url)["Location"])  # protected by default
     spare.refresh_from_db()
     assert spare.state == "enabled" and b"protected" in response.content
     client.post(reverse("admin:key_action", args=[spare.id, "unprotect"]))
-    client.post(spare_client_url)
+    confirm_post(client, spare_client_url)
     spare.refresh_from_db()
     assert spare.state == "scheduled_for_deletion"
     listing = client.get(reverse("admin:key_list")).content.decode()

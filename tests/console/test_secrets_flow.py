@@ -10,6 +10,7 @@ from django.urls import reverse
 from hkms_site.audit.models import AuditEvent
 from secrets_app.models import Secret
 from secrets_app.storage import secret_version_payload
+from tests.console.conftest import confirm_post
 
 pytestmark = pytest.mark.django_db(databases=["default", "kek", "dek"])
 
@@ -69,11 +70,22 @@ def test_create_a_secret_and_typed_versions(world, as_user):
             "tags": "prod, pg",
             "description": "main database",
             "key": "",
+            # The first value, typed, in the same form (the other types' fields are ignored).
+            "database_credentials-engine": "postgres",
+            "database_credentials-host": "db.internal",
+            "database_credentials-port": "5432",
+            "database_credentials-dbname": "main",
+            "database_credentials-username": "app",
+            "database_credentials-password": "pg-pass-0",
+            "opaque-data": "ignored: another type",
         },
     )
     secret = Secret.objects.get(name="pg-main")
     assert response.status_code == 302 and response["Location"] == reverse("admin:secret_detail", args=[secret.id])
     assert (secret.path, secret.tags, secret.key_id) == ("/prod/pg", ["prod", "pg"], world.project.default_key_id)
+    first = secret.versions.get(revision=1)
+    first.secret = Secret.objects.select_related("key").get(id=secret.id)
+    assert json.loads(secret_version_payload(first))["password"] == "pg-pass-0"
     form = client.get(reverse("admin:secret_version_add", args=[secret.id])).content.decode()
     assert 'name="dbname"' in form and 'name="port"' in form
     response = client.post(
@@ -89,7 +101,7 @@ def test_create_a_secret_and_typed_versions(world, as_user):
         },
     )
     assert response.status_code == 302
-    version = secret.versions.get(revision=1)
+    version = secret.versions.get(revision=2)
     version.secret = Secret.objects.select_related("key").get(id=secret.id)
     assert json.loads(secret_version_payload(version)) == {
         "engine": "postgres",
@@ -127,29 +139,31 @@ def test_bad_input_is_shown_inline_and_nothing_typed_is_lost(world, as_user):
     response = client.post(url, {"pairs": "A=1\nnot a pair\nB=2", "description": "typed with care"})
     page = response.content.decode()
     assert 'id="id_pairs_errors"' in page and "Line 2 is not KEY=value" in page
-    assert "not a pair" in page and 'value="typed with care"' in page
+    # The secret value is not sent back (the user types it again); everything else is.
+    assert "not a pair" not in page and "enter it again" in page and 'value="typed with care"' in page
     assert client.post(url, {"pairs": "A=1\nB=two"}).status_code == 302
 
 
 def test_version_and_secret_actions(world, as_user):
     writer = as_user("writer")
     url = reverse("admin:secret_version_action", args=[world.secret.id, 1, "disable"])
-    assert writer.post(url).status_code == 302
+    assert confirm_post(writer, url).status_code == 302
     assert world.secret.versions.get(revision=1).status == "disabled"
     page = writer.get(reverse("admin:secret_detail", args=[world.secret.id])).content.decode()
     assert 'data-action="enable"' in page and 'data-action="delete"' not in page  # deleting needs secret_admin
     admin = as_user("sadmin")
-    admin.post(reverse("admin:secret_version_action", args=[world.secret.id, 1, "delete"]))
+    confirm_post(admin, reverse("admin:secret_version_action", args=[world.secret.id, 1, "delete"]))
     assert world.secret.versions.get(revision=1).status == "scheduled_for_deletion"
     admin.post(reverse("admin:secret_version_action", args=[world.secret.id, 1, "restore"]))
     assert world.secret.versions.get(revision=1).status == "disabled"
     admin.post(reverse("admin:secret_action", args=[world.secret.id, "protect"]))
-    response = admin.post(reverse("admin:secret_action", args=[world.secret.id, "delete"]), follow=True)
+    deleted = confirm_post(admin, reverse("admin:secret_action", args=[world.secret.id, "delete"]))
+    response = admin.get(deleted["Location"])
     world.secret.refresh_from_db()
     assert world.secret.protected and world.secret.deletion_requested_at is None
     assert b"protected" in response.content
     admin.post(reverse("admin:secret_action", args=[world.secret.id, "unprotect"]))
-    admin.post(reverse("admin:secret_action", args=[world.secret.id, "delete"]))
+    confirm_post(admin, reverse("admin:secret_action", args=[world.secret.id, "delete"]))
     world.secret.refresh_from_db()
     assert world.secret.deletion_requested_at is not None
     listing = admin.get(reverse("admin:secret_list") + "?status=scheduled_for_deletion").content.decode()

@@ -7,17 +7,18 @@ from collections.abc import Callable
 from typing import Any
 
 from django.contrib import messages
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
 from django.urls import reverse
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_http_methods
 
 from hkms_site.access.principal import Principal
 from hkms_site.access.roles import Action
 from hkms_site.access.services import can, visible
+from hkms_site.console.confirm import Confirmation, confirm_page, confirmed
 from hkms_site.console.forms import KeyCreateForm, RotationPolicyForm, attach_service_error
 from hkms_site.console.jobs import rewrap_start
 from hkms_site.console.principal import console_principal
-from hkms_site.console.selectors import job_for_key, key_versions, principal_can_grant
+from hkms_site.console.selectors import job_for_key, key_dependents, key_versions, principal_can_grant
 from hkms_site.console.views.common import denied, not_found, page, run_action
 from hkms_site.errors import ObjectNotFound, PermissionDenied, ServiceError
 from keys_app import asymmetric
@@ -33,12 +34,17 @@ KEY_OPERATIONS: dict[str, Callable[..., Key]] = {
     "unprotect": key_services.key_unprotect,
     "delete": key_services.key_delete,
     "restore": key_services.key_restore,
+    "delete_key_material": key_services.key_delete_key_material,
 }
 _POLICY_FIELDS = {
     "rotation_policy.rotation_period": "rotation_period_hours",
     "rotation_policy": "rotation_period_hours",
 }
-KEY_ACTIONS = ("rotate", "enable", "disable", "protect", "unprotect", "delete", "restore", "rewrap")
+KEY_ACTIONS = (
+    "rotate", "enable", "disable", "protect", "unprotect", "delete", "restore", "rewrap", "delete_key_material",
+)
+#: Actions that stop something working: they go through a confirmation page (``console.confirm``).
+KEY_CONFIRMED = ("disable", "delete", "delete_key_material")
 
 
 def _visible_key(principal: Principal, key_id: Any) -> Key:
@@ -127,13 +133,20 @@ def key_detail(request: HttpRequest, key_id: Any) -> HttpResponse:
     return page(request, "console/key_detail.html", context, title=f"Key {key.name}")
 
 
-@require_POST
+@require_http_methods(["GET", "POST"])
 def key_action(request: HttpRequest, key_id: Any, action: str) -> HttpResponse:
+    """POST runs the action; those in :data:`KEY_CONFIRMED` need the confirmation page's token first."""
     principal = console_principal(request)
     key = _visible_key(principal, key_id)
     detail = reverse("admin:key_detail", args=[key.id])
     if action not in KEY_ACTIONS:
         raise not_found()
+    # Only someone allowed to act sees the confirmation; anyone else's POST reaches the service,
+    # which refuses it and records the refusal.
+    if action in KEY_CONFIRMED and can(principal, Action.KEY_ADMIN, key) and not confirmed(request):
+        return confirm_page(request, _key_confirmation(key, action, detail))
+    if request.method != "POST":
+        return denied(request, "change this key") if action in KEY_CONFIRMED else HttpResponseNotAllowed(["POST"])
     if action == "rewrap":
         return run_action(
             request,
@@ -149,10 +162,56 @@ def key_action(request: HttpRequest, key_id: Any, action: str) -> HttpResponse:
         "unprotect": "Key unprotected.",
         "delete": "Key scheduled for deletion.",
         "restore": "Key restored.",
+        "delete_key_material": "Key material deleted: the key waits for new material.",
     }
     operation = KEY_OPERATIONS[action]
     return run_action(
         request, lambda: operation(principal=principal, key_id=key.id), success=done[action], fallback=detail
+    )
+
+
+def _key_confirmation(key: Key, action: str, detail: str) -> Confirmation:
+    """What disabling, deleting or shredding ``key`` stops, in counts (``key_dependents``)."""
+    d = key_dependents(key)
+    reads = (
+        f"{d['secrets']} secret{'s' * (d['secrets'] != 1)} ({d['versions']} version{'s' * (d['versions'] != 1)}, "
+        f"{d['enabled_versions']} enabled) protected by this key"
+    )
+    consequences = {
+        "disable": [
+            f"{reads} cannot be read or given new versions until the key is enabled again.",
+            "Encrypt, decrypt and data-key calls with this key fail.",
+        ],
+        "delete": [
+            f"{reads} cannot be read from now on.",
+            "Encrypt, decrypt and data-key calls with this key fail.",
+            f"After {key_services.DELETION_DELAY.days} days the deletion is final and the key material is destroyed: "
+            "those secrets are crypto-shredded.",
+        ],
+        "delete_key_material": [
+            f"{reads} are crypto-shredded now: their payloads become unrecoverable, backups included.",
+            "The key cannot be used until new material is imported.",
+        ],
+    }[action]
+    if d["default_of"]:
+        consequences.append(f"It is the default key of project {', '.join(d['default_of'])}: new secrets there use it.")
+    reversible = {
+        "disable": "Reversible: enable the key again.",
+        "delete": f"Reversible for {key_services.DELETION_DELAY.days} days: restore the key.",
+        "delete_key_material": "Not reversible.",
+    }[action]
+    title = {"disable": "Disable a key", "delete": "Schedule a key's deletion",
+             "delete_key_material": "Delete a key's material"}[action]
+    button = {"disable": "Disable the key", "delete": "Schedule the deletion",
+              "delete_key_material": "Destroy the key material"}[action]
+    return Confirmation(
+        title=title,
+        subject=f"key {key.name} ({key.project.name})",
+        button=button,
+        cancel_url=detail,
+        consequences=consequences,
+        facts=[("Id", key.id), ("State", key.state), ("Primary version", f"v{key.primary_version}")],
+        reversible=reversible,
     )
 
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_http_methods
 
 from hkms_site.access.models import RoleGrant
 from hkms_site.access.services import role_grant, role_revoke, user_by_name
+from hkms_site.console.confirm import Confirmation, confirm_page, confirmed
 from hkms_site.console.forms import RoleGrantForm, attach_service_error
 from hkms_site.console.principal import console_principal
 from hkms_site.console.selectors import grant_target, grant_targets, grants_visible, principal_can_grant
@@ -70,13 +71,22 @@ def _label(obj: object) -> str:
     return f"{obj._meta.model_name} {getattr(obj, 'name', obj)}"  # type: ignore[attr-defined]
 
 
-@require_POST
+@require_http_methods(["GET", "POST"])
 def role_revoke_view(request: HttpRequest) -> HttpResponse:
+    """GET ``?grant=<id>`` (or a POST without the token): the confirmation page; confirmed POST: revoke."""
     principal = console_principal(request)
-    grant = RoleGrant.objects.filter(pk=request.POST.get("grant") or 0).select_related("user", "content_type").first()
+    raw = request.POST.get("grant") if request.method == "POST" else request.GET.get("grant")
+    grant = (
+        RoleGrant.objects.filter(pk=int(str(raw))).select_related("user", "content_type").first()
+        if str(raw or "").isdigit()
+        else None
+    )
     target = grant_target(principal, f"{grant.content_type.model}:{grant.object_pk}") if grant else None
     if grant is None or target is None:
         return denied(request, "revoke that role")
+    listing = f"{reverse('admin:roles')}?target={grant.content_type.model}:{grant.object_pk}"
+    if not confirmed(request, scope=str(grant.pk)):
+        return confirm_page(request, _revoke_confirmation(grant, target, listing), scope=str(grant.pk))
     try:
         role_revoke(principal=principal, user=grant.user, role=grant.role, obj=target)
     except (PermissionDenied, ObjectNotFound):
@@ -85,4 +95,23 @@ def role_revoke_view(request: HttpRequest) -> HttpResponse:
         messages.error(request, exc.message)
     else:
         messages.success(request, f"Revoked {grant.role} from {grant.user.get_username()}.")
-    return HttpResponseRedirect(f"{reverse('admin:roles')}?target={grant.content_type.model}:{grant.object_pk}")
+    return HttpResponseRedirect(listing)
+
+
+def _revoke_confirmation(grant: RoleGrant, target: object, listing: str) -> Confirmation:
+    user = grant.user.get_username()
+    return Confirmation(
+        title="Revoke a role",
+        subject=f"{grant.role} of {user} on {_label(target)}",
+        button="Revoke the role",
+        cancel_url=listing,
+        consequences=[
+            f"{user} loses what {grant.role} allows on {_label(target)}"
+            f"{' and everything in it' if grant.content_type.model == 'project' else ''}, "
+            "in the console and through every API key they hold, from their next request.",
+            "Roles they hold through other grants are kept.",
+        ],
+        facts=[("Granted by", grant.granted_by or "—"), ("Granted", f"{grant.created_at:%Y-%m-%d %H:%M}")],
+        reversible="Reversible: grant the role again.",
+        hidden={"grant": str(grant.pk)},
+    )

@@ -14,15 +14,16 @@ from typing import Any
 
 from django.contrib import messages
 from django.core.paginator import Paginator
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_http_methods
 
 from hkms_site.access.principal import Principal
 from hkms_site.access.roles import Action
 from hkms_site.access.services import can, visible
+from hkms_site.console.confirm import Confirmation, confirm_page, confirmed
 from hkms_site.console.forms import (
     VERSION_FIELD_MAP,
     VERSION_FORMS,
@@ -30,6 +31,8 @@ from hkms_site.console.forms import (
     SecretEditForm,
     SecretFilterForm,
     attach_service_error,
+    first_value_forms,
+    forget_secret_input,
 )
 from hkms_site.console.principal import console_principal
 from hkms_site.console.selectors import (
@@ -39,6 +42,7 @@ from hkms_site.console.selectors import (
     projects_visible,
     secret_folders,
     secrets_filtered,
+    version_successor,
 )
 from hkms_site.console.views.common import denied, not_found, page, run_action
 from hkms_site.errors import ObjectNotFound, PermissionDenied, ServiceError
@@ -61,6 +65,9 @@ SECRET_OPERATIONS: dict[str, Callable[..., Any]] = {
 }
 VERSION_ACTIONS = tuple(VERSION_OPERATIONS)
 SECRET_ACTIONS = tuple(SECRET_OPERATIONS)
+#: Actions that stop something working: they go through a confirmation page (``console.confirm``).
+VERSION_CONFIRMED = {"disable": Action.SECRET_WRITE, "delete": Action.SECRET_ADMIN}
+SECRET_CONFIRMED = {"delete": Action.SECRET_ADMIN}
 _STRUCTURED = {SecretType.KEY_VALUE, SecretType.BASIC_CREDENTIALS, SecretType.DATABASE_CREDENTIALS, SecretType.SSH_KEY}
 
 
@@ -118,7 +125,17 @@ def secret_list(request: HttpRequest) -> HttpResponse:
 
 
 # --- create ------------------------------------------------------------------------------
+@sensitive_post_parameters()  # error reports never include a typed value
+@sensitive_variables("value_form", "value_forms")
 def secret_create(request: HttpRequest) -> HttpResponse:
+    """A secret and its first value in one form: ``secret_create`` then ``secret_version_create``.
+
+    Those are two services and two transactions (as on Scaleway's API).  The value is
+    validated by its typed form before anything is created; if the version is still
+    refused afterwards (the root key is sealed, the key is disabled…), the secret exists
+    without a version and the page it lands on says so: add the value there.  On a refused
+    submission the secret fields are not sent back (``forget_secret_input``).
+    """
     principal = console_principal(request)
     projects = _writable_projects(principal)
     if not projects.exists():
@@ -127,9 +144,12 @@ def secret_create(request: HttpRequest) -> HttpResponse:
     keys = visible(principal, Key.objects.select_related("project"), Action.KEY_USE).filter(
         usage="symmetric_encryption", state="enabled"
     )
-    initial = {"path": request.GET.get("path", "/")}
+    initial = {"path": request.GET.get("path", "/"), "type": request.GET.get("type", SecretType.OPAQUE)}
     form = SecretCreateForm(request.POST or None, projects=projects, keys=keys, initial=initial)
-    if request.method == "POST" and form.is_valid():
+    chosen = str(request.POST.get("type") or initial["type"]) if request.method == "POST" else ""
+    value_forms = first_value_forms(request.POST if request.method == "POST" else None, chosen=chosen)
+    value_form = value_forms.get(chosen)
+    if request.method == "POST" and form.is_valid() and value_form is not None and value_form.is_valid():
         project = projects.filter(id=form.cleaned_data["project"]).first()
         key = keys.filter(id=form.cleaned_data["key"]).first() if form.cleaned_data["key"] else None
         try:
@@ -148,10 +168,32 @@ def secret_create(request: HttpRequest) -> HttpResponse:
         except ServiceError as exc:
             attach_service_error(form, exc, {"key_id": "key", "project_id": "project"})
         else:
-            messages.success(request, f"Secret {secret.name} created. Add its first version.")
-            return HttpResponseRedirect(reverse("admin:secret_detail", args=[secret.id]))
-    context = {"form": form, "submit": "Create secret", "cancel_url": reverse("admin:secret_list")}
-    return page(request, "console/form_page.html", context, title="New secret")
+            detail = reverse("admin:secret_detail", args=[secret.id])
+            try:
+                version = secret_services.secret_version_create(
+                    principal=principal,
+                    secret_id=secret.id,
+                    data=value_form.payload(),
+                    description=value_form.cleaned_data["description"],
+                )
+            except (ServiceError, HierarchyError) as exc:
+                reason = getattr(exc, "message", str(exc))
+                messages.error(request, f"Secret {secret.name} created, but its value was refused: {reason}. "
+                                        "Add it as a new version.")
+            else:
+                messages.success(request, f"Secret {secret.name} created with version {version.revision}.")
+            return HttpResponseRedirect(detail)
+    retype = request.method == "POST" and any([forget_secret_input(f) for f in value_forms.values()])
+    context = {
+        "form": form,
+        "value_forms": value_forms,
+        "chosen": chosen or str(form["type"].value() or SecretType.OPAQUE),
+        "retype": retype,
+        "cancel_url": reverse("admin:secret_list"),
+    }
+    response = page(request, "console/secret_create.html", context, title="New secret")
+    response["Cache-Control"] = "no-store, private"
+    return response
 
 
 # --- detail ------------------------------------------------------------------------------
@@ -242,6 +284,8 @@ def secret_version_add(request: HttpRequest, secret_id: Any) -> HttpResponse:
         else:
             messages.success(request, f"Version {version.revision} added.")
             return HttpResponseRedirect(reverse("admin:secret_detail", args=[secret.id]))
+    if request.method == "POST" and forget_secret_input(form):
+        form.add_error(None, "For your safety the secret value was not sent back: enter it again.")
     context = {
         "form": form,
         "submit": "Add version",
@@ -294,28 +338,81 @@ def _display(secret: Secret, payload: bytes) -> dict[str, Any]:
     return {"text": text}
 
 
-@require_POST
+@require_http_methods(["GET", "POST"])
 def secret_version_action(request: HttpRequest, secret_id: Any, revision: int, action: str) -> HttpResponse:
+    """POST runs the action; disable and delete need the confirmation page's token first."""
     principal = console_principal(request)
     secret = _visible_secret(principal, secret_id)
     if action not in VERSION_ACTIONS:
         raise not_found()
+    detail = reverse("admin:secret_detail", args=[secret.id])
+    needed = VERSION_CONFIRMED.get(action)
+    # Only someone allowed to act sees the confirmation; anyone else's POST reaches the service,
+    # which refuses it and records the refusal.
+    if needed is not None and can(principal, needed, secret) and not confirmed(request):
+        version = secret.versions.filter(revision=revision).first()
+        if version is None:
+            raise not_found(ObjectNotFound("secret_version", revision))
+        return confirm_page(request, _version_confirmation(secret, version.revision, version.status, action, detail))
+    if request.method != "POST":
+        return denied(request, "change this version") if needed else HttpResponseNotAllowed(["POST"])
     operation = VERSION_OPERATIONS[action]
     verb = {"enable": "enabled", "disable": "disabled", "delete": "scheduled for deletion", "restore": "restored"}
     return run_action(
         request,
         lambda: operation(principal=principal, secret_id=secret.id, revision=revision),
         success=f"Version {revision} {verb[action]}.",
-        fallback=reverse("admin:secret_detail", args=[secret.id]),
+        fallback=detail,
     )
 
 
-@require_POST
+def _version_confirmation(secret: Secret, revision: int, status: str, action: str, detail: str) -> Confirmation:
+    after = version_successor(secret, revision)
+    name = f"{secret.path.rstrip('/')}/{secret.name}"
+    consequences = [f"Applications reading revision {revision} of {name} get an error."]
+    if after["is_latest_enabled"]:
+        if after["next_latest_enabled"] is not None:
+            consequences.append(
+                f"It is the latest enabled revision: readers of latest_enabled get revision "
+                f"{after['next_latest_enabled']} instead."
+            )
+        else:
+            consequences.append("It is the only enabled revision: reading latest_enabled fails until a new version.")
+    if action == "delete":
+        consequences.append(
+            f"After {secret_services.DELETION_DELAY.days} days the version is destroyed (its data key is shredded)."
+            if not secret.is_ephemeral
+            else "This secret is ephemeral: the version is destroyed at once."
+        )
+    return Confirmation(
+        title="Disable a version" if action == "disable" else "Delete a version",
+        subject=f"revision {revision} of {name} ({secret.project.name})",
+        button="Disable the version" if action == "disable" else "Schedule the deletion",
+        cancel_url=detail,
+        consequences=consequences,
+        facts=[("Status", status)],
+        reversible=(
+            "Reversible: enable the version again."
+            if action == "disable"
+            else ("Not reversible." if secret.is_ephemeral
+                  else f"Reversible for {secret_services.DELETION_DELAY.days} days: restore the version.")
+        ),
+    )
+
+
+@require_http_methods(["GET", "POST"])
 def secret_action(request: HttpRequest, secret_id: Any, action: str) -> HttpResponse:
+    """POST runs the action; delete needs the confirmation page's token first."""
     principal = console_principal(request)
     secret = _visible_secret(principal, secret_id)
     if action not in SECRET_ACTIONS:
         raise not_found()
+    detail = reverse("admin:secret_detail", args=[secret.id])
+    needed = SECRET_CONFIRMED.get(action)
+    if needed is not None and can(principal, needed, secret) and not confirmed(request):
+        return confirm_page(request, _secret_confirmation(secret, detail))
+    if request.method != "POST":
+        return denied(request, "change this secret") if needed else HttpResponseNotAllowed(["POST"])
     operation = SECRET_OPERATIONS[action]
     verb = {
         "protect": "protected",
@@ -323,9 +420,37 @@ def secret_action(request: HttpRequest, secret_id: Any, action: str) -> HttpResp
         "delete": "scheduled for deletion",
         "restore": "restored",
     }
+    # After a deletion the secret's page is still there (scheduled): back to it.
     return run_action(
         request,
         lambda: operation(principal=principal, secret_id=secret.id),
         success=f"Secret {secret.name} {verb[action]}.",
-        fallback=reverse("admin:secret_detail", args=[secret.id]),
+        fallback=detail,
+    )
+
+
+def _secret_confirmation(secret: Secret, detail: str) -> Confirmation:
+    live = secret.versions.exclude(status="deleted")
+    enabled = live.filter(status="enabled").count()
+    name = f"{secret.path.rstrip('/')}/{secret.name}"
+    consequences = [
+        f"Applications reading {name} get an error: its {live.count()} version{'s' * (live.count() != 1)} "
+        f"({enabled} enabled) can no longer be read.",
+    ]
+    if secret.is_ephemeral:
+        consequences.append("This secret is ephemeral: it is destroyed at once.")
+        reversible = "Not reversible."
+    else:
+        consequences.append(
+            f"After {secret_services.DELETION_DELAY.days} days every version is destroyed (data keys shredded)."
+        )
+        reversible = f"Reversible for {secret_services.DELETION_DELAY.days} days: restore the secret."
+    return Confirmation(
+        title="Delete a secret",
+        subject=f"{name} ({secret.project.name})",
+        button="Schedule the deletion",
+        cancel_url=detail,
+        consequences=consequences,
+        facts=[("Id", secret.id), ("Type", secret.type)],
+        reversible=reversible,
     )

@@ -1,0 +1,66 @@
+"""Projects: the list of the projects a principal may see, and (superusers) a new project
+with its default key, through ``access.projects.project_create``."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.db.models import Count
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.urls import reverse
+
+from hkms_site.access.projects import project_create
+from hkms_site.access.roles import Action
+from hkms_site.access.services import visible
+from hkms_site.console.forms import ProjectCreateForm, attach_service_error
+from hkms_site.console.principal import console_principal
+from hkms_site.console.selectors import principal_can_grant, projects_visible
+from hkms_site.console.views.common import denied, page
+from hkms_site.errors import PermissionDenied, ServiceError
+from keys_app.models import Key
+from secrets_app.services import secrets_visible
+
+
+def project_list(request: HttpRequest) -> HttpResponse:
+    principal = console_principal(request)
+    projects = list(projects_visible(principal).select_related("default_key"))
+    secrets = dict(
+        secrets_visible(principal=principal).values_list("project_id").annotate(n=Count("id")).values_list(
+            "project_id", "n"
+        )
+    )
+    keys = dict(
+        visible(principal, Key.objects.all(), Action.KEY_VIEW)
+        .values_list("project_id")
+        .annotate(n=Count("id"))
+        .values_list("project_id", "n")
+    )
+    rows = [{"project": p, "secrets": secrets.get(p.id, 0), "keys": keys.get(p.id, 0)} for p in projects]
+    context = {"rows": rows, "can_create": principal.is_superuser, "can_grant": principal_can_grant(principal)}
+    return page(request, "console/project_list.html", context, title="Projects")
+
+
+def project_new(request: HttpRequest) -> HttpResponse:
+    """A project and its default key (``project_create``: superusers only, audited)."""
+    principal = console_principal(request)
+    if not principal.is_superuser:
+        return denied(request, "create projects")
+    form = ProjectCreateForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            project = project_create(
+                principal=principal, name=form.cleaned_data["name"], description=form.cleaned_data["description"]
+            )
+        except PermissionDenied:
+            return denied(request, "create projects")
+        except ServiceError as exc:
+            attach_service_error(form, exc)
+        else:
+            messages.success(request, f"Project {project.name} created, with its default key.")
+            return HttpResponseRedirect(reverse("admin:project_list"))
+    context = {
+        "form": form,
+        "submit": "Create project",
+        "intro": "A project holds secrets and keys; it gets its own default key (the KEK of its secrets).",
+        "cancel_url": reverse("admin:project_list"),
+    }
+    return page(request, "console/form_page.html", context, title="New project")

@@ -1,0 +1,20 @@
+from __future__ import annotations
+
+from django.apps import AppConfig
+
+
+class ObservabilityConfig(AppConfig):
+    name = "hkms_site.observability"
+    label = "hkms_observability"
+    verbose_name = "Observability"
+
+    def ready(self) -> None:
+        from django.db.backends.signals import connection_created
+
+        from hkms_site.access.cache import PrincipalCache
+        from hkms_site.observability.metrics import cache_observer, count_database_errors
+        from keys_app.cache import KeyCache
+
+        connection_created.connect(count_database_errors, dispatch_uid="hkms-db-errors")
+        KeyCache.observer = staticmethod(cache_observer("key"))
+        PrincipalCache.observer = staticmethod(cache_observer("principal"))
