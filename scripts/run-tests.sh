@@ -4,7 +4,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p test-artifacts
-PYTEST=".venv/bin/python -m pytest"
+PYTEST=".venv/bin/python -m pytest --durations=25"
 if [ "${HKMS_TEST_POSTGRES:-0}" = "1" ]; then
   HKMS_TEST_POSTGRES=0 $PYTEST -q "$@" > test-artifacts/pytest-sqlite.log 2>&1 &
   sqlite_pid=$!

@@ -325,6 +325,12 @@ def run_drill(workdir: Path, *, synchronous: bool = True, stall: bool = False, s
         for name in ("default", "kek", "dek"):
             var = {"default": "DATABASE_URL", "kek": "KEK_DATABASE_URL", "dek": "DEK_DATABASE_URL"}[name]
             promoted_env[var] = f"postgres://postgres@127.0.0.1:{cluster.replica_port}/{DATABASES[name]}"
+        # The runbook after a failover: a version write cut by the outage committed its DEK (first,
+        # by design) but not its version row; those DEKs protect nothing and the load has ended,
+        # so `--repair` destroys them at once (audited), then both verifications must pass.
+        repair = subprocess.run([PYTHON, "manage.py", "verify_hierarchy", "--repair", "--grace-seconds", "0"],
+                                cwd=ROOT, env=promoted_env, capture_output=True, text=True, timeout=120)
+        report.verify["verify_hierarchy --repair"] = repair.returncode
         for command in ("verify_hierarchy", "verify_audit_log"):
             check = subprocess.run([PYTHON, "manage.py", command], cwd=ROOT, env=promoted_env, capture_output=True,
                                    text=True, timeout=120)

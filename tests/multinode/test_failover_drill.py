@@ -25,7 +25,7 @@ def test_failover_with_synchronous_replication_loses_nothing_and_answers_503_mea
     assert report.problems == [], summary
     assert len(report.acknowledged) >= 5, summary
     assert report.lost == [] and report.mismatched == [] and report.reused == [], summary
-    assert report.verify == {"verify_hierarchy": 0, "verify_audit_log": 0}, summary
+    assert report.verify == {"verify_hierarchy --repair": 0, "verify_hierarchy": 0, "verify_audit_log": 0}, summary
     outage = report.statuses["outage"]
     assert sum(count for key, count in outage.items() if key.endswith(":503")) >= 1, summary
     assert not [key for key in report.statuses["promoted"] if key.endswith((":500", ":502", ":504"))], summary
