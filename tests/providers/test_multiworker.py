@@ -35,15 +35,24 @@ def get(url: str) -> tuple[int, dict, int]:
         return exc.code, json.loads(exc.read()), int(exc.headers["X-Probe-Pid"])
 
 
-def sweep(url: str, pids: set[int], *, rounds: int = 400) -> dict[int, set[int]]:
-    """GET ``url`` from 8 threads until every worker answered; statuses seen per worker."""
+def sweep(url: str, pids: set[int], *, rounds: int = 400, seconds: float = 30.0) -> dict[int, set[int]]:
+    """GET ``url`` from 8 threads until every worker answered; statuses seen per worker.
+
+    At least ``rounds`` requests, and on until ``seconds`` have passed if a worker has not
+    answered yet: a worker gunicorn has just spawned is listed before Django has loaded in it.
+    """
     seen: dict[int, set[int]] = {}
+    deadline = time.monotonic() + seconds
+    sent = 0
     with ThreadPoolExecutor(8) as pool:
-        for _ in range(rounds // 8):
+        while sent < rounds or time.monotonic() < deadline:
             for status, _body, pid in pool.map(lambda _: get(url), range(8)):
                 seen.setdefault(pid, set()).add(status)
+            sent += 8
             if set(seen) >= pids:
                 break
+            if sent >= rounds:
+                time.sleep(0.05)
     assert set(seen) == pids, f"not every worker answered: {seen} of {pids}"
     return seen
 
