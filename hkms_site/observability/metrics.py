@@ -42,6 +42,8 @@ from typing import Any
 
 from django.conf import settings
 
+from keys_app.processes import pid_alive
+
 
 def _server_worker() -> str | None:
     """The multi-process server this process is a worker of (``gunicorn``, ``granian``), if any."""
@@ -65,20 +67,10 @@ def _multiprocess_dir() -> str | None:
     for old in [*root.glob("gunicorn-*"), *root.glob("granian-*")]:
         with contextlib.suppress(ValueError, OSError):
             pid = int(old.name.split("-", 1)[1])
-            if pid != os.getppid() and not _alive(pid):  # that server is gone
+            if pid != os.getppid() and not pid_alive(pid):  # that server is gone
                 shutil.rmtree(old, ignore_errors=True)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(path)
     return str(path)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 MULTIPROCESS_DIR = _multiprocess_dir()
