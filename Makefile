@@ -49,6 +49,7 @@ run: bootstrap
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 typecheck: $(STAMP)
 	$(BIN)/mypy keys_app secrets_app hkms_site

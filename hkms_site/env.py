@@ -129,14 +129,20 @@ def cache_from_url(name: str, url: str, *, key_prefix: str) -> dict[str, Any]:
         except ImportError:
             raise ImproperlyConfigured(f"{name}={scheme}://… needs the redis package: pip install redis") from None
         locations = [item.strip() for item in url.split(",") if item.strip()]
-        return {"BACKEND": "django.core.cache.backends.redis.RedisCache",
-                "LOCATION": locations if len(locations) > 1 else locations[0], "KEY_PREFIX": key_prefix}
+        return {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": locations if len(locations) > 1 else locations[0],
+            "KEY_PREFIX": key_prefix,
+        }
     if scheme == "db":
         table = url.partition("://")[2].strip("/") or "hkms_cache"
         if not table.replace("_", "").isalnum():
             raise ImproperlyConfigured(f"{name}: db://TABLE needs a plain table name, got {table!r}")
         return {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": table, "KEY_PREFIX": key_prefix}
     if scheme == "locmem":
-        return {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": key_prefix,
-                "OPTIONS": {"MAX_ENTRIES": 100_000}}
+        return {
+            "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+            "LOCATION": key_prefix,
+            "OPTIONS": {"MAX_ENTRIES": 100_000},
+        }
     raise ImproperlyConfigured(f"{name} must be redis://…, rediss://…, db:// or locmem://, got a {scheme}:// URL")

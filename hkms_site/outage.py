@@ -207,10 +207,12 @@ class DatabaseOutageMiddleware:
         response = self.get_response(request)
         retry_cause = getattr(response, _MARK, None)
         if retry_cause is None:
-            log.warning("dependency unavailable: %s %s, served on fresh connections (%s)",
-                        request.method, request.path, cause)
+            log.warning(
+                "dependency unavailable: %s %s, served on fresh connections (%s)", request.method, request.path, cause
+            )
         else:
             close_connections()
-            log.warning("dependency unavailable: %s %s -> 503 after one retry (%s)",
-                        request.method, request.path, retry_cause)
+            log.warning(
+                "dependency unavailable: %s %s -> 503 after one retry (%s)", request.method, request.path, retry_cause
+            )
         return response

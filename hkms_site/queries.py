@@ -33,9 +33,9 @@ def filter_json_list_contains(qs: QuerySet[M], field: str, values: Iterable[str]
     column = quote(str(getattr(meta.get_field(field), "column")))  # noqa: B009 (Field, not a relation)
     pk = quote(str(getattr(meta.pk, "column")))  # noqa: B009
     for value in wanted:
-        sql = (f"SELECT t.{pk} FROM {table} t, json_each(t.{column}) j "  # noqa: S608 (model metadata)
-               "WHERE j.value = %s AND j.type = 'text'")
+        sql = (
+            f"SELECT t.{pk} FROM {table} t, json_each(t.{column}) j "  # noqa: S608 (model metadata)
+            "WHERE j.value = %s AND j.type = 'text'"
+        )
         qs = qs.filter(pk__in=RawSQL(sql, (value,)))  # noqa: S611 (value bound)
     return qs
-
-

@@ -48,6 +48,7 @@ def _root_key_state() -> tuple[bool, dict[str, Any]]:
     """(initialised, {"version", "available"}) for the current REK version, as this node sees it."""
     from keys_app.models import RootKeyVersion
     from keys_app.services.root import rek_check
+
     current = RootKeyVersion.objects.using("kek").filter(state=RootKeyVersion.State.ACTIVE).order_by("-version").first()
     if current is None:
         return False, {"version": None, "available": False}
@@ -64,8 +65,13 @@ def _root_key_state() -> tuple[bool, dict[str, Any]]:
 
 def readiness() -> tuple[int, dict[str, Any]]:
     databases = {alias: _database_state(alias) for alias in ALIASES}
-    body: dict[str, Any] = {"status": "ok", "initialised": False, "sealed": False, "databases": databases,
-                            "root_key": {"version": None, "available": False}}
+    body: dict[str, Any] = {
+        "status": "ok",
+        "initialised": False,
+        "sealed": False,
+        "databases": databases,
+        "root_key": {"version": None, "available": False},
+    }
     if any(state != "ok" for state in databases.values()):
         close_connections()
         body["status"] = "unavailable"

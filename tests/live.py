@@ -38,14 +38,25 @@ def postgres_enabled() -> bool:
 def _pg_admin(sql: str) -> None:
     import psycopg
 
-    with psycopg.connect(host=os.environ.get("PGHOST", "127.0.0.1"), port=os.environ.get("PGPORT", "5432"),
-                         user=os.environ.get("PGUSER", "postgres"), dbname="postgres", autocommit=True) as conn:
+    with psycopg.connect(
+        host=os.environ.get("PGHOST", "127.0.0.1"),
+        port=os.environ.get("PGPORT", "5432"),
+        user=os.environ.get("PGUSER", "postgres"),
+        dbname="postgres",
+        autocommit=True,
+    ) as conn:
         conn.execute(sql)
 
 
 class LiveServer:
-    def __init__(self, data_dir: Path, *, workers: int = 2, extra_env: dict[str, str] | None = None,
-                 command: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        workers: int = 2,
+        extra_env: dict[str, str] | None = None,
+        command: list[str] | None = None,
+    ) -> None:
         """``command``: the server to start instead of gunicorn (it reads ``PORT`` from the environment)."""
         self.data_dir = data_dir
         self.command = command
@@ -54,10 +65,19 @@ class LiveServer:
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = data_dir / "server.log"
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "KEK_DATABASE_URL",
-                                                                              "DEK_DATABASE_URL"))}
-        self.env.update({"HKMS_DATA_DIR": str(data_dir), "DJANGO_SETTINGS_MODULE": "hkms_site.settings",
-                         "HKMS_THROTTLE_ANON": "100000/minute", "HKMS_AUTH_FAILURES_PER_MINUTE": "100000"})
+        self.env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("DATABASE_URL", "KEK_DATABASE_URL", "DEK_DATABASE_URL"))
+        }
+        self.env.update(
+            {
+                "HKMS_DATA_DIR": str(data_dir),
+                "DJANGO_SETTINGS_MODULE": "hkms_site.settings",
+                "HKMS_THROTTLE_ANON": "100000/minute",
+                "HKMS_AUTH_FAILURES_PER_MINUTE": "100000",
+            }
+        )
         self.pg_names: list[str] = []
         if postgres_enabled():
             suffix = uuid.uuid4().hex[:10]
@@ -74,8 +94,15 @@ class LiveServer:
             self.env.update({"HOST": "127.0.0.1", "PORT": str(self.port)})
 
     def manage(self, *args: str, check: bool = True, input: str | None = None, timeout: float = 120) -> str:
-        result = subprocess.run([PYTHON, "manage.py", *args], cwd=ROOT, env=self.env, capture_output=True,
-                                text=True, input=input, timeout=timeout)
+        result = subprocess.run(
+            [PYTHON, "manage.py", *args],
+            cwd=ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            input=input,
+            timeout=timeout,
+        )
         if check and result.returncode != 0:
             raise RuntimeError(f"manage.py {' '.join(args)} failed ({result.returncode}): {result.stderr[-2000:]}")
         return result.stdout
@@ -90,11 +117,23 @@ class LiveServer:
         self.setup()
         log = self.log_path.open("ab")
         command = self.command or [
-            GUNICORN, "hkms_site.wsgi:application", "--bind", f"127.0.0.1:{self.port}",
-            "--workers", str(self.workers), "--timeout", "60", "--graceful-timeout", "5"]
+            GUNICORN,
+            "hkms_site.wsgi:application",
+            "--bind",
+            f"127.0.0.1:{self.port}",
+            "--workers",
+            str(self.workers),
+            "--timeout",
+            "60",
+            "--graceful-timeout",
+            "5",
+        ]
         self.process = subprocess.Popen(
             command,
-            cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -131,6 +170,11 @@ def sdk_client(server: LiveServer, credentials: dict[str, Any]) -> Any:
     """A ``scaleway.Client`` pointed at ``server`` with the given ``create_api_key --json`` output."""
     from scaleway import Client
 
-    return Client(access_key=credentials["access_key"], secret_key=credentials["secret_key"], api_url=server.url,
-                  default_project_id=credentials.get("project_id"),
-                  default_organization_id=credentials.get("organization_id"), default_region="fr-par")
+    return Client(
+        access_key=credentials["access_key"],
+        secret_key=credentials["secret_key"],
+        api_url=server.url,
+        default_project_id=credentials.get("project_id"),
+        default_organization_id=credentials.get("organization_id"),
+        default_region="fr-par",
+    )

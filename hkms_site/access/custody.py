@@ -44,8 +44,9 @@ def custody_unseal(*, principal: Principal, share: Any) -> dict[str, Any]:
     except HierarchyError as exc:
         audit_record(principal, "root_key.unseal", None, outcome="failed", error=type(exc).__name__)
         raise
-    audit_record(principal, "root_key.unseal", None, sealed=bool(result.get("sealed")),
-                 progress=str(result.get("progress", "")))
+    audit_record(
+        principal, "root_key.unseal", None, sealed=bool(result.get("sealed")), progress=str(result.get("progress", ""))
+    )
     return result
 
 

@@ -72,8 +72,19 @@ class Principal:
 
 
 #: Options whose value is secret: the command line recorded in the audit log shows ``***`` instead.
-SECRET_OPTION_WORDS = ("payload", "share", "password", "passphrase", "pin", "token", "secret-key", "material",
-                       "data", "value", "plaintext")
+SECRET_OPTION_WORDS = (
+    "payload",
+    "share",
+    "password",
+    "passphrase",
+    "pin",
+    "token",
+    "secret-key",
+    "material",
+    "data",
+    "value",
+    "plaintext",
+)
 
 
 def _secret_option(name: str) -> bool:

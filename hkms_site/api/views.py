@@ -64,7 +64,8 @@ class UnsealView(APIView):
 
 
 class SealView(APIView):
-    @extend_schema(summary="Seal: forget the root key in every worker (superusers)", request=None,
-                   responses={200: dict})
+    @extend_schema(
+        summary="Seal: forget the root key in every worker (superusers)", request=None, responses={200: dict}
+    )
     def post(self, request: Request) -> Response:
         return Response(custody_seal(principal=request_principal(request)))

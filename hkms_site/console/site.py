@@ -120,7 +120,6 @@ class ConsoleSite(admin.AdminSite):
         ]
         return console + super().get_urls()
 
-
     def records(self, request: HttpRequest) -> HttpResponse:
         """The model admin's index (read-only records, superusers), under the console's navigation."""
         if not request.user.is_superuser:

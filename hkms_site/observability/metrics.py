@@ -270,8 +270,9 @@ class StateCollector(Collector):
         """``SELECT 1`` on each database: a connection refused is an error no query wrapper sees."""
         from django.db import connections
 
-        up = GaugeMetricFamily("hkms_database_up", "1 when the database answered SELECT 1 at this scrape.",
-                               labels=["database"])
+        up = GaugeMetricFamily(
+            "hkms_database_up", "1 when the database answered SELECT 1 at this scrape.", labels=["database"]
+        )
         for alias in connections:
             try:
                 with connections[alias].cursor() as cursor:
@@ -288,8 +289,9 @@ class StateCollector(Collector):
         from keys_app.providers import get_provider
 
         sealed = GaugeMetricFamily("hkms_root_key_sealed", "1 when the root key provider is sealed, else 0.")
-        info = GaugeMetricFamily("hkms_root_key_provider", "The root key provider in use (value 1).",
-                                 labels=["provider"])
+        info = GaugeMetricFamily(
+            "hkms_root_key_provider", "The root key provider in use (value 1).", labels=["provider"]
+        )
         info.add_metric([str(settings.HKMS_ROOT_KEY_PROVIDER)], 1)
         up = GaugeMetricFamily("hkms_root_key_status_ok", "1 when the provider's state could be read, else 0.")
         try:
@@ -305,10 +307,12 @@ class StateCollector(Collector):
         from keys_app.models import RotationJob
 
         jobs = GaugeMetricFamily("hkms_rotation_jobs", "Rotation jobs, by kind and state.", labels=["kind", "state"])
-        processed = GaugeMetricFamily("hkms_rotation_jobs_processed",
-                                      "Items done by the running rotation jobs, by kind.", labels=["kind"])
-        total = GaugeMetricFamily("hkms_rotation_jobs_total_items",
-                                  "Items to do in the running rotation jobs, by kind.", labels=["kind"])
+        processed = GaugeMetricFamily(
+            "hkms_rotation_jobs_processed", "Items done by the running rotation jobs, by kind.", labels=["kind"]
+        )
+        total = GaugeMetricFamily(
+            "hkms_rotation_jobs_total_items", "Items to do in the running rotation jobs, by kind.", labels=["kind"]
+        )
         try:
             rows = RotationJob.objects.values("kind", "state").annotate(
                 n=Count("id"), done=Sum("processed"), todo=Sum("total")
@@ -327,8 +331,9 @@ class StateCollector(Collector):
         from hkms_site.access.cache import principal_cache
         from keys_app.services.material import key_cache
 
-        size = GaugeMetricFamily("hkms_cache_entries", "Entries in the caches of the worker that answered.",
-                                 labels=["cache"])
+        size = GaugeMetricFamily(
+            "hkms_cache_entries", "Entries in the caches of the worker that answered.", labels=["cache"]
+        )
         size.add_metric(["key"], len(key_cache()))
         size.add_metric(["principal"], len(principal_cache()))
         yield size

@@ -50,10 +50,14 @@ def _route(match: Any) -> str:
 #: middleware may serve itself (the hot path), static files, redirects.  The two access
 #: endpoints get the label their URL pattern has, so a read counts the same either way.
 _ACCESS = (
-    (re.compile(r"/secret-manager/v1beta1/regions/[^/]+/secrets/[^/]+/versions/[^/]+/access"),
-     "/secret-manager/v1beta1/regions/fr-par/secrets/00000000-0000-0000-0000-000000000000/versions/1/access"),
-    (re.compile(r"/secret-manager/v1beta1/regions/[^/]+/secrets-by-path/versions/[^/]+/access"),
-     "/secret-manager/v1beta1/regions/fr-par/secrets-by-path/versions/1/access"),
+    (
+        re.compile(r"/secret-manager/v1beta1/regions/[^/]+/secrets/[^/]+/versions/[^/]+/access"),
+        "/secret-manager/v1beta1/regions/fr-par/secrets/00000000-0000-0000-0000-000000000000/versions/1/access",
+    ),
+    (
+        re.compile(r"/secret-manager/v1beta1/regions/[^/]+/secrets-by-path/versions/[^/]+/access"),
+        "/secret-manager/v1beta1/regions/fr-par/secrets-by-path/versions/1/access",
+    ),
 )
 
 
@@ -98,8 +102,12 @@ class ObservabilityMiddleware:
                     request.method,
                     route,
                     response.status_code,
-                    extra={"route": route, "method": request.method, "status": response.status_code,
-                           "duration_ms": round(seconds * 1000, 3)},
+                    extra={
+                        "route": route,
+                        "method": request.method,
+                        "status": response.status_code,
+                        "duration_ms": round(seconds * 1000, 3),
+                    },
                 )
             return response
         finally:

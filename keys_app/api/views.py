@@ -179,6 +179,7 @@ class ImportKeyMaterialView(ScalewayView):
 
 class GenerateDataKeyView(ScalewayView):
     authentication_classes = TOKEN_ONLY_AUTHENTICATION  # key use: X-Auth-Token only
+
     @extend_schema(
         tags=_TAG,
         operation_id="generate_data_key",
@@ -208,6 +209,7 @@ class GenerateDataKeyView(ScalewayView):
 
 class EncryptView(ScalewayView):
     authentication_classes = TOKEN_ONLY_AUTHENTICATION  # key use: X-Auth-Token only
+
     @extend_schema(
         tags=_TAG,
         operation_id="encrypt",
@@ -229,6 +231,7 @@ class EncryptView(ScalewayView):
 
 class DecryptView(ScalewayView):
     authentication_classes = TOKEN_ONLY_AUTHENTICATION  # key use: X-Auth-Token only
+
     @extend_schema(
         tags=_TAG,
         operation_id="decrypt",
@@ -256,6 +259,7 @@ class DecryptView(ScalewayView):
 
 class SignView(ScalewayView):
     authentication_classes = TOKEN_ONLY_AUTHENTICATION  # key use: X-Auth-Token only
+
     @extend_schema(
         tags=_TAG, operation_id="sign", summary="Sign a message digest", request=s.SignInput, responses=s.SignOutput
     )
@@ -267,6 +271,7 @@ class SignView(ScalewayView):
 
 class VerifyView(ScalewayView):
     authentication_classes = TOKEN_ONLY_AUTHENTICATION  # key use: X-Auth-Token only
+
     @extend_schema(
         tags=_TAG,
         operation_id="verify",
@@ -299,6 +304,7 @@ class PublicKeyView(ScalewayView):
 
 class WrapKeyView(ScalewayView):
     authentication_classes = TOKEN_ONLY_AUTHENTICATION  # key use: X-Auth-Token only
+
     @extend_schema(
         tags=_TAG,
         operation_id="wrap_key",
@@ -320,6 +326,7 @@ class WrapKeyView(ScalewayView):
 
 class UnwrapKeyView(ScalewayView):
     authentication_classes = TOKEN_ONLY_AUTHENTICATION  # key use: X-Auth-Token only
+
     @extend_schema(
         tags=_TAG,
         operation_id="unwrap_key",

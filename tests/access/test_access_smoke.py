@@ -21,15 +21,24 @@ pytestmark = pytest.mark.django_db(databases=["default", "kek", "dek"])
 
 
 def test_create_api_key_command_issues_a_working_key(hierarchy, capsys):
-    call_command("create_api_key", "--user", "app", "--create-user", "--create-project", "shop",
-                 "--role", "secret_reader", "--json")
+    call_command(
+        "create_api_key",
+        "--user",
+        "app",
+        "--create-user",
+        "--create-project",
+        "shop",
+        "--role",
+        "secret_reader",
+        "--json",
+    )
     out = json.loads(capsys.readouterr().out)
     assert set(out) >= {"access_key", "secret_key", "project_id", "organization_id", "user"}
     assert out["access_key"].startswith("SCW") and len(out["access_key"]) == 20
     api_key = api_key_authenticate(out["secret_key"])
     assert api_key is not None and api_key.user.username == "app"
     secret = out["secret_key"]
-    tampered = secret[:-1] + ("1" if secret[-1] == "0" else "0")   # differs in its last digit
+    tampered = secret[:-1] + ("1" if secret[-1] == "0" else "0")  # differs in its last digit
     assert api_key_authenticate(tampered) is None
     assert api_key_authenticate("not-a-uuid") is None
     call_command("revoke_api_key", out["access_key"])

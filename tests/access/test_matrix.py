@@ -107,8 +107,9 @@ def _key_create(p: Principal, w: World) -> Any:
 def _by_path(p: Principal, w: World) -> Any:
     from secrets_app.services import secret_version_access_by_path
 
-    return secret_version_access_by_path(principal=p, project_id=w.project.id, secret_path="/",
-                                         secret_name=w.secret.name, revision="latest")
+    return secret_version_access_by_path(
+        principal=p, project_id=w.project.id, secret_path="/", secret_name=w.secret.name, revision="latest"
+    )
 
 
 def _listed_secret(p: Principal, w: World) -> bool:
@@ -193,8 +194,11 @@ ROWS: dict[str, Row] = {
     "key_wrap": Row(A.KEY_USE, "kem_key", _k("key_wrap", "kem_key", plaintext=bytes(32))),
     "key_unwrap": Row(A.KEY_USE, "kem_key", _k("key_unwrap", "kem_key", ciphertext=lambda w: w.wrapped)),
     "key_sign": Row(A.KEY_USE, "signing_key", _k("key_sign", "signing_key", digest=lambda w: w.digest)),
-    "key_verify": Row(A.KEY_USE, "signing_key", _k("key_verify", "signing_key", digest=lambda w: w.digest,
-                                                     signature=lambda w: w.signature)),
+    "key_verify": Row(
+        A.KEY_USE,
+        "signing_key",
+        _k("key_verify", "signing_key", digest=lambda w: w.digest, signature=lambda w: w.signature),
+    ),
     "key_get_public_key": Row(A.KEY_VIEW, "signing_key", _k("key_get_public_key", "signing_key")),
 }
 
@@ -233,13 +237,15 @@ def _prepare_disabled_key(w: World) -> None:
     key_disable(principal=SYSTEM, key_id=w.key.id)
 
 
-PREPARE.update({
-    "secret_restore": _prepare_restore_secret,
-    "secret_version_restore": _prepare_restore_version,
-    "key_restore": _prepare_restore_key,
-    "key_delete": _prepare_unprotected_key,
-    "key_enable": _prepare_disabled_key,
-})
+PREPARE.update(
+    {
+        "secret_restore": _prepare_restore_secret,
+        "secret_version_restore": _prepare_restore_version,
+        "key_restore": _prepare_restore_key,
+        "key_delete": _prepare_unprotected_key,
+        "key_enable": _prepare_disabled_key,
+    }
+)
 
 
 def _world() -> World:
@@ -255,17 +261,30 @@ def _world() -> World:
     sibling = secret_create(principal=SYSTEM, project_id=project.id, name="sibling", type="certificate")
     key = key_create(principal=SYSTEM, project_id=project.id, name="target-key")
     sibling_key = key_create(principal=SYSTEM, project_id=project.id, name="sibling-key")
-    signing = key_create(principal=SYSTEM, project_id=project.id, name="signer", usage="asymmetric_signing",
-                         algorithm="ec_p256_sha256")
-    kem = key_create(principal=SYSTEM, project_id=project.id, name="kem", usage="asymmetric_encryption",
-                     algorithm="ml_kem_768")
+    signing = key_create(
+        principal=SYSTEM, project_id=project.id, name="signer", usage="asymmetric_signing", algorithm="ec_p256_sha256"
+    )
+    kem = key_create(
+        principal=SYSTEM, project_id=project.id, name="kem", usage="asymmetric_encryption", algorithm="ml_kem_768"
+    )
     external = key_create(principal=SYSTEM, project_id=project.id, name="external", origin="external")
     key_import_key_material(principal=SYSTEM, key_id=external.id, key_material=bytes(range(32)))
     digest = hashlib.sha256(b"message").digest()
-    return World(project, other, secret, sibling, key, sibling_key, signing, kem, external,
-                 key_encrypt(principal=SYSTEM, key_id=key.id, plaintext=b"matrix").data,
-                 key_wrap(principal=SYSTEM, key_id=kem.id, plaintext=bytes(32)).data,
-                 key_sign(principal=SYSTEM, key_id=signing.id, digest=digest).data, digest)
+    return World(
+        project,
+        other,
+        secret,
+        sibling,
+        key,
+        sibling_key,
+        signing,
+        kem,
+        external,
+        key_encrypt(principal=SYSTEM, key_id=key.id, plaintext=b"matrix").data,
+        key_wrap(principal=SYSTEM, key_id=kem.id, plaintext=bytes(32)).data,
+        key_sign(principal=SYSTEM, key_id=signing.id, digest=digest).data,
+        digest,
+    )
 
 
 def _cases() -> list[tuple[str, str, str]]:
@@ -337,8 +356,10 @@ def test_every_guarded_service_has_a_row():
     for module_name in SERVICE_MODULES:
         module = importlib.import_module(module_name)
         for name, function in inspect.getmembers(module, inspect.isfunction):
-            if function.__module__ == module_name and not name.startswith("_") and (
-                "principal" in inspect.signature(function).parameters
+            if (
+                function.__module__ == module_name
+                and not name.startswith("_")
+                and ("principal" in inspect.signature(function).parameters)
             ):
                 found.add(name)
     missing = found - set(ROWS) - set(EXEMPT)
@@ -428,8 +449,13 @@ def _destruction_target(project: Any) -> Any:
     secret_version_create(principal=SYSTEM, secret_id=secret.id, data=b"payload-2")
     from django.utils import timezone
 
-    secret_version_update(principal=SYSTEM, secret_id=secret.id, revision="2",
-                          expires_at=timezone.now() + timedelta(days=30), ephemeral_action="delete")
+    secret_version_update(
+        principal=SYSTEM,
+        secret_id=secret.id,
+        revision="2",
+        expires_at=timezone.now() + timedelta(days=30),
+        ephemeral_action="delete",
+    )
     return secret
 
 
@@ -476,12 +502,20 @@ def test_a_writer_may_still_set_disable_policies(hierarchy):
     user = get_user_model().objects.create_user("writer")
     role_grant(principal=SYSTEM, user=user, role="secret_writer", obj=project)
     writer = Principal(user=user)
-    secret_version_update(principal=writer, secret_id=secret.id, revision="1", expires_at=_past(),
-                          ephemeral_action="disable")
-    secret_update(principal=writer, secret_id=secret.id,
-                  ephemeral_policy=EphemeralPolicy(expires_once_accessed=True, action="disable"))
-    secret_create(principal=writer, project_id=project.id, name="eph",
-                  ephemeral_policy=EphemeralPolicy(expires_once_accessed=True, action="disable"))
+    secret_version_update(
+        principal=writer, secret_id=secret.id, revision="1", expires_at=_past(), ephemeral_action="disable"
+    )
+    secret_update(
+        principal=writer,
+        secret_id=secret.id,
+        ephemeral_policy=EphemeralPolicy(expires_once_accessed=True, action="disable"),
+    )
+    secret_create(
+        principal=writer,
+        project_id=project.id,
+        name="eph",
+        ephemeral_policy=EphemeralPolicy(expires_once_accessed=True, action="disable"),
+    )
     with pytest.raises(PermissionDenied):
         secret_create(principal=writer, project_id=project.id, name="eph2", ephemeral_policy=_policy_delete_once())
     _expire(SYSTEM, secret)

@@ -89,38 +89,44 @@ def _forget_key(w: dict[str, Any]) -> None:
 #: name -> (who asks, the request, how the object then disappears)
 ORACLES: dict[str, tuple[str, Callable[[dict[str, Any]], Callable[[APIClient], Any]], Callable[..., None]]] = {
     "get_secret_upper_case_id": (
-        "stranger", lambda w: _get(f"{SM}/fr-par/secrets/{str(w['secret'].id).upper()}"), _forget_secret),
+        "stranger",
+        lambda w: _get(f"{SM}/fr-par/secrets/{str(w['secret'].id).upper()}"),
+        _forget_secret,
+    ),
     "access_version_upper_case_id": (
         "stranger",
         lambda w: _get(f"{SM}/fr-par/secrets/{str(w['secret'].id).upper()}/versions/1/access"),
         _forget_secret,
     ),
     "access_latest_enabled": (
-        "stranger", lambda w: _get(f"{SM}/fr-par/secrets/{w['secret'].id}/versions/latest_enabled/access"),
+        "stranger",
+        lambda w: _get(f"{SM}/fr-par/secrets/{w['secret'].id}/versions/latest_enabled/access"),
         _forget_secret,
     ),
-    "update_secret": (
-        "stranger", lambda w: _post(f"{SM}/fr-par/secrets/{w['secret'].id}/protect", {}), _forget_secret),
+    "update_secret": ("stranger", lambda w: _post(f"{SM}/fr-par/secrets/{w['secret'].id}/protect", {}), _forget_secret),
     "access_by_path_other_project": (
         "stranger",
-        lambda w: _get(f"{SM}/fr-par/secrets-by-path/versions/latest/access?project_id={w['victim'].id}"
-                       "&secret_path=/apps/web&secret_name=db-password"),
+        lambda w: _get(
+            f"{SM}/fr-par/secrets-by-path/versions/latest/access?project_id={w['victim'].id}"
+            "&secret_path=/apps/web&secret_name=db-password"
+        ),
         _forget_secret,
     ),
     "access_by_path_other_region": (
         "owner",
-        lambda w: _get(f"{SM}/nl-ams/secrets-by-path/versions/latest/access?project_id={w['victim'].id}"
-                       "&secret_path=/apps/web&secret_name=db-password"),
+        lambda w: _get(
+            f"{SM}/nl-ams/secrets-by-path/versions/latest/access?project_id={w['victim'].id}"
+            "&secret_path=/apps/web&secret_name=db-password"
+        ),
         _forget_secret,
     ),
-    "get_secret_other_region": (
-        "owner", lambda w: _get(f"{SM}/nl-ams/secrets/{w['secret'].id}"), _forget_secret),
-    "get_key_upper_case_id": (
-        "stranger", lambda w: _get(f"{KM}/fr-par/keys/{str(w['key'].id).upper()}"), _forget_key),
+    "get_secret_other_region": ("owner", lambda w: _get(f"{SM}/nl-ams/secrets/{w['secret'].id}"), _forget_secret),
+    "get_key_upper_case_id": ("stranger", lambda w: _get(f"{KM}/fr-par/keys/{str(w['key'].id).upper()}"), _forget_key),
     "decrypt_hidden_key": (
         "stranger",
-        lambda w: _post(f"{KM}/fr-par/keys/{w['key'].id}/decrypt",
-                        {"ciphertext": base64.b64encode(w["ciphertext"]).decode()}),
+        lambda w: _post(
+            f"{KM}/fr-par/keys/{w['key'].id}/decrypt", {"ciphertext": base64.b64encode(w["ciphertext"]).decode()}
+        ),
         _forget_key,
     ),
     "get_key_other_region": ("owner", lambda w: _get(f"{KM}/nl-ams/keys/{w['key'].id}"), _forget_key),
@@ -204,8 +210,12 @@ def cookie_client(world):
 
 
 def _once_secret(world: dict[str, Any]) -> Any:
-    secret = secret_create(principal=SYSTEM, project_id=world["victim"].id, name="once",
-                           ephemeral_policy=EphemeralPolicy(expires_once_accessed=True, action="disable"))
+    secret = secret_create(
+        principal=SYSTEM,
+        project_id=world["victim"].id,
+        name="once",
+        ephemeral_policy=EphemeralPolicy(expires_once_accessed=True, action="disable"),
+    )
     secret_version_create(principal=SYSTEM, secret_id=secret.id, data=b"read-me-once")
     return secret
 

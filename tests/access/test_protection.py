@@ -38,14 +38,20 @@ def _secret(project, protected, **kw):
 
 
 def _expiry_delete(secret):
-    services.secret_version_update(principal=SYSTEM, secret_id=secret.id, revision="1",
-                                   expires_at=timezone.now() - timedelta(seconds=1), ephemeral_action="delete")
+    services.secret_version_update(
+        principal=SYSTEM,
+        secret_id=secret.id,
+        revision="1",
+        expires_at=timezone.now() - timedelta(seconds=1),
+        ephemeral_action="delete",
+    )
     services.secret_versions_expire(principal=SYSTEM)
 
 
 def _read_once_delete(secret):
-    services.secret_version_update(principal=SYSTEM, secret_id=secret.id, revision="1",
-                                   expires_once_accessed=True, ephemeral_action="delete")
+    services.secret_version_update(
+        principal=SYSTEM, secret_id=secret.id, revision="1", expires_once_accessed=True, ephemeral_action="delete"
+    )
     services.secret_version_access(principal=SYSTEM, secret_id=secret.id, revision="1")
 
 
@@ -54,8 +60,11 @@ def _window_passed(secret):
     services.secret_versions_expire(principal=SYSTEM, now=timezone.now() + timedelta(days=8))
 
 
-ROUTES = {"expiry_with_delete": _expiry_delete, "read_once_with_delete": _read_once_delete,
-          "deletion_window_passed": _window_passed}
+ROUTES = {
+    "expiry_with_delete": _expiry_delete,
+    "read_once_with_delete": _read_once_delete,
+    "deletion_window_passed": _window_passed,
+}
 
 
 @pytest.mark.parametrize("route", sorted(ROUTES))

@@ -65,8 +65,12 @@ def test_every_bad_token_gets_the_same_401(issued, kind):
         token = None
     response = call(token)
     assert response.status_code == 401
-    assert response.json() == {"type": "denied_authentication", "method": "api_key",
-                                "reason": "invalid_argument", "message": "authentication is denied"}
+    assert response.json() == {
+        "type": "denied_authentication",
+        "method": "api_key",
+        "reason": "invalid_argument",
+        "message": "authentication is denied",
+    }
     if token is not None:
         event = AuditEvent.objects.filter(action="auth.api_key").last()
         assert event is not None and event.outcome == "denied"

@@ -146,6 +146,12 @@ class Session:
     def go(self, path: str) -> None:
         self.page.goto(f"{self.server.url}{path}")
 
+    def submit(self, selector: str) -> None:
+        """Click a form's submit button and wait until the answer page has loaded: a locator's
+        count() does not wait, so reading the page right after a bare click can see the old one."""
+        with self.page.expect_navigation(wait_until="load"):
+            self.page.click(selector)
+
     def shot(self, name: str) -> Path:
         path = SHOTS / f"{name}.png"
         self.page.screenshot(path=str(path), full_page=True)
@@ -199,14 +205,14 @@ def test_log_in_and_see_the_dashboard(console, browser):
     root.go("/admin/api-keys/")
     root.page.fill("#id_description", "deploy pipeline")
     root.page.select_option("#id_expires_in_days", "30")
-    root.page.click("#api-key-form input[type=submit]")
+    root.submit("#api-key-form input[type=submit]")
     secret_key = root.page.inner_text("#secret-key")
     assert re.fullmatch(r"[0-9a-f-]{36}", secret_key)
     root.shot("api-key-created")
     root.go("/admin/api-keys/")
     assert secret_key not in root.page.content()  # shown once
     root.go("/admin/audit-log/")
-    root.page.click("#verify-chain")
+    root.submit("#verify-chain")
     assert "Audit chain intact" in root.page.inner_text(".messagelist")
     root.shot("audit-log-verified")
     root.close()
@@ -228,7 +234,7 @@ def test_create_a_secret_and_a_version(console, browser):
     writer.page.fill("#id_basic_credentials-password", "hunter2-smtp")
     writer.page.fill("#id_basic_credentials-description", "initial credentials")
     writer.shot("secret-create")
-    writer.page.click("#console-form input[type=submit]")
+    writer.submit("#console-form input[type=submit]")
     assert writer.page.inner_text("#secret-name") == "smtp-relay"
     assert writer.page.locator("#versions tr[data-revision='1']").get_attribute("data-status") == "enabled"
     writer.page.click("#add-version")
@@ -236,7 +242,7 @@ def test_create_a_secret_and_a_version(console, browser):
     writer.page.fill("#id_password", "hunter3-smtp")
     writer.page.fill("#id_description", "rotated credentials")
     writer.shot("secret-version-add")
-    writer.page.click("#console-form input[type=submit]")
+    writer.submit("#console-form input[type=submit]")
     row = writer.page.locator("#versions tr[data-revision='2']")
     assert row.get_attribute("data-status") == "enabled"
     assert "hunter2-smtp" not in writer.page.content() and "hunter3-smtp" not in writer.page.content()
@@ -325,7 +331,7 @@ def test_grant_a_role_and_the_grantee_sees_more(console, browser):
     root.page.fill("#id_username", "newcomer")
     root.page.select_option("#id_role", "auditor")
     root.page.select_option("#id_target", f"project:{ids['project']}")
-    root.page.click("#grant-form input[type=submit]")
+    root.submit("#grant-form input[type=submit]")
     assert root.page.locator("#grants tr[data-user=newcomer][data-role=auditor]").count() == 1
     root.shot("roles-granted")
     root.close()
@@ -347,7 +353,7 @@ def test_bad_input_shows_an_inline_error_and_keeps_what_was_typed(console, brows
     writer.page.select_option("#id_type", "database_credentials")
     writer.page.fill("#id_tags", "prod, billing")
     writer.page.fill("#id_description", "the billing database")
-    writer.page.click("#console-form input[type=submit]")
+    writer.submit("#console-form input[type=submit]")
     error = writer.page.locator("[data-field=path] .errorlist")
     assert error.count() == 1 and error.inner_text()
     assert writer.page.input_value("#id_name") == "billing-db"
@@ -359,7 +365,7 @@ def test_bad_input_shows_an_inline_error_and_keeps_what_was_typed(console, brows
 
     writer.go(f"/admin/secrets/{ids['seeded']}/versions/new/")
     writer.page.fill("#id_description", "rotated by hand")  # but no payload
-    writer.page.click("#console-form input[type=submit]")
+    writer.submit("#console-form input[type=submit]")
     assert writer.page.locator("[data-field=data] .errorlist").count() == 1
     assert writer.page.input_value("#id_description") == "rotated by hand"
     writer.shot("secret-version-error")
@@ -391,8 +397,10 @@ def test_metrics_sum_both_workers_and_logs_are_json(console):
     # Both workers wrote their counters (and so may a background job's process, which inherits the directory).
     assert len({p.name for p in files}) >= 2
     bad_token = "00000000-0000-0000-0000-000000000000"
-    status, _, headers = _request(f"{server.url}/secret-manager/v1beta1/regions/fr-par/secrets",
-                                  {"X-Auth-Token": bad_token, "X-Request-Id": "trace-abc-123"})
+    status, _, headers = _request(
+        f"{server.url}/secret-manager/v1beta1/regions/fr-par/secrets",
+        {"X-Auth-Token": bad_token, "X-Request-Id": "trace-abc-123"},
+    )
     assert status == 401 and headers["X-Request-Id"] == "trace-abc-123"
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
@@ -455,7 +463,7 @@ def test_every_destructive_action_needs_its_confirmation(console, browser):
             path = root.shot(shot)
             if doc:
                 _doc_copy(path, f"{shot}.png")
-        root.page.click("#confirm-submit")
+        root.submit("#confirm-submit")
 
     assert state_of_key() == "enabled"  # nothing changed so far
     root.page.click("#disable")

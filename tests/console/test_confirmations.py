@@ -178,6 +178,7 @@ def test_sealing_needs_its_confirmation(world, as_user, settings, monkeypatch):
 
     settings.HKMS_ROOT_KEY_PROVIDER = "shamir"
     sealed: list[object] = []
+
     def status(principal):
         if not principal.is_superuser:  # what access.custody does
             raise ObjectNotFound("endpoint", "root_key.seal_status")

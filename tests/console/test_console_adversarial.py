@@ -11,8 +11,16 @@ from secrets_app.models import Secret
 from tests.console.conftest import password_of
 
 pytestmark = pytest.mark.django_db(databases=["default", "kek", "dek"])
-OFF_SITE = ["https://evil.example/", "//evil.example/", "/\\evil.example", "/\\/evil.example", "https:evil.example",
-            "\\\\evil.example", "javascript:alert(1)", "/\t/evil.example"]
+OFF_SITE = [
+    "https://evil.example/",
+    "//evil.example/",
+    "/\\evil.example",
+    "/\\/evil.example",
+    "https:evil.example",
+    "\\\\evil.example",
+    "javascript:alert(1)",
+    "/\t/evil.example",
+]
 
 
 @pytest.mark.parametrize("target", OFF_SITE)

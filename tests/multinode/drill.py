@@ -75,9 +75,22 @@ class Node:
     def start(self) -> None:
         handle = self.log.open("ab")
         self.process = subprocess.Popen(
-            [GUNICORN, "hkms_site.wsgi:application", "--bind", f"127.0.0.1:{self.port}", "--workers", "2",
-             "--timeout", "60", "--graceful-timeout", "5"],
-            cwd=ROOT, env=self.env, stdout=handle, stderr=subprocess.STDOUT,
+            [
+                GUNICORN,
+                "hkms_site.wsgi:application",
+                "--bind",
+                f"127.0.0.1:{self.port}",
+                "--workers",
+                "2",
+                "--timeout",
+                "60",
+                "--graceful-timeout",
+                "5",
+            ],
+            cwd=ROOT,
+            env=self.env,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
         )
 
     def stop(self) -> None:
@@ -91,8 +104,9 @@ class Node:
         self.process = None
 
 
-def request(port: int, method: str, path: str, token: str | None = None, body: Any = None,
-            timeout: float = 20) -> tuple[int, dict[str, str], bytes]:
+def request(
+    port: int, method: str, path: str, token: str | None = None, body: Any = None, timeout: float = 20
+) -> tuple[int, dict[str, str], bytes]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
         headers = {"Connection": "close", "Content-Type": "application/json"}
@@ -168,16 +182,21 @@ class Load:
         last_revision: dict[str, int] = {}
         while not self.stop.is_set():
             if secret_id is None or rng.random() < 0.1:
-                status, content = self._call(node, "POST", f"{BASE}/secrets", {
-                    "name": f"drill-{index}-{pysecrets.token_hex(4)}", "project_id": self.project_id})
+                status, content = self._call(
+                    node,
+                    "POST",
+                    f"{BASE}/secrets",
+                    {"name": f"drill-{index}-{pysecrets.token_hex(4)}", "project_id": self.project_id},
+                )
                 if status == 200:
                     secret_id = json.loads(content)["id"]
                 if secret_id is None:
                     time.sleep(0.05)
                     continue
             payload = pysecrets.token_bytes(24)
-            status, content = self._call(node, "POST", f"{BASE}/secrets/{secret_id}/versions",
-                                         {"data": base64.b64encode(payload).decode()})
+            status, content = self._call(
+                node, "POST", f"{BASE}/secrets/{secret_id}/versions", {"data": base64.b64encode(payload).decode()}
+            )
             if status == 200:
                 revision = int(json.loads(content)["revision"])
                 with self.lock:
@@ -223,8 +242,9 @@ def _wait_ready(node: Node, timeout: float) -> bool:
     return False
 
 
-def run_drill(workdir: Path, *, synchronous: bool = True, stall: bool = False, seconds: float = 3.0,
-              log: Any = print) -> Report:
+def run_drill(
+    workdir: Path, *, synchronous: bool = True, stall: bool = False, seconds: float = 3.0, log: Any = print
+) -> Report:
     report = Report()
     started = time.monotonic()
     cluster = PgCluster(synchronous=synchronous)  # its own directory under /tmp, owned by postgres
@@ -234,21 +254,25 @@ def run_drill(workdir: Path, *, synchronous: bool = True, stall: bool = False, s
         cluster.create_databases(*DATABASES.values())
         report.timings["cluster"] = time.monotonic() - started
         env = {k: v for k, v in os.environ.items() if not k.endswith("DATABASE_URL") and not k.startswith("PG")}
-        env.update({
-            "DJANGO_SETTINGS_MODULE": "hkms_site.settings",
-            "DJANGO_SECRET_KEY": pysecrets.token_urlsafe(50),
-            "HKMS_ROOT_KEY_FILE": str(workdir / "root_keyring.json"),
-            "DATABASE_URL": cluster.url(DATABASES["default"]),
-            "KEK_DATABASE_URL": cluster.url(DATABASES["kek"]),
-            "DEK_DATABASE_URL": cluster.url(DATABASES["dek"]),
-            "HKMS_DB_OPTIONS": "connect_timeout=3",
-            "HKMS_TEST_POSTGRES": "0",
-            "HKMS_THROTTLE_ANON": "100000/minute", "HKMS_THROTTLE_USER": "100000/minute",
-            "HKMS_AUTH_FAILURES_PER_MINUTE": "100000",
-        })
+        env.update(
+            {
+                "DJANGO_SETTINGS_MODULE": "hkms_site.settings",
+                "DJANGO_SECRET_KEY": pysecrets.token_urlsafe(50),
+                "HKMS_ROOT_KEY_FILE": str(workdir / "root_keyring.json"),
+                "DATABASE_URL": cluster.url(DATABASES["default"]),
+                "KEK_DATABASE_URL": cluster.url(DATABASES["kek"]),
+                "DEK_DATABASE_URL": cluster.url(DATABASES["dek"]),
+                "HKMS_DB_OPTIONS": "connect_timeout=3",
+                "HKMS_TEST_POSTGRES": "0",
+                "HKMS_THROTTLE_ANON": "100000/minute",
+                "HKMS_THROTTLE_USER": "100000/minute",
+                "HKMS_AUTH_FAILURES_PER_MINUTE": "100000",
+            }
+        )
         setup_env = {**env, "HKMS_DATA_DIR": str(workdir / "setup")}
-        result = subprocess.run([PYTHON, "-c", _SETUP], cwd=ROOT, env=setup_env, capture_output=True, text=True,
-                                timeout=180)
+        result = subprocess.run(
+            [PYTHON, "-c", _SETUP], cwd=ROOT, env=setup_env, capture_output=True, text=True, timeout=180
+        )
         if result.returncode != 0:
             raise RuntimeError(f"setup failed: {result.stderr[-2000:]}")
         credentials = json.loads(result.stdout.strip().splitlines()[-1])
@@ -303,8 +327,9 @@ def run_drill(workdir: Path, *, synchronous: bool = True, stall: bool = False, s
         # Every acknowledged version, from both nodes, byte for byte.
         for (sid, rev), expected in sorted(report.acknowledged.items()):
             for node in nodes:
-                status, _, content = request(node.port, "GET", f"{BASE}/secrets/{sid}/versions/{rev}/access",
-                                             credentials["secret_key"])
+                status, _, content = request(
+                    node.port, "GET", f"{BASE}/secrets/{sid}/versions/{rev}/access", credentials["secret_key"]
+                )
                 if status != 200:
                     report.lost.append((sid, rev))
                     break
@@ -328,12 +353,19 @@ def run_drill(workdir: Path, *, synchronous: bool = True, stall: bool = False, s
         # The runbook after a failover: a version write cut by the outage committed its DEK (first,
         # by design) but not its version row; those DEKs protect nothing and the load has ended,
         # so `--repair` destroys them at once (audited), then both verifications must pass.
-        repair = subprocess.run([PYTHON, "manage.py", "verify_hierarchy", "--repair", "--grace-seconds", "0"],
-                                cwd=ROOT, env=promoted_env, capture_output=True, text=True, timeout=120)
+        repair = subprocess.run(
+            [PYTHON, "manage.py", "verify_hierarchy", "--repair", "--grace-seconds", "0"],
+            cwd=ROOT,
+            env=promoted_env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         report.verify["verify_hierarchy --repair"] = repair.returncode
         for command in ("verify_hierarchy", "verify_audit_log"):
-            check = subprocess.run([PYTHON, "manage.py", command], cwd=ROOT, env=promoted_env, capture_output=True,
-                                   text=True, timeout=120)
+            check = subprocess.run(
+                [PYTHON, "manage.py", command], cwd=ROOT, env=promoted_env, capture_output=True, text=True, timeout=120
+            )
             report.verify[command] = check.returncode
             if check.returncode != 0:
                 report.problems.append(f"{command} failed: {(check.stdout + check.stderr)[-600:]}")

@@ -66,35 +66,86 @@ class PgCluster:
             handle.write(text)
 
     def _start(self, data_dir: Path, port: int) -> None:
-        self._run("pg_ctl", "-D", str(data_dir), "-l", str(data_dir / "server.log"), "-w", "-t", "60",
-                  "-o", f"-p {port}", "start", timeout=90)
+        self._run(
+            "pg_ctl",
+            "-D",
+            str(data_dir),
+            "-l",
+            str(data_dir / "server.log"),
+            "-w",
+            "-t",
+            "60",
+            "-o",
+            f"-p {port}",
+            "start",
+            timeout=90,
+        )
 
     # -- life cycle -----------------------------------------------------------------------
     def start(self) -> PgCluster:
-        self._run("initdb", "-D", str(self.primary_dir), "-U", "postgres", "--auth=trust", "-E", "UTF8",
-                  "--no-sync", "--no-instructions", timeout=120)
+        self._run(
+            "initdb",
+            "-D",
+            str(self.primary_dir),
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--no-sync",
+            "--no-instructions",
+            timeout=120,
+        )
         sync_names = "ANY 1 (replica1)" if self.synchronous else ""
-        self._write(self.primary_dir / "postgresql.conf", "\n".join([
-            "listen_addresses = '127.0.0.1'",
-            f"unix_socket_directories = '{self.dir}'",
-            "wal_level = replica", "max_wal_senders = 5", "max_replication_slots = 5",
-            "max_connections = 60", "shared_buffers = 16MB",
-            "fsync = off", "full_page_writes = off",
-            f"synchronous_standby_names = '{sync_names}'",
-            f"synchronous_commit = {'remote_apply' if self.synchronous else 'local'}",
-            "",
-        ]))
+        self._write(
+            self.primary_dir / "postgresql.conf",
+            "\n".join(
+                [
+                    "listen_addresses = '127.0.0.1'",
+                    f"unix_socket_directories = '{self.dir}'",
+                    "wal_level = replica",
+                    "max_wal_senders = 5",
+                    "max_replication_slots = 5",
+                    "max_connections = 60",
+                    "shared_buffers = 16MB",
+                    "fsync = off",
+                    "full_page_writes = off",
+                    f"synchronous_standby_names = '{sync_names}'",
+                    f"synchronous_commit = {'remote_apply' if self.synchronous else 'local'}",
+                    "",
+                ]
+            ),
+        )
         self._start(self.primary_dir, self.primary_port)
         self.primary_alive = True
-        self._run("pg_basebackup", "-h", "127.0.0.1", "-p", str(self.primary_port), "-U", "postgres",
-                  "-D", str(self.replica_dir), "-R", "-X", "stream", "--no-sync", timeout=120)
+        self._run(
+            "pg_basebackup",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(self.primary_port),
+            "-U",
+            "postgres",
+            "-D",
+            str(self.replica_dir),
+            "-R",
+            "-X",
+            "stream",
+            "--no-sync",
+            timeout=120,
+        )
         # A standby ignores synchronous_standby_names; once promoted it must not wait for one
         # (there is no second standby in the drill).
-        self._write(self.replica_dir / "postgresql.auto.conf", "\n".join([
-            f"primary_conninfo = 'host=127.0.0.1 port={self.primary_port} user=postgres application_name=replica1'",
-            "synchronous_standby_names = ''",
-            "",
-        ]))
+        self._write(
+            self.replica_dir / "postgresql.auto.conf",
+            "\n".join(
+                [
+                    f"primary_conninfo = 'host=127.0.0.1 port={self.primary_port} user=postgres application_name=replica1'",
+                    "synchronous_standby_names = ''",
+                    "",
+                ]
+            ),
+        )
         self._start(self.replica_dir, self.replica_port)
         self.replica_alive = True
         self.wait_streaming()
@@ -103,8 +154,9 @@ class PgCluster:
     def sql(self, port: int, statement: str, dbname: str = "postgres") -> list[tuple]:
         import psycopg
 
-        with psycopg.connect(host="127.0.0.1", port=port, user="postgres", dbname=dbname, autocommit=True,
-                             connect_timeout=5) as conn:
+        with psycopg.connect(
+            host="127.0.0.1", port=port, user="postgres", dbname=dbname, autocommit=True, connect_timeout=5
+        ) as conn:
             cursor = conn.execute(statement)
             return cursor.fetchall() if cursor.description else []
 
@@ -124,8 +176,10 @@ class PgCluster:
 
     def url(self, dbname: str) -> str:
         """A libpq multi-host URL: whichever of the two accepts writes."""
-        return (f"postgres://postgres@127.0.0.1:{self.primary_port},127.0.0.1:{self.replica_port}/{dbname}"
-                "?target_session_attrs=read-write")
+        return (
+            f"postgres://postgres@127.0.0.1:{self.primary_port},127.0.0.1:{self.replica_port}/{dbname}"
+            "?target_session_attrs=read-write"
+        )
 
     def kill_primary(self) -> None:
         self._run("pg_ctl", "-D", str(self.primary_dir), "-m", "immediate", "stop", timeout=60)

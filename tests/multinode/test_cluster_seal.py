@@ -30,8 +30,10 @@ BASE = "/secret-manager/v1beta1/regions/fr-par"
 def shamir(settings):
     """The shamir provider in this process (node A), initialised 2-of-3; returns the shares."""
     settings.HKMS_ROOT_KEY_PROVIDER = "shamir"
-    settings.HKMS_ROOT_KEY_OPTIONS = {**settings.HKMS_ROOT_KEY_OPTIONS,
-                                      "shamir": {"keeper_socket": "", "shares": 5, "threshold": 3}}
+    settings.HKMS_ROOT_KEY_OPTIONS = {
+        **settings.HKMS_ROOT_KEY_OPTIONS,
+        "shamir": {"keeper_socket": "", "shares": 5, "threshold": 3},
+    }
     settings.HKMS_SEAL_CHECK_SECONDS = 0
     reset_providers()
     forget_seen_epoch()
@@ -55,8 +57,9 @@ def api_for(project) -> APIClient:
     user = get_user_model().objects.create_user("reader")
     role_grant(principal=Principal.for_command(), user=user, role="project_admin", obj=project)
     client = APIClient()
-    client.credentials(HTTP_X_AUTH_TOKEN=api_key_create(principal=Principal.for_command(), user=user,
-                                                        project=project).secret_key)
+    client.credentials(
+        HTTP_X_AUTH_TOKEN=api_key_create(principal=Principal.for_command(), user=user, project=project).secret_key
+    )
     return client
 
 
@@ -77,10 +80,16 @@ def test_seal_on_one_node_seals_the_others_and_a_later_unseal_sticks(shamir):
 
 def test_a_seal_elsewhere_reaches_this_node_on_its_next_request(shamir, project):
     api = api_for(project)
-    created = api.post(f"{BASE}/secrets", data=json.dumps({"name": "s", "project_id": str(project.id)}),
-                       content_type="application/json").json()
-    api.post(f"{BASE}/secrets/{created['id']}/versions", data=json.dumps({"data": base64.b64encode(b"v").decode()}),
-             content_type="application/json")
+    created = api.post(
+        f"{BASE}/secrets",
+        data=json.dumps({"name": "s", "project_id": str(project.id)}),
+        content_type="application/json",
+    ).json()
+    api.post(
+        f"{BASE}/secrets/{created['id']}/versions",
+        data=json.dumps({"data": base64.b64encode(b"v").decode()}),
+        content_type="application/json",
+    )
     assert api.get(f"{BASE}/secrets/{created['id']}/versions/1/access").status_code == 200
     assert APIClient().get("/health").status_code == 200
     seal_epoch_bump()  # `seal` ran on another node
@@ -103,23 +112,45 @@ def test_the_check_reads_the_epoch_at_most_once_per_interval(shamir, settings, d
 
 def test_rotation_keeps_the_share_policy_unless_told_otherwise(shamir):
     out = StringIO()
-    call_command("rotate_root_key", "--to-provider", "shamir", "--json", stdin=StringIO("\n".join(shamir[:2])),
-                 stdout=out, stderr=StringIO())
+    call_command(
+        "rotate_root_key",
+        "--to-provider",
+        "shamir",
+        "--json",
+        stdin=StringIO("\n".join(shamir[:2])),
+        stdout=out,
+        stderr=StringIO(),
+    )
     issued = json.loads(out.getvalue().splitlines()[0])
     assert (issued["threshold"], issued["total"]) == (2, 3)  # as init_hierarchy made it, not the 3-of-5 default
     out = StringIO()
-    call_command("rotate_root_key", "--to-provider", "shamir", "--shares", "4", "--json",
-                 stdin=StringIO("\n".join(issued["shares"][:2])), stdout=out, stderr=StringIO())
+    call_command(
+        "rotate_root_key",
+        "--to-provider",
+        "shamir",
+        "--shares",
+        "4",
+        "--json",
+        stdin=StringIO("\n".join(issued["shares"][:2])),
+        stdout=out,
+        stderr=StringIO(),
+    )
     issued = json.loads(out.getvalue().splitlines()[0])
     assert (issued["threshold"], issued["total"]) == (2, 4)  # only what was asked changes
 
 
 def test_a_node_without_the_current_root_key_is_unhealthy_and_says_no_path(project, settings, tmp_path):
     api = api_for(project)
-    created = api.post(f"{BASE}/secrets", data=json.dumps({"name": "s", "project_id": str(project.id)}),
-                       content_type="application/json").json()
-    api.post(f"{BASE}/secrets/{created['id']}/versions", data=json.dumps({"data": base64.b64encode(b"v").decode()}),
-             content_type="application/json")
+    created = api.post(
+        f"{BASE}/secrets",
+        data=json.dumps({"name": "s", "project_id": str(project.id)}),
+        content_type="application/json",
+    ).json()
+    api.post(
+        f"{BASE}/secrets/{created['id']}/versions",
+        data=json.dumps({"data": base64.b64encode(b"v").decode()}),
+        content_type="application/json",
+    )
     path = tmp_path / "root_keyring.json"  # the conftest's keyring for this test
     document = json.loads(path.read_text())
     document["versions"] = {"7": document["versions"]["1"]}  # an old copy: not the current version
@@ -147,8 +178,10 @@ def keeper_node(settings):
     directory = Path(tempfile.mkdtemp(prefix="hkms-k", dir="/tmp"))
     server = start_keeper(directory / "keeper.sock")
     settings.HKMS_ROOT_KEY_PROVIDER = "shamir"
-    settings.HKMS_ROOT_KEY_OPTIONS = {**settings.HKMS_ROOT_KEY_OPTIONS, "shamir": {
-        "keeper_socket": str(directory / "keeper.sock"), "shares": 5, "threshold": 3}}
+    settings.HKMS_ROOT_KEY_OPTIONS = {
+        **settings.HKMS_ROOT_KEY_OPTIONS,
+        "shamir": {"keeper_socket": str(directory / "keeper.sock"), "shares": 5, "threshold": 3},
+    }
     settings.HKMS_SEAL_CHECK_SECONDS = 0
     reset_providers()
     forget_seen_epoch()

@@ -80,15 +80,22 @@ def test_an_unreachable_database_is_a_503_everywhere_and_the_node_recovers(proje
         else:  # the dek database is first needed to write a version
             secret = Secret.objects.using("default").first() or None
             assert secret is None
-            listed = api.post(f"{BASE}/secrets", data=json.dumps({"name": "s", "project_id": str(project.id)}),
-                              content_type="application/json")
+            listed = api.post(
+                f"{BASE}/secrets",
+                data=json.dumps({"name": "s", "project_id": str(project.id)}),
+                content_type="application/json",
+            )
             assert listed.status_code == 200, listed.content
-            listed = api.post(f"{BASE}/secrets/{listed.json()['id']}/versions",
-                              data=json.dumps({"data": base64.b64encode(b"x").decode()}),
-                              content_type="application/json")
+            listed = api.post(
+                f"{BASE}/secrets/{listed.json()['id']}/versions",
+                data=json.dumps({"data": base64.b64encode(b"x").decode()}),
+                content_type="application/json",
+            )
         assert listed.status_code == 503, listed.content
-        assert listed.json() == {"type": "service_unavailable",
-                                 "message": "the service is temporarily unavailable; retry later"}
+        assert listed.json() == {
+            "type": "service_unavailable",
+            "message": "the service is temporarily unavailable; retry later",
+        }
         assert int(listed["Retry-After"]) >= 1
         unreachable.restore()
     unreachable("default")
@@ -157,8 +164,11 @@ def test_a_dropped_connection_is_replaced_and_safe_requests_are_rerun(project):
     _terminate_backends_of("default")
     assert api.get(f"{BASE}/secrets").status_code == 200  # a read: re-run on a fresh connection
     _terminate_backends_of("default")
-    created = api.post(f"{BASE}/secrets", data=json.dumps({"name": "after-drop", "project_id": str(project.id)}),
-                       content_type="application/json")
+    created = api.post(
+        f"{BASE}/secrets",
+        data=json.dumps({"name": "after-drop", "project_id": str(project.id)}),
+        content_type="application/json",
+    )
     assert created.status_code == 200, created.content  # its first statement never reached the server
     assert Secret.objects.filter(name="after-drop").count() == 1
 
@@ -179,5 +189,7 @@ def test_an_outage_outside_drf_on_an_api_path_is_json(project, unreachable, sett
         unreachable.restore()
         forget_seen_epoch()
     assert refused.status_code == 503 and refused["Retry-After"]
-    assert refused.json() == {"type": "service_unavailable",
-                              "message": "the service is temporarily unavailable; retry later"}
+    assert refused.json() == {
+        "type": "service_unavailable",
+        "message": "the service is temporarily unavailable; retry later",
+    }

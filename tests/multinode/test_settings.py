@@ -19,11 +19,15 @@ _DUMP = (
 
 
 def settings_with(tmp_path: Path, **env: str) -> dict:
-    clean = {k: v for k, v in os.environ.items()
-             if not k.endswith("DATABASE_URL") and not k.startswith(("HKMS_DB_", "HKMS_CACHE", "HKMS_TEST_POSTGRES"))}
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.endswith("DATABASE_URL") and not k.startswith(("HKMS_DB_", "HKMS_CACHE", "HKMS_TEST_POSTGRES"))
+    }
     clean.update({"HKMS_DATA_DIR": str(tmp_path)}, **env)
-    result = subprocess.run([sys.executable, "-c", _DUMP], cwd=ROOT, env=clean, capture_output=True, text=True,
-                            timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-c", _DUMP], cwd=ROOT, env=clean, capture_output=True, text=True, timeout=60
+    )
     if result.returncode:
         return {"error": result.stderr.strip().splitlines()[-1]}
     return json.loads(result.stdout)  # type: ignore[no-any-return]

@@ -40,12 +40,16 @@ def redis_server(tmp_path_factory):
     if not redis_available():
         pytest.fail("Redis is not answering on 127.0.0.1:6379 (start it: see docs/deployment.md)")
     prefix = f"hkms-test-{uuid.uuid4().hex[:12]}"
-    server = LiveServer(tmp_path_factory.mktemp("shared-limits"), workers=2, extra_env={
-        "HKMS_CACHE_URL": "redis://127.0.0.1:6379/0",
-        "HKMS_CACHE_KEY_PREFIX": prefix,
-        "HKMS_AUTH_FAILURES_PER_MINUTE": str(FAILURES),
-        "HKMS_THROTTLE_USER": f"{USER_RATE}/minute",
-    }).start()
+    server = LiveServer(
+        tmp_path_factory.mktemp("shared-limits"),
+        workers=2,
+        extra_env={
+            "HKMS_CACHE_URL": "redis://127.0.0.1:6379/0",
+            "HKMS_CACHE_KEY_PREFIX": prefix,
+            "HKMS_AUTH_FAILURES_PER_MINUTE": str(FAILURES),
+            "HKMS_THROTTLE_USER": f"{USER_RATE}/minute",
+        },
+    ).start()
     yield server
     server.stop()
     import redis

@@ -36,7 +36,7 @@ def records(buffer: io.StringIO) -> list[dict]:
 
 def test_request_ids_are_kept_only_when_well_formed():
     assert request_id_of("trace-abc-123") == "trace-abc-123"
-    for bad in ("", "a b", "x" * 65, "id\n{\"level\": \"forged\"}", "é-id", "a;b"):
+    for bad in ("", "a b", "x" * 65, 'id\n{"level": "forged"}', "é-id", "a;b"):
         assert request_id_of(bad) != bad and len(request_id_of(bad)) == 32
 
 

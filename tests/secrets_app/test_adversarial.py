@@ -187,8 +187,14 @@ def test_only_json_bodies_are_accepted(api, project, content_type):
 def test_ephemeral_properties_of_the_wrong_type_are_validation_errors(api, project):
     sid = create_secret(api, project)
     add_version(api, sid, b"one")
-    for props in [{"expires_at": "not a date"}, {"expires_at": 5}, {"action": "explode"},
-                  {"expires_once_accessed": "maybe"}, "x", [1]]:
+    for props in [
+        {"expires_at": "not a date"},
+        {"expires_at": 5},
+        {"action": "explode"},
+        {"expires_once_accessed": "maybe"},
+        "x",
+        [1],
+    ]:
         error(send(api, "patch", f"/secrets/{sid}/versions/1", {"ephemeral_properties": props}), 400)
     assert SecretVersion.objects.get(secret_id=sid).expires_at is None
     for expires_at in ("0001-01-01T00:00:00Z", "9999-12-31T23:59:59Z", "2020-01-01T00:00:00"):
@@ -229,8 +235,20 @@ def test_a_nul_in_a_text_filter_is_a_validation_error(api, project, path, params
 
 
 @pytest.mark.parametrize(
-    "revision", ["0", "-1", "1e3", "99999999999999999999999", "latest_enabled ", "\u0661", "1.0", " 1", "+1", "LATEST",
-                 "2147483648"]
+    "revision",
+    [
+        "0",
+        "-1",
+        "1e3",
+        "99999999999999999999999",
+        "latest_enabled ",
+        "\u0661",
+        "1.0",
+        " 1",
+        "+1",
+        "LATEST",
+        "2147483648",
+    ],
 )
 def test_malformed_revisions_are_400_but_404_on_a_hidden_secret(api, project, revision):
     sid = create_secret(api, project)

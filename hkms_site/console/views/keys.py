@@ -41,7 +41,15 @@ _POLICY_FIELDS = {
     "rotation_policy": "rotation_period_hours",
 }
 KEY_ACTIONS = (
-    "rotate", "enable", "disable", "protect", "unprotect", "delete", "restore", "rewrap", "delete_key_material",
+    "rotate",
+    "enable",
+    "disable",
+    "protect",
+    "unprotect",
+    "delete",
+    "restore",
+    "rewrap",
+    "delete_key_material",
 )
 #: Actions that stop something working: they go through a confirmation page (``console.confirm``).
 KEY_CONFIRMED = ("disable", "delete", "delete_key_material")
@@ -200,10 +208,16 @@ def _key_confirmation(key: Key, action: str, detail: str) -> Confirmation:
         "delete": f"Reversible for {key_services.DELETION_DELAY.days} days: restore the key.",
         "delete_key_material": "Not reversible.",
     }[action]
-    title = {"disable": "Disable a key", "delete": "Schedule a key's deletion",
-             "delete_key_material": "Delete a key's material"}[action]
-    button = {"disable": "Disable the key", "delete": "Schedule the deletion",
-              "delete_key_material": "Destroy the key material"}[action]
+    title = {
+        "disable": "Disable a key",
+        "delete": "Schedule a key's deletion",
+        "delete_key_material": "Delete a key's material",
+    }[action]
+    button = {
+        "disable": "Disable the key",
+        "delete": "Schedule the deletion",
+        "delete_key_material": "Destroy the key material",
+    }[action]
     return Confirmation(
         title=title,
         subject=f"key {key.name} ({key.project.name})",

@@ -24,9 +24,10 @@ def project_list(request: HttpRequest) -> HttpResponse:
     principal = console_principal(request)
     projects = list(projects_visible(principal).select_related("default_key"))
     secrets = dict(
-        secrets_visible(principal=principal).values_list("project_id").annotate(n=Count("id")).values_list(
-            "project_id", "n"
-        )
+        secrets_visible(principal=principal)
+        .values_list("project_id")
+        .annotate(n=Count("id"))
+        .values_list("project_id", "n")
     )
     keys = dict(
         visible(principal, Key.objects.all(), Action.KEY_VIEW)

@@ -178,8 +178,10 @@ def secret_create(request: HttpRequest) -> HttpResponse:
                 )
             except (ServiceError, HierarchyError) as exc:
                 reason = getattr(exc, "message", str(exc))
-                messages.error(request, f"Secret {secret.name} created, but its value was refused: {reason}. "
-                                        "Add it as a new version.")
+                messages.error(
+                    request,
+                    f"Secret {secret.name} created, but its value was refused: {reason}. Add it as a new version.",
+                )
             else:
                 messages.success(request, f"Secret {secret.name} created with version {version.revision}.")
             return HttpResponseRedirect(detail)
@@ -394,8 +396,11 @@ def _version_confirmation(secret: Secret, revision: int, status: str, action: st
         reversible=(
             "Reversible: enable the version again."
             if action == "disable"
-            else ("Not reversible." if secret.is_ephemeral
-                  else f"Reversible for {secret_services.DELETION_DELAY.days} days: restore the version.")
+            else (
+                "Not reversible."
+                if secret.is_ephemeral
+                else f"Reversible for {secret_services.DELETION_DELAY.days} days: restore the version."
+            )
         ),
     )
 
