@@ -140,7 +140,8 @@ class PgCluster:
             self.replica_dir / "postgresql.auto.conf",
             "\n".join(
                 [
-                    f"primary_conninfo = 'host=127.0.0.1 port={self.primary_port} user=postgres application_name=replica1'",
+                    f"primary_conninfo = 'host=127.0.0.1 port={self.primary_port} user=postgres "
+                    "application_name=replica1'",
                     "synchronous_standby_names = ''",
                     "",
                 ]
