@@ -52,7 +52,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 typecheck: $(STAMP)
-	$(BIN)/mypy keys_app secrets_app hkms_site
+	$(BIN)/mypy hkms_core keys_app secrets_app hkms_site
 
 pytest: $(STAMP) system-packages
 	@bash scripts/run-tests.sh

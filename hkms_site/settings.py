@@ -16,7 +16,7 @@ from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 
-from hkms_site.env import (
+from hkms_core.env import (
     cache_from_url,
     env_bool,
     env_int,
@@ -64,10 +64,10 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "guardian",
     "hkms_site",
-    "hkms_site.access",
-    "hkms_site.audit",
+    "hkms_core.access",
+    "hkms_core.audit",
     "hkms_site.backup",
-    "hkms_site.cluster",
+    "hkms_core.cluster",
     "keys_app",
     "secrets_app",
     "django_otp",
@@ -77,10 +77,10 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     # First: an outage answer (503) drops this thread's database connections and re-runs the
-    # request once where that is safe (hkms_site.outage).
-    "hkms_site.outage.DatabaseOutageMiddleware",
+    # request once where that is safe (hkms_core.outage).
+    "hkms_core.outage.DatabaseOutageMiddleware",
     # A seal on any node seals this one within HKMS_SEAL_CHECK_SECONDS (shamir provider only).
-    "hkms_site.cluster.seal.ClusterSealMiddleware",
+    "hkms_core.cluster.seal.ClusterSealMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "hkms_site.console.middleware.SecurityHeadersMiddleware",
@@ -117,7 +117,7 @@ TEMPLATES = [
 # --- databases ------------------------------------------------------------------------
 # Three aliases: "default" (projects, secrets, key metadata, auth, audit), "kek" (REK
 # metadata, wrapped KEK versions, rotation jobs) and "dek" (wrapped DEKs). See routers.py.
-DATABASE_ROUTERS = ["hkms_site.routers.HierarchyRouter"]
+DATABASE_ROUTERS = ["hkms_core.routers.HierarchyRouter"]
 _DB_FILES = {"default": "default.sqlite3", "kek": "kek.sqlite3", "dek": "dek.sqlite3"}
 _DB_URL_VARS = {"default": "DATABASE_URL", "kek": "KEK_DATABASE_URL", "dek": "DEK_DATABASE_URL"}
 _PG_NAMES = {"default": "hkms", "kek": "hkms_kek", "dek": "hkms_dek"}
@@ -217,7 +217,7 @@ HKMS_ROOT_KEY_OPTIONS: dict[str, dict[str, Any]] = {
     },
 }
 
-# Seconds between two reads of the cluster seal epoch per process (hkms_site.cluster.seal): the
+# Seconds between two reads of the cluster seal epoch per process (hkms_core.cluster.seal): the
 # bound on how long a node keeps serving after `seal` ran on another node; 0 reads it every request.
 HKMS_SEAL_CHECK_SECONDS = env_int("HKMS_SEAL_CHECK_SECONDS", 1, minimum=0)
 
@@ -256,7 +256,7 @@ HKMS_HOT_PATH = env_bool("HKMS_HOT_PATH", True)
 # Regions this server answers for in /…/regions/{region}/ paths.
 HKMS_REGIONS = env_list("HKMS_REGIONS", ["fr-par", "nl-ams", "pl-waw"])
 
-# Django's cache holds the API throttles' counters (hkms_site.api.throttling), failed X-Auth-Token
+# Django's cache holds the API throttles' counters (hkms_core.api.throttling), failed X-Auth-Token
 # attempts per address and, in its "login" alias, failed console logins.  HKMS_CACHE_URL picks it:
 # * unset or locmem:// -- process memory (zero configuration): every process counts on its own,
 #   so a limit holds per gunicorn worker, not per node or cluster;
@@ -284,21 +284,21 @@ HKMS_AUTH_FAILURES_PER_MINUTE = env_int("HKMS_AUTH_FAILURES_PER_MINUTE", 30, min
 
 REST_FRAMEWORK: dict[str, Any] = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["hkms_site.api.parsers.JSONParser"],  # nesting limit: hkms_site.safejson
+    "DEFAULT_PARSER_CLASSES": ["hkms_core.api.parsers.JSONParser"],  # nesting limit: hkms_core.safejson
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "hkms_site.api.authentication.ApiKeyAuthentication",
-        "hkms_site.api.authentication.ConsoleSessionAuthentication",
+        "hkms_core.api.authentication.ApiKeyAuthentication",
+        "hkms_core.api.authentication.ConsoleSessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_THROTTLE_CLASSES": [
-        "hkms_site.api.throttling.ClientIpThrottle",
-        "hkms_site.api.throttling.PrincipalThrottle",
+        "hkms_core.api.throttling.ClientIpThrottle",
+        "hkms_core.api.throttling.PrincipalThrottle",
     ],
     "DEFAULT_THROTTLE_RATES": {
         "anon": env_str("HKMS_THROTTLE_ANON", "60/minute"),
         "user": env_str("HKMS_THROTTLE_USER", "100000/minute"),
     },
-    "EXCEPTION_HANDLER": "hkms_site.api.exceptions.exception_handler",
+    "EXCEPTION_HANDLER": "hkms_core.api.exceptions.exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": None,
 }

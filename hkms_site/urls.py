@@ -24,5 +24,5 @@ urlpatterns = [
     path("api/docs/", ApiDocsView.as_view(), name="api-docs"),
 ]
 
-# A database outage answers a plain 503 page (hkms_site.outage), anything else Django's 500 page.
-handler500 = "hkms_site.outage.server_error"
+# A database outage answers a plain 503 page (hkms_core.outage), anything else Django's 500 page.
+handler500 = "hkms_core.outage.server_error"

@@ -25,7 +25,7 @@ from typing import Any
 from django.db import connections
 from django.http import HttpRequest, JsonResponse
 
-from hkms_site.outage import close_connections, dependency_unavailable
+from hkms_core.outage import close_connections, dependency_unavailable
 from keys_app.errors import HierarchyError
 from keys_app.providers import get_provider
 

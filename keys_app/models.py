@@ -4,7 +4,7 @@ Only :class:`Key` lives on ``default``: guardian permissions and project
 filters need it beside the permission tables.  Wrapped material lives on the
 ``kek`` (:class:`RootKeyVersion`, :class:`KekVersion`, :class:`RotationJob`)
 and ``dek`` (:class:`Dek`) databases, linked by plain UUID columns (see
-``hkms_site.routers``).  No column anywhere holds an unwrapped key.
+``hkms_core.routers``).  No column anywhere holds an unwrapped key.
 """
 
 from __future__ import annotations

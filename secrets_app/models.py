@@ -30,7 +30,7 @@ class Project(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["organization_id", "name"], name="project_name_unique_per_organization")
         ]
-        # Project-wide grants of every role (see hkms_site.access.roles).
+        # Project-wide grants of every role (see hkms_core.access.roles).
         permissions = [
             ("view_secret_metadata", "View secret metadata in the project"),
             ("read_secret_payload", "Read secret payloads in the project"),

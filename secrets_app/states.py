@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from hkms_site.errors import PreconditionFailed, ServiceError
+from hkms_core.errors import PreconditionFailed, ServiceError
 from keys_app.errors import KeyDisabled, KeyMaterialUnavailable
 from keys_app.models import KeyState
 from secrets_app.models import Secret, SecretVersion, VersionStatus

@@ -22,8 +22,8 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from hkms_site.cluster.revisions import revision_next
-from hkms_site.errors import PreconditionFailed
+from hkms_core.cluster.revisions import revision_next
+from hkms_core.errors import PreconditionFailed
 from keys_app import crypto
 from keys_app.errors import IntegrityError, KeyMaterialUnavailable
 from keys_app.models import Dek, Key, KeyState

@@ -1,6 +1,6 @@
 """Rules for secret names, paths, tags, ephemeral policies and typed payloads.
 
-Every rule raises :class:`hkms_site.errors.InvalidArgument` naming the field;
+Every rule raises :class:`hkms_core.errors.InvalidArgument` naming the field;
 messages never quote a payload.
 """
 
@@ -11,8 +11,8 @@ import zlib
 from datetime import timedelta
 from typing import Any
 
-from hkms_site import safejson
-from hkms_site.errors import InvalidArgument
+from hkms_core import safejson
+from hkms_core.errors import InvalidArgument
 from secrets_app.models import EphemeralAction, SecretType
 
 MAX_PAYLOAD_BYTES = 64 * 1024

@@ -84,8 +84,8 @@ def principal_with(project):
     ``obj`` (the ``project`` fixture by default); ``role=None`` makes a stranger with no role at all."""
     from django.contrib.auth import get_user_model
 
-    from hkms_site.access.principal import Principal
-    from hkms_site.access.services import role_grant
+    from hkms_core.access.principal import Principal
+    from hkms_core.access.services import role_grant
 
     counter = iter(range(1_000_000))
 

@@ -21,11 +21,11 @@ from rest_framework import serializers
 from rest_framework.test import APIClient
 from scaleway_core.api import API, ScalewayException, ValidationError
 
-from hkms_site import safejson
-from hkms_site.access.apikeys import api_key_create
-from hkms_site.access.principal import Principal
-from hkms_site.access.services import role_grant
-from hkms_site.api.exceptions import error_response, flatten_validation
+from hkms_core import safejson
+from hkms_core.access.apikeys import api_key_create
+from hkms_core.access.principal import Principal
+from hkms_core.access.services import role_grant
+from hkms_core.api.exceptions import error_response, flatten_validation
 
 pytestmark = [pytest.mark.usefixtures("clear_throttles"), pytest.mark.django_db(databases=["default", "kek", "dek"])]
 SM = "/secret-manager/v1beta1/regions/fr-par"

@@ -41,7 +41,7 @@ class ApiDocsView(SpectacularRedocView):
 class ApiKeyScheme(OpenApiAuthenticationExtension):  # type: ignore[no-untyped-call]
     """Describes ``X-Auth-Token`` (an API key's secret key) in the schema."""
 
-    target_class = "hkms_site.api.authentication.ApiKeyAuthentication"
+    target_class = "hkms_core.api.authentication.ApiKeyAuthentication"
     name = "ScalewayToken"
 
     def get_security_definition(self, auto_schema: Any) -> dict[str, str]:
@@ -51,7 +51,7 @@ class ApiKeyScheme(OpenApiAuthenticationExtension):  # type: ignore[no-untyped-c
 class ConsoleSessionScheme(OpenApiAuthenticationExtension):  # type: ignore[no-untyped-call]
     """The console's session cookie (browsers; CSRF-protected)."""
 
-    target_class = "hkms_site.api.authentication.ConsoleSessionAuthentication"
+    target_class = "hkms_core.api.authentication.ConsoleSessionAuthentication"
     name = "consoleSession"
 
     def get_security_definition(self, auto_schema: Any) -> dict[str, str]:

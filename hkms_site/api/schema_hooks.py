@@ -1,7 +1,7 @@
 """drf-spectacular post-processing: document the error answers every API operation can give.
 
 Views document their success bodies; the exception handler
-(:mod:`hkms_site.api.exceptions`) gives every operation the same error answers,
+(:mod:`hkms_core.api.exceptions`) gives every operation the same error answers,
 so they are added here once: ``4XX`` (any client error, in Scaleway's shape) and
 ``503`` (sealed or uninitialised root key), both with the ``ScalewayError`` body.
 A 5xx other than 503 is a bug, and stays undocumented.

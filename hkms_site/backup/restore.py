@@ -20,7 +20,7 @@ from typing import Any
 from django.core.management import call_command
 from django.db import connections, transaction
 
-from hkms_site.access.principal import Principal
+from hkms_core.access.principal import Principal
 from hkms_site.backup import envelope, snapshot
 from hkms_site.backup.services import FORMAT, FORMAT_VERSION, BackupError, provider_check, sha256_file
 
@@ -78,7 +78,7 @@ def installation_contents() -> dict[str, int]:
     """Rows that make an installation non-empty (missing tables count as empty)."""
     from django.contrib.auth import get_user_model
 
-    from hkms_site.audit.models import AuditEvent
+    from hkms_core.audit.models import AuditEvent
     from keys_app.models import Dek, RootKeyVersion
     from secrets_app.models import Project
 
@@ -109,7 +109,7 @@ def backup_restore(
     before anything is written, unless the provider is sealed: then
     ``verify_hierarchy`` after unsealing is the check).
     """
-    from hkms_site.audit.services import audit_record, audit_verify
+    from hkms_core.audit.services import audit_record, audit_verify
     from keys_app.services import material, root
     from keys_app.services.inspection import hierarchy_verify
 

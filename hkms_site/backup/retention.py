@@ -78,8 +78,8 @@ def backup_forget(*, principal: Any, backup_id: Any, dry_run: bool = False) -> d
     The record is marked forgotten (and audited) first, then material is
     destroyed: a crash in between leaves material that the next run destroys.
     """
-    from hkms_site.audit.services import audit_record
-    from hkms_site.errors import ObjectNotFound
+    from hkms_core.audit.services import audit_record
+    from hkms_core.errors import ObjectNotFound
 
     record = BackupRecord.objects.using("kek").filter(id=backup_id).first()
     if record is None:

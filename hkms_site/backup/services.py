@@ -37,7 +37,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from hkms_site.access.principal import Principal
+from hkms_core.access.principal import Principal
 from hkms_site.backup import envelope, snapshot
 from hkms_site.backup.models import BackupRecord
 
@@ -105,7 +105,7 @@ def backup_create(
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Write a consistent backup archive to ``output``; returns its manifest plus the archive's SHA-256."""
-    from hkms_site.audit.services import audit_record
+    from hkms_core.audit.services import audit_record
     from keys_app.models import RootKeyVersion
 
     say = progress or (lambda _message: None)

@@ -65,7 +65,7 @@ def engine() -> str:
 
 
 def _tables() -> dict[str, str]:
-    from hkms_site.audit.models import AuditChainHead, AuditEvent
+    from hkms_core.audit.models import AuditChainHead, AuditEvent
     from keys_app.models import Dek, KekVersion, Key, RootKeyVersion
     from secrets_app.models import Project, Secret, SecretVersion
 

@@ -16,8 +16,8 @@ from django.contrib import admin
 from django.http import HttpRequest
 from guardian.admin import GuardedModelAdmin
 
-from hkms_site.access.models import ApiKey, RoleGrant
-from hkms_site.audit.models import AuditEvent
+from hkms_core.access.models import ApiKey, RoleGrant
+from hkms_core.audit.models import AuditEvent
 from keys_app.models import Key
 from secrets_app.models import Project, Secret
 

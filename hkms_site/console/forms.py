@@ -15,11 +15,11 @@ from django import forms
 from django.contrib.auth import authenticate
 from django.contrib.auth.forms import AuthenticationForm
 
-from hkms_site.access.roles import ROLE_NAMES
+from hkms_core.access.roles import ROLE_NAMES
+from hkms_core.errors import InvalidArgument, ServiceError
 from hkms_site.console.login import login_failed, login_locked
 from hkms_site.console.principal import console_principal
 from hkms_site.console.twofactor import totp_device, totp_verify
-from hkms_site.errors import InvalidArgument, ServiceError
 from secrets_app import validation
 from secrets_app.models import SecretType
 

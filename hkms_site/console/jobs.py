@@ -20,11 +20,11 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from hkms_site.access.principal import Principal
-from hkms_site.access.roles import Action
-from hkms_site.access.services import authorize_audited
-from hkms_site.audit.services import audit_record
-from hkms_site.errors import Conflict
+from hkms_core.access.principal import Principal
+from hkms_core.access.roles import Action
+from hkms_core.access.services import authorize_audited
+from hkms_core.audit.services import audit_record
+from hkms_core.errors import Conflict
 from keys_app.models import Key, RotationJob
 from keys_app.services.jobs import job_running
 from keys_app.services.rotation import deks_rewrap

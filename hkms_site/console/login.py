@@ -19,10 +19,10 @@ from django.conf import settings
 from django.core.cache import caches
 from django.db import transaction
 
-from hkms_site.access.principal import Principal
-from hkms_site.api.throttling import count_in_cache
-from hkms_site.audit.models import AuditEvent
-from hkms_site.audit.services import audit_record
+from hkms_core.access.principal import Principal
+from hkms_core.api.throttling import count_in_cache
+from hkms_core.audit.models import AuditEvent
+from hkms_core.audit.services import audit_record
 
 
 def _cache() -> Any:

@@ -6,7 +6,7 @@ from typing import Any
 
 from django.urls import ResolverMatch, reverse
 
-from hkms_site.access.principal import Principal
+from hkms_core.access.principal import Principal
 from hkms_site.console.selectors import principal_can_audit, principal_can_grant
 
 _SECTIONS = {

@@ -7,8 +7,8 @@ from typing import Any
 from django.http import HttpRequest
 from django.utils.functional import empty
 
-from hkms_site.access.principal import Principal
-from hkms_site.api.authentication import client_ip, request_id
+from hkms_core.access.principal import Principal
+from hkms_core.api.authentication import client_ip, request_id
 
 
 def console_principal(request: HttpRequest) -> Principal:

@@ -16,12 +16,12 @@ from django.core.cache import cache
 from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 
-from hkms_site.access.models import RoleGrant
-from hkms_site.access.principal import Principal
-from hkms_site.access.roles import Action
-from hkms_site.access.services import can, principal_grants, project_ids_with, visible
-from hkms_site.audit.models import AuditEvent
-from hkms_site.audit.services import audit_verify
+from hkms_core.access.models import RoleGrant
+from hkms_core.access.principal import Principal
+from hkms_core.access.roles import Action
+from hkms_core.access.services import can, principal_grants, project_ids_with, visible
+from hkms_core.audit.models import AuditEvent
+from hkms_core.audit.services import audit_verify
 from keys_app.models import Key, RotationJob
 from keys_app.services.inspection import hierarchy_status
 from secrets_app.models import Project, Secret, SecretVersion, VersionStatus

@@ -1,7 +1,7 @@
 """The console's admin site: Django's admin plus the operator pages, login with throttle and TOTP.
 
 Any active user may log in; what each one sees is decided by their roles
-(``hkms_site.access``), never by ``is_staff``.  The model admin pages (and
+(``hkms_core.access``), never by ``is_staff``.  The model admin pages (and
 guardian's object-permission pages) are for superusers only.
 """
 

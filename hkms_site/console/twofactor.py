@@ -16,10 +16,10 @@ from django.http import HttpRequest
 from django_otp import login as otp_login
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from hkms_site.access.principal import Principal
-from hkms_site.audit.models import AuditEvent
-from hkms_site.audit.services import audit_record
-from hkms_site.errors import InvalidArgument, PreconditionFailed
+from hkms_core.access.principal import Principal
+from hkms_core.audit.models import AuditEvent
+from hkms_core.audit.services import audit_record
+from hkms_core.errors import InvalidArgument, PreconditionFailed
 
 DEVICE_NAME = "authenticator"
 

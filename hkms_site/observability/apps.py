@@ -11,7 +11,7 @@ class ObservabilityConfig(AppConfig):
     def ready(self) -> None:
         from django.db.backends.signals import connection_created
 
-        from hkms_site.access.cache import PrincipalCache
+        from hkms_core.access.cache import PrincipalCache
         from hkms_site.observability.metrics import cache_observer, count_database_errors
         from keys_app.cache import KeyCache
 

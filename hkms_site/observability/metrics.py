@@ -328,7 +328,7 @@ class StateCollector(Collector):
         yield from (jobs, processed, total)
 
     def _caches(self) -> Iterator[GaugeMetricFamily]:
-        from hkms_site.access.cache import principal_cache
+        from hkms_core.access.cache import principal_cache
         from keys_app.services.material import key_cache
 
         size = GaugeMetricFamily(

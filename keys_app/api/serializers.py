@@ -13,9 +13,9 @@ from typing import Any
 
 from rest_framework import serializers
 
-from hkms_site.api.common import b64decode_field, format_duration, parse_duration, timestamp
-from hkms_site.api.fields import StringField
-from hkms_site.errors import InvalidArgument
+from hkms_core.api.common import b64decode_field, format_duration, parse_duration, timestamp
+from hkms_core.api.fields import StringField
+from hkms_core.errors import InvalidArgument
 from keys_app.models import Key
 from keys_app.services.keys import RotationPolicy
 

@@ -3,7 +3,7 @@
 Each view validates the body with its input serializer, calls one service of
 ``keys_app.services.keys`` with the request's principal and region, and
 renders the output in Scaleway's shape.  Errors are rendered by
-``hkms_site.api.exceptions`` (Scaleway error JSON, never a traceback).
+``hkms_core.api.exceptions`` (Scaleway error JSON, never a traceback).
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from hkms_site.api.authentication import TOKEN_ONLY_AUTHENTICATION
-from hkms_site.api.common import ScalewayView, b64encode, paginate, timestamp
-from hkms_site.errors import InvalidArgument
+from hkms_core.api.authentication import TOKEN_ONLY_AUTHENTICATION
+from hkms_core.api.common import ScalewayView, b64encode, paginate, timestamp
+from hkms_core.errors import InvalidArgument
 from keys_app.api import serializers as s
 from keys_app.services import keys as svc
 

@@ -64,8 +64,8 @@ class HierarchyCommand(BaseCommand):
         """Record the operator's command in the audit log (read-only commands are not recorded)."""
         if not self.audited:
             return
-        from hkms_site.access.principal import Principal
-        from hkms_site.audit.services import audit_record
+        from hkms_core.access.principal import Principal
+        from hkms_core.audit.services import audit_record
 
         audit_record(Principal.for_command(), f"command.{self.command_name()}", None, outcome=outcome, **detail)
 

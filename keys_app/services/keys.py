@@ -1,7 +1,7 @@
 """Key Manager services: the guarded, audited operations behind the v1alpha1 API.
 
 Every function takes the acting ``principal`` (keyword-only) and enforces the
-roles of :mod:`hkms_site.access` itself, so the REST API, the console and the
+roles of :mod:`hkms_core.access` itself, so the REST API, the console and the
 commands cannot skip a check:
 
 * metadata reads need ``KEY_VIEW``; encrypt, decrypt, data keys, sign, verify,
@@ -43,13 +43,13 @@ from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from hkms_site.access.principal import Principal
-from hkms_site.access.roles import Action
-from hkms_site.access.services import authorize_audited, grants_forget, not_found_audited, visible
-from hkms_site.audit.models import AuditEvent
-from hkms_site.audit.services import audit_record
-from hkms_site.errors import InvalidArgument, ObjectNotFound, PermissionDenied, PreconditionFailed, ServiceError
-from hkms_site.queries import filter_json_list_contains
+from hkms_core.access.principal import Principal
+from hkms_core.access.roles import Action
+from hkms_core.access.services import authorize_audited, grants_forget, not_found_audited, visible
+from hkms_core.audit.models import AuditEvent
+from hkms_core.audit.services import audit_record
+from hkms_core.errors import InvalidArgument, ObjectNotFound, PermissionDenied, PreconditionFailed, ServiceError
+from hkms_core.queries import filter_json_list_contains
 from keys_app import asymmetric, crypto
 from keys_app.errors import HierarchyError, KeyDisabled, KeyMaterialUnavailable
 from keys_app.models import Dek, KekVersion, Key, KeyOrigin, KeyState, KeyUsage

@@ -27,7 +27,7 @@ from django.db import connections, models, transaction
 from django.db.models import Count, F
 from django.utils import timezone
 
-from hkms_site.audit.keys import audit_keys_rewrap
+from hkms_core.audit.keys import audit_keys_rewrap
 from keys_app import crypto
 from keys_app.errors import HierarchyError, IntegrityError, KeyMaterialUnavailable
 from keys_app.models import Dek, KekVersion, Key, RootKeyVersion, RotationJob

@@ -99,11 +99,11 @@ def seal() -> dict[str, Any]:
     """Forget the REK on every node: record a new cluster seal epoch, then seal this node.
 
     The epoch is committed first, so every other node seals itself within
-    ``HKMS_SEAL_CHECK_SECONDS`` of its next request (:mod:`hkms_site.cluster.seal`).  If the
+    ``HKMS_SEAL_CHECK_SECONDS`` of its next request (:mod:`hkms_core.cluster.seal`).  If the
     database cannot be reached, this node is sealed all the same and the result says that
     the cluster was not told (``cluster_epoch`` is ``None``): seal the other nodes one by one.
     """
-    from hkms_site.cluster.seal import seal_epoch_bump
+    from hkms_core.cluster.seal import seal_epoch_bump
 
     try:
         epoch: int | None = seal_epoch_bump()

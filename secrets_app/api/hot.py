@@ -38,7 +38,7 @@ handing over is always safe.  It hands over when:
 principal cache (one read of the access generation: a revoked key, role or user is
 refused on the next request, in every process), the ``ALLOWED_HOSTS`` check
 (``CommonMiddleware`` does it on the general path), the version lookup, authorization
-(``hkms_site.access.services.can``: the same grants), decryption
+(``hkms_core.access.services.can``: the same grants), decryption
 (``keys_app.services.material.dek_material``: the same DEK cache and key-state check),
 the per-user throttle (the same counters), then the audit event, committed before the
 payload leaves (``audit_record_committed``: group commit; if it fails the answer is what
@@ -63,14 +63,14 @@ from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 
-from hkms_site.access.cache import principal_authenticate
-from hkms_site.access.principal import Principal
-from hkms_site.access.roles import Action
-from hkms_site.access.services import can
-from hkms_site.api.authentication import TOKEN_HEADER, client_ip, request_id
-from hkms_site.api.common import b64encode
-from hkms_site.api.throttling import PrincipalThrottle
-from hkms_site.audit.services import audit_record_committed
+from hkms_core.access.cache import principal_authenticate
+from hkms_core.access.principal import Principal
+from hkms_core.access.roles import Action
+from hkms_core.access.services import can
+from hkms_core.api.authentication import TOKEN_HEADER, client_ip, request_id
+from hkms_core.api.common import b64encode
+from hkms_core.api.throttling import PrincipalThrottle
+from hkms_core.audit.services import audit_record_committed
 from keys_app import crypto
 from keys_app.models import Key
 from keys_app.services.material import dek_material
@@ -325,7 +325,7 @@ def _error(exc: Exception) -> HttpResponse:
     """The general path's answer to ``exc`` (its exception handler: a 503 for an outage, else a 500)."""
     from rest_framework.renderers import JSONRenderer
 
-    from hkms_site.api.exceptions import exception_handler
+    from hkms_core.api.exceptions import exception_handler
     from secrets_app.api.views import AccessSecretVersionView
 
     response = exception_handler(exc, {"view": AccessSecretVersionView()})

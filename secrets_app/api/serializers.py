@@ -11,8 +11,8 @@ from typing import Any
 
 from rest_framework import serializers
 
-from hkms_site.api.common import format_duration, timestamp
-from hkms_site.api.fields import StringField
+from hkms_core.api.common import format_duration, timestamp
+from hkms_core.api.fields import StringField
 from secrets_app.models import Secret, SecretType, SecretVersion, VersionStatus
 
 

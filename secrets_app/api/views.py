@@ -12,9 +12,9 @@ from rest_framework import serializers as drf
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from hkms_site.api.authentication import TOKEN_ONLY_AUTHENTICATION
-from hkms_site.api.common import ScalewayView, b64decode_field, b64encode, page_params, paginate, parse_duration
-from hkms_site.errors import InvalidArgument
+from hkms_core.api.authentication import TOKEN_ONLY_AUTHENTICATION
+from hkms_core.api.common import ScalewayView, b64decode_field, b64encode, page_params, paginate, parse_duration
+from hkms_core.errors import InvalidArgument
 from secrets_app import services
 from secrets_app.api import serializers as s
 from secrets_app.models import SecretType, VersionStatus
@@ -266,7 +266,7 @@ class BrowseSecretsView(ScalewayView):
 
 
 def _browse_item(item: services.BrowseItem) -> dict[str, Any]:
-    from hkms_site.api.common import timestamp
+    from hkms_core.api.common import timestamp
     from secrets_app.api.serializers import ephemeral_policy_json
 
     secret = item.secret

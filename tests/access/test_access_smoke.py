@@ -8,13 +8,13 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 
-from hkms_site.access.apikeys import api_key_authenticate
-from hkms_site.access.principal import Principal
-from hkms_site.access.roles import Action
-from hkms_site.access.services import authorize, can, role_grant, role_revoke, visible
-from hkms_site.audit.models import AuditEvent
-from hkms_site.audit.services import audit_verify
-from hkms_site.errors import ObjectNotFound, PermissionDenied
+from hkms_core.access.apikeys import api_key_authenticate
+from hkms_core.access.principal import Principal
+from hkms_core.access.roles import Action
+from hkms_core.access.services import authorize, can, role_grant, role_revoke, visible
+from hkms_core.audit.models import AuditEvent
+from hkms_core.audit.services import audit_verify
+from hkms_core.errors import ObjectNotFound, PermissionDenied
 from secrets_app.models import Secret
 
 pytestmark = pytest.mark.django_db(databases=["default", "kek", "dek"])

@@ -10,10 +10,10 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.db import DatabaseError
 
-from hkms_site.access.principal import Principal
-from hkms_site.access.services import role_grant
-from hkms_site.audit.models import AuditChainHead, AuditEvent
-from hkms_site.audit.services import audit_export, audit_record, audit_verify
+from hkms_core.access.principal import Principal
+from hkms_core.access.services import role_grant
+from hkms_core.audit.models import AuditChainHead, AuditEvent
+from hkms_core.audit.services import audit_export, audit_record, audit_verify
 
 pytestmark = pytest.mark.django_db(databases=["default"])
 
@@ -105,9 +105,9 @@ def test_failed_audit_write_fails_the_operation_and_leaves_nothing(hierarchy):
 
     project = project_create(name="p")
     alice = get_user_model().objects.create_user("alice")
-    from hkms_site.access.models import RoleGrant
+    from hkms_core.access.models import RoleGrant
 
-    failing = mock.patch("hkms_site.audit.models.AuditEvent.objects.create", side_effect=DatabaseError("disk full"))
+    failing = mock.patch("hkms_core.audit.models.AuditEvent.objects.create", side_effect=DatabaseError("disk full"))
     with failing, pytest.raises(DatabaseError):
         role_grant(principal=Principal.for_command(), user=alice, role="secret_reader", obj=project)
     assert not RoleGrant.objects.exists()

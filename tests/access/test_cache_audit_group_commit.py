@@ -9,9 +9,9 @@ from unittest import mock
 import pytest
 from django.db import DatabaseError, connections, transaction
 
-from hkms_site.access.principal import Principal
-from hkms_site.audit import services as audit
-from hkms_site.audit.models import AuditChainHead, AuditEvent
+from hkms_core.access.principal import Principal
+from hkms_core.audit import services as audit
+from hkms_core.audit.models import AuditChainHead, AuditEvent
 
 OPERATOR = Principal.for_command()
 

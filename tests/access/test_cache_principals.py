@@ -14,12 +14,12 @@ from django.utils import timezone
 from guardian.shortcuts import assign_perm, remove_perm
 from rest_framework.test import APIClient
 
-from hkms_site.access import cache as principals
-from hkms_site.access.apikeys import api_key_create, api_key_revoke
-from hkms_site.access.models import AccessGeneration, ApiKey
-from hkms_site.access.principal import Principal
-from hkms_site.access.roles import Action
-from hkms_site.access.services import role_grant, role_revoke
+from hkms_core.access import cache as principals
+from hkms_core.access.apikeys import api_key_create, api_key_revoke
+from hkms_core.access.models import AccessGeneration, ApiKey
+from hkms_core.access.principal import Principal
+from hkms_core.access.roles import Action
+from hkms_core.access.services import role_grant, role_revoke
 
 pytestmark = pytest.mark.django_db(databases=["default", "kek", "dek"])
 OPERATOR = Principal.for_command()
@@ -155,7 +155,7 @@ def test_expiry_is_checked_on_every_hit(alice):
     issued = api_key_create(principal=OPERATOR, user=alice, expires_in=timedelta(minutes=5))
     assert principals.principal_authenticate(issued.secret_key) is not None
     later = timezone.now() + timedelta(minutes=6)
-    with mock.patch("hkms_site.access.models.timezone.now", return_value=later):
+    with mock.patch("hkms_core.access.models.timezone.now", return_value=later):
         assert principals.principal_authenticate(issued.secret_key) is None
 
 

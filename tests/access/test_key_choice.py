@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from django.contrib.auth import get_user_model
 
-from hkms_site.access.principal import Principal
-from hkms_site.access.services import role_grant
-from hkms_site.errors import InvalidArgument
+from hkms_core.access.principal import Principal
+from hkms_core.access.services import role_grant
+from hkms_core.errors import InvalidArgument
 from keys_app.services.keys import key_create
 from secrets_app.services import secret_create
 

@@ -24,11 +24,11 @@ from django.db import connections
 from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
 
-from hkms_site.access.apikeys import api_key_create
-from hkms_site.access.principal import Principal
-from hkms_site.access.projects import project_create
-from hkms_site.access.services import role_grant
-from hkms_site.audit.models import AuditEvent
+from hkms_core.access.apikeys import api_key_create
+from hkms_core.access.principal import Principal
+from hkms_core.access.projects import project_create
+from hkms_core.access.services import role_grant
+from hkms_core.audit.models import AuditEvent
 from keys_app.models import Key
 from keys_app.services.keys import key_create, key_encrypt
 from secrets_app.models import Secret
@@ -263,8 +263,8 @@ def test_a_session_cookie_does_not_use_keys(world, cookie_client, action, body):
 
 
 def test_revoking_someone_elses_api_key_answers_like_a_missing_one_and_is_audited(world):
-    from hkms_site.access.apikeys import api_key_create, api_key_revoke
-    from hkms_site.errors import ObjectNotFound
+    from hkms_core.access.apikeys import api_key_create, api_key_revoke
+    from hkms_core.errors import ObjectNotFound
 
     users = get_user_model().objects
     alice, mallory = users.create_user("alice"), users.create_user("mallory")

@@ -13,8 +13,8 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from hkms_site.access.principal import Principal
-from hkms_site.access.projects import project_create
+from hkms_core.access.principal import Principal
+from hkms_core.access.projects import project_create
 from keys_app.models import Key, KeyState
 from keys_app.services import keys as key_services
 from secrets_app import services

@@ -15,10 +15,10 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import connections
 from rest_framework.test import APIClient
 
-from hkms_site.access.apikeys import api_key_create
-from hkms_site.access.principal import Principal
-from hkms_site.api import throttling
-from hkms_site.api.throttling import FixedWindowThrottle, PrincipalThrottle, parse_rate
+from hkms_core.access.apikeys import api_key_create
+from hkms_core.access.principal import Principal
+from hkms_core.api.throttling import FixedWindowThrottle, PrincipalThrottle, parse_rate
+from hkms_core.api import throttling
 
 pytestmark = [pytest.mark.usefixtures("clear_throttles"), pytest.mark.django_db(databases=["default"])]
 WHOAMI = "/api/whoami"

@@ -14,10 +14,10 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from hkms_site.access.apikeys import api_key_create, api_key_revoke
-from hkms_site.access.models import ApiKey
-from hkms_site.access.principal import Principal
-from hkms_site.audit.models import AuditEvent
+from hkms_core.access.apikeys import api_key_create, api_key_revoke
+from hkms_core.access.models import ApiKey
+from hkms_core.access.principal import Principal
+from hkms_core.audit.models import AuditEvent
 
 pytestmark = [pytest.mark.usefixtures("clear_throttles"), pytest.mark.django_db(databases=["default"])]
 URL = "/api/whoami"
@@ -78,7 +78,7 @@ def test_every_bad_token_gets_the_same_401(issued, kind):
 
 
 def test_lookup_is_one_indexed_query_and_constant_time(issued):
-    spy = mock.patch("hkms_site.access.apikeys.hmac.compare_digest", wraps=hmac.compare_digest)
+    spy = mock.patch("hkms_core.access.apikeys.hmac.compare_digest", wraps=hmac.compare_digest)
     with spy as cmp, CaptureQueriesContext(connection) as queries:
         assert call(issued.secret_key).status_code == 200
     assert cmp.called

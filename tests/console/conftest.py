@@ -62,8 +62,8 @@ def _console_settings(settings):
 def world(project, other_project, make_secret) -> World:
     from django.contrib.auth import get_user_model
 
-    from hkms_site.access.principal import Principal
-    from hkms_site.access.services import role_grant
+    from hkms_core.access.principal import Principal
+    from hkms_core.access.services import role_grant
 
     users = get_user_model().objects
     operator = Principal.for_command()
@@ -76,7 +76,7 @@ def world(project, other_project, make_secret) -> World:
     made["stranger"] = users.create_user("stranger", password=password_of("stranger"))
     secret = make_secret(b"s3cr3t-payload-acme", name="db-password", path="/prod/db", tags=["prod", "db"])
     other_secret = make_secret(b"s3cr3t-payload-globex", name="globex-token", target_project=other_project)
-    from hkms_site.access.apikeys import api_key_create
+    from hkms_core.access.apikeys import api_key_create
 
     issued = api_key_create(principal=operator, user=made["reader"], project=project)
     return World(

@@ -7,9 +7,9 @@ import json
 import pytest
 from django.urls import reverse
 
-from hkms_site.access.apikeys import api_key_authenticate
-from hkms_site.access.models import ApiKey, RoleGrant
-from hkms_site.audit.models import AuditEvent
+from hkms_core.access.apikeys import api_key_authenticate
+from hkms_core.access.models import ApiKey, RoleGrant
+from hkms_core.audit.models import AuditEvent
 from tests.console.conftest import confirm_post
 
 pytestmark = pytest.mark.django_db(databases=["default", "kek", "dek"])

@@ -44,9 +44,9 @@ SETUP = """
 import json
 import zlib
 from django.contrib.auth import get_user_model
-from hkms_site.access.principal import Principal
-from hkms_site.access.projects import project_create
-from hkms_site.access.services import role_grant
+from hkms_core.access.principal import Principal
+from hkms_core.access.projects import project_create
+from hkms_core.access.services import role_grant
 from secrets_app.storage import secret_create, secret_version_create, secret_version_transition
 op = Principal.for_command()
 users = get_user_model().objects
@@ -75,7 +75,7 @@ kek_rotate(key=billing.default_key)
 for i in range(2):
     secret_version_create(secret=s, data=b"z")
 # For the confirmation tests: a spare key with one secret, a secret to destroy, an API key, a grant.
-from hkms_site.access.apikeys import api_key_create
+from hkms_core.access.apikeys import api_key_create
 from keys_app.services.material import key_create_with_material
 spare = key_create_with_material(project=acme, name="spare-key", protected=False)
 imported = key_create_with_material(project=acme, name="imported-key", protected=False, origin="external")

@@ -8,8 +8,8 @@ from __future__ import annotations
 import pytest
 from django.urls import reverse
 
-from hkms_site.access.models import ApiKey, RoleGrant
-from hkms_site.audit.models import AuditEvent
+from hkms_core.access.models import ApiKey, RoleGrant
+from hkms_core.audit.models import AuditEvent
 from secrets_app.models import Project, Secret
 from tests.console.conftest import confirm_post, confirm_token_of
 
@@ -173,8 +173,8 @@ def test_one_navigation(world, as_user):
 def test_sealing_needs_its_confirmation(world, as_user, settings, monkeypatch):
     """With a sealable provider (shamir; its keeper replaced by fakes here) the Seal button leads
     to a confirmation; the custody page's own form can only unseal."""
+    from hkms_core.errors import ObjectNotFound
     from hkms_site.console.views import custody as custody_views
-    from hkms_site.errors import ObjectNotFound
 
     settings.HKMS_ROOT_KEY_PROVIDER = "shamir"
     sealed: list[object] = []

@@ -10,7 +10,7 @@ from django.urls import reverse
 from django_otp.oath import totp
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from hkms_site.audit.models import AuditEvent
+from hkms_core.audit.models import AuditEvent
 from tests.console.conftest import password_of
 
 pytestmark = pytest.mark.django_db(databases=["default", "kek", "dek"])

@@ -19,7 +19,7 @@ import pytest
 from django.contrib import admin
 from django.urls import URLPattern, resolve, reverse
 
-from hkms_site.access.models import RoleGrant
+from hkms_core.access.models import RoleGrant
 from tests.console.conftest import USERS, confirm_post
 
 pytestmark = pytest.mark.django_db(databases=["default", "kek", "dek"])
@@ -286,7 +286,7 @@ def test_console_authorization_matrix(world, as_user, user):
 @pytest.mark.parametrize("user", ["admin", "sadmin", "keyadmin", "padmin"])
 def test_nobody_grants_or_revokes_their_own_roles_in_the_console(world, as_user, user):
     """Self-granting breaks separation of duties: refused inline (and audited), whoever asks."""
-    from hkms_site.audit.models import AuditEvent
+    from hkms_core.audit.models import AuditEvent
 
     target = {"sadmin": "secret_writer", "keyadmin": "key_admin"}.get(user, "secret_reader")
     held = set(RoleGrant.objects.filter(user=world.users[user]).values_list("role", "object_pk"))

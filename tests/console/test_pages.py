@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from django.urls import reverse
 
-from hkms_site.audit.models import AuditEvent
+from hkms_core.audit.models import AuditEvent
 from keys_app.models import Dek, KekVersion, Key, RotationJob
 from keys_app.services.material import key_create_with_material
 from keys_app.services.rotation import kek_rotate

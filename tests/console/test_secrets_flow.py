@@ -7,7 +7,7 @@ import json
 import pytest
 from django.urls import reverse
 
-from hkms_site.audit.models import AuditEvent
+from hkms_core.audit.models import AuditEvent
 from secrets_app.models import Secret
 from secrets_app.storage import secret_version_payload
 from tests.console.conftest import confirm_post

@@ -12,7 +12,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.utils import timezone
 
-from hkms_site.audit.models import AuditEvent
+from hkms_core.audit.models import AuditEvent
 from keys_app.models import Dek, Key, RotationJob, RotationLease
 from keys_app.services import jobs
 from keys_app.services.inspection import hierarchy_repair, hierarchy_verify

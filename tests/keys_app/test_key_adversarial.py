@@ -11,10 +11,10 @@ import pytest
 from django.contrib.auth import get_user_model
 from rest_framework.test import APIClient
 
-from hkms_site.access.apikeys import api_key_create
-from hkms_site.access.principal import Principal
-from hkms_site.access.services import role_grant
-from hkms_site.audit.models import AuditEvent
+from hkms_core.access.apikeys import api_key_create
+from hkms_core.access.principal import Principal
+from hkms_core.access.services import role_grant
+from hkms_core.audit.models import AuditEvent
 from keys_app.models import Key
 
 pytestmark = [pytest.mark.usefixtures("clear_throttles"), pytest.mark.django_db(databases=["default", "kek", "dek"])]

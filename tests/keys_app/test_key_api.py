@@ -16,9 +16,9 @@ from hypothesis import strategies as st
 from rest_framework.test import APIClient
 from scaleway.key_manager.v1alpha1 import marshalling as m
 
-from hkms_site.access.apikeys import api_key_create
-from hkms_site.access.principal import Principal
-from hkms_site.access.services import role_grant
+from hkms_core.access.apikeys import api_key_create
+from hkms_core.access.principal import Principal
+from hkms_core.access.services import role_grant
 
 pytestmark = [pytest.mark.usefixtures("clear_throttles"), pytest.mark.django_db(databases=["default", "kek", "dek"])]
 BASE = "/key-manager/v1alpha1/regions/fr-par"

@@ -12,9 +12,9 @@ from django.core.management.base import CommandError
 from django.db import connections
 from django.utils import timezone
 
-from hkms_site.access.principal import Principal
-from hkms_site.audit.models import AuditEvent
-from hkms_site.audit.services import audit_verify
+from hkms_core.access.principal import Principal
+from hkms_core.audit.models import AuditEvent
+from hkms_core.audit.services import audit_verify
 from keys_app.models import Dek, KekVersion, Key
 from keys_app.services import keys as svc
 from secrets_app.models import SecretVersion

@@ -15,11 +15,11 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from django.contrib.auth import get_user_model
 from django.utils import timezone
 
-from hkms_site.access.principal import Principal
-from hkms_site.access.services import role_grant
-from hkms_site.audit.models import AuditEvent
-from hkms_site.audit.services import audit_verify
-from hkms_site.errors import InvalidArgument, ObjectNotFound, PermissionDenied, PreconditionFailed
+from hkms_core.access.principal import Principal
+from hkms_core.access.services import role_grant
+from hkms_core.audit.models import AuditEvent
+from hkms_core.audit.services import audit_verify
+from hkms_core.errors import InvalidArgument, ObjectNotFound, PermissionDenied, PreconditionFailed
 from keys_app import asymmetric, crypto
 from keys_app.errors import KeyDisabled, KeyMaterialUnavailable
 from keys_app.models import Dek, KekVersion, Key, KeyState

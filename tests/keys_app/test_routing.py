@@ -10,7 +10,7 @@ import pytest
 from django.apps import apps
 from django.db import connections, router
 
-from hkms_site.routers import HierarchyRouter, database_for
+from hkms_core.routers import HierarchyRouter, database_for
 from keys_app.models import Dek, KekVersion, Key, RootKeyVersion, RotationJob
 from secrets_app.models import Project, Secret, SecretVersion
 

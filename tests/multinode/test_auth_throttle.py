@@ -10,9 +10,9 @@ import pytest
 from django.contrib.auth import get_user_model
 from rest_framework.test import APIClient
 
-from hkms_site.access.apikeys import api_key_create
-from hkms_site.access.principal import Principal
-from hkms_site.audit.models import AuditEvent
+from hkms_core.access.apikeys import api_key_create
+from hkms_core.access.principal import Principal
+from hkms_core.audit.models import AuditEvent
 
 pytestmark = [pytest.mark.usefixtures("clear_throttles"), pytest.mark.django_db(databases=["default"])]
 WHOAMI = "/api/whoami"
@@ -80,7 +80,7 @@ def test_behind_a_trusted_proxy_clients_count_apart_and_cannot_pose_as_others(se
     ],
 )
 def test_client_address(settings, trusted, remote, xff, expected):
-    from hkms_site.api.throttling import client_address
+    from hkms_core.api.throttling import client_address
 
     settings.HKMS_TRUSTED_PROXIES = trusted
     request = SimpleNamespace(META={"REMOTE_ADDR": remote, "HTTP_X_FORWARDED_FOR": xff})

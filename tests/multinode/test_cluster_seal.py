@@ -13,10 +13,10 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from rest_framework.test import APIClient
 
-from hkms_site.access.apikeys import api_key_create
-from hkms_site.access.principal import Principal
-from hkms_site.access.services import role_grant
-from hkms_site.cluster.seal import cluster_seal_check, forget_seen_epoch, seal_epoch_bump, seal_epoch_current
+from hkms_core.access.apikeys import api_key_create
+from hkms_core.access.principal import Principal
+from hkms_core.access.services import role_grant
+from hkms_core.cluster.seal import cluster_seal_check, forget_seen_epoch, seal_epoch_bump, seal_epoch_current
 from keys_app.providers import get_provider, reset_providers
 from keys_app.providers.shamir import ShamirRootKeyProvider
 from keys_app.services import material, root

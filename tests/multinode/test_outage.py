@@ -15,10 +15,10 @@ from django.contrib.auth import get_user_model
 from django.db import connections
 from rest_framework.test import APIClient
 
-from hkms_site.access.apikeys import api_key_create
-from hkms_site.access.principal import Principal
-from hkms_site.access.services import role_grant
-from hkms_site.outage import dependency_unavailable
+from hkms_core.access.apikeys import api_key_create
+from hkms_core.access.principal import Principal
+from hkms_core.access.services import role_grant
+from hkms_core.outage import dependency_unavailable
 from secrets_app.models import Secret
 
 pytestmark = [
@@ -175,7 +175,7 @@ def test_a_dropped_connection_is_replaced_and_safe_requests_are_rerun(project):
 
 def test_an_outage_outside_drf_on_an_api_path_is_json(project, unreachable, settings):
     """A middleware (here the cluster seal check) meets the outage before DRF does."""
-    from hkms_site.cluster.seal import forget_seen_epoch
+    from hkms_core.cluster.seal import forget_seen_epoch
 
     api = api_client(project)
     settings.HKMS_ROOT_KEY_PROVIDER = "shamir"

@@ -11,7 +11,7 @@ import logging.config
 
 import pytest
 
-from hkms_site.audit.models import AuditEvent
+from hkms_core.audit.models import AuditEvent
 from hkms_site.observability import logs
 from hkms_site.observability.middleware import request_id_of
 from tests.observability.test_metrics import BASE, _api_user

@@ -14,9 +14,9 @@ from django.db import DatabaseError, connections, transaction
 from prometheus_client.parser import text_string_to_metric_families
 from rest_framework.test import APIClient
 
-from hkms_site.access.apikeys import api_key_create
-from hkms_site.access.principal import Principal
-from hkms_site.access.services import role_grant
+from hkms_core.access.apikeys import api_key_create
+from hkms_core.access.principal import Principal
+from hkms_core.access.services import role_grant
 
 BASE = "/secret-manager/v1beta1/regions/fr-par"
 TOKEN = "metrics-token-for-tests"

@@ -14,10 +14,10 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from hkms_site.access.principal import Principal, command_context, redact_command_line
-from hkms_site.access.services import role_grant
-from hkms_site.audit.models import AuditEvent
-from hkms_site.audit.services import audit_verify
+from hkms_core.access.principal import Principal, command_context, redact_command_line
+from hkms_core.access.services import role_grant
+from hkms_core.audit.models import AuditEvent
+from hkms_core.audit.services import audit_verify
 from secrets_app.models import Project
 
 ROOT = Path(__file__).resolve().parents[2]

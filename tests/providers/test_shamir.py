@@ -249,7 +249,7 @@ def test_unseal_command_reads_shares_from_stdin(shamir_hierarchy, secret):
 
 
 def test_unseal_command_never_records_a_share_in_the_audit_log(shamir_hierarchy):
-    from hkms_site.audit.models import AuditEvent
+    from hkms_core.audit.models import AuditEvent
 
     seal()
     call_command("unseal", stdin=StringIO(shamir_hierarchy[0] + "\n"), stdout=StringIO())

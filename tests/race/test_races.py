@@ -211,8 +211,8 @@ def test_key_disable_vs_encrypt(site):
 ISSUE_KEYS = """
 import json
 from django.contrib.auth import get_user_model
-from hkms_site.access.apikeys import api_key_create
-from hkms_site.access.principal import Principal
+from hkms_core.access.apikeys import api_key_create
+from hkms_core.access.principal import Principal
 from secrets_app.models import Project
 user = get_user_model().objects.get(username="racer")
 project = Project.objects.get(id="{project}")

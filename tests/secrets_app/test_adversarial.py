@@ -19,10 +19,10 @@ from django.contrib.auth import get_user_model
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from hkms_site.access.apikeys import api_key_create, api_key_revoke
-from hkms_site.access.principal import Principal
-from hkms_site.access.services import role_grant
-from hkms_site.audit.models import AuditEvent
+from hkms_core.access.apikeys import api_key_create, api_key_revoke
+from hkms_core.access.principal import Principal
+from hkms_core.access.services import role_grant
+from hkms_core.audit.models import AuditEvent
 from keys_app.services.keys import key_create, key_disable
 from secrets_app import services, storage
 from secrets_app.models import Secret, SecretVersion

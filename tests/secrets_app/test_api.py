@@ -17,9 +17,9 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 from scaleway.secret.v1beta1 import marshalling as m
 
-from hkms_site.access.apikeys import api_key_create
-from hkms_site.access.principal import Principal
-from hkms_site.access.services import role_grant
+from hkms_core.access.apikeys import api_key_create
+from hkms_core.access.principal import Principal
+from hkms_core.access.services import role_grant
 from keys_app.services import material
 from keys_app.services.keys import key_create, key_disable, key_enable
 from secrets_app.models import Secret

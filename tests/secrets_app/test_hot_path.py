@@ -15,10 +15,10 @@ from django.db import DatabaseError, OperationalError
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from hkms_site.access.apikeys import api_key_revoke
-from hkms_site.access.principal import Principal
-from hkms_site.access.services import role_revoke
-from hkms_site.audit.models import AuditEvent
+from hkms_core.access.apikeys import api_key_revoke
+from hkms_core.access.principal import Principal
+from hkms_core.access.services import role_revoke
+from hkms_core.audit.models import AuditEvent
 from keys_app.services import material
 from keys_app.services.keys import key_disable
 from secrets_app.api import hot

@@ -23,9 +23,9 @@ from rest_framework.test import APIClient
 from scaleway.secret.v1beta1 import api as sdk_api
 from scaleway.secret.v1beta1 import marshalling as sdk_marshalling
 
-from hkms_site.access.apikeys import api_key_create
-from hkms_site.access.principal import Principal
-from hkms_site.access.services import role_grant
+from hkms_core.access.apikeys import api_key_create
+from hkms_core.access.principal import Principal
+from hkms_core.access.services import role_grant
 
 BASE = "/secret-manager/v1beta1/regions/fr-par"
 

@@ -15,11 +15,11 @@ from django.core.management import CommandError, call_command
 from django.utils import timezone
 from guardian.models import UserObjectPermission
 
-from hkms_site.access.models import RoleGrant
-from hkms_site.access.principal import Principal
-from hkms_site.access.services import role_grant
-from hkms_site.audit.models import AuditEvent
-from hkms_site.errors import Conflict, InvalidArgument, ObjectNotFound, PermissionDenied, PreconditionFailed
+from hkms_core.access.models import RoleGrant
+from hkms_core.access.principal import Principal
+from hkms_core.access.services import role_grant
+from hkms_core.audit.models import AuditEvent
+from hkms_core.errors import Conflict, InvalidArgument, ObjectNotFound, PermissionDenied, PreconditionFailed
 from keys_app.errors import KeyDisabled
 from keys_app.models import Dek
 from keys_app.services.keys import key_create, key_disable, key_enable

@@ -14,8 +14,8 @@ from django.core.management import call_command
 from django.db.models import Q
 from django.utils import timezone
 
-from hkms_site.access.principal import Principal
-from hkms_site.errors import PreconditionFailed
+from hkms_core.access.principal import Principal
+from hkms_core.errors import PreconditionFailed
 from keys_app.errors import KeyDisabled, KeyMaterialUnavailable
 from keys_app.models import Dek
 from keys_app.services.keys import key_create, key_disable

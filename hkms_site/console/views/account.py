@@ -11,6 +11,7 @@ from django.urls import reverse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_protect
 
+from hkms_core.errors import ServiceError
 from hkms_site.console.forms import ConsoleLoginForm, TokenForm, attach_service_error
 from hkms_site.console.login import login_succeeded
 from hkms_site.console.principal import console_principal
@@ -24,7 +25,6 @@ from hkms_site.console.twofactor import (
     totp_qr_svg,
 )
 from hkms_site.console.views.common import page
-from hkms_site.errors import ServiceError
 
 
 class ConsoleLoginView(LoginView):

@@ -9,14 +9,14 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods
 
-from hkms_site.access.apikeys import api_key_create, api_key_revoke, api_keys_visible
-from hkms_site.access.services import user_by_name
+from hkms_core.access.apikeys import api_key_create, api_key_revoke, api_keys_visible
+from hkms_core.access.services import user_by_name
+from hkms_core.errors import ObjectNotFound, PermissionDenied, ServiceError
 from hkms_site.console.confirm import Confirmation, confirm_page, confirmed
 from hkms_site.console.forms import ApiKeyCreateForm, attach_service_error
 from hkms_site.console.principal import console_principal
 from hkms_site.console.selectors import api_key_usage, projects_visible
 from hkms_site.console.views.common import not_found, page
-from hkms_site.errors import ObjectNotFound, PermissionDenied, ServiceError
 
 
 def api_keys(request: HttpRequest) -> HttpResponse:

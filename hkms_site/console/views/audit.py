@@ -13,8 +13,8 @@ from django.http.response import HttpResponseBase
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
-from hkms_site.access.principal import Principal
-from hkms_site.audit.services import audit_record
+from hkms_core.access.principal import Principal
+from hkms_core.audit.services import audit_record
 from hkms_site.console.forms import AuditFilterForm
 from hkms_site.console.principal import console_principal
 from hkms_site.console.selectors import (

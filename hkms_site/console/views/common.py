@@ -10,7 +10,7 @@ from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.utils.http import url_has_allowed_host_and_scheme
 
-from hkms_site.errors import ObjectNotFound, PermissionDenied, ServiceError
+from hkms_core.errors import ObjectNotFound, PermissionDenied, ServiceError
 from keys_app.errors import HierarchyError
 
 T = TypeVar("T")

@@ -11,16 +11,16 @@ from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpR
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods
 
-from hkms_site.access.principal import Principal
-from hkms_site.access.roles import Action
-from hkms_site.access.services import can, visible
+from hkms_core.access.principal import Principal
+from hkms_core.access.roles import Action
+from hkms_core.access.services import can, visible
+from hkms_core.errors import ObjectNotFound, PermissionDenied, ServiceError
 from hkms_site.console.confirm import Confirmation, confirm_page, confirmed
 from hkms_site.console.forms import KeyCreateForm, RotationPolicyForm, attach_service_error
 from hkms_site.console.jobs import rewrap_start
 from hkms_site.console.principal import console_principal
 from hkms_site.console.selectors import job_for_key, key_dependents, key_versions, principal_can_grant
 from hkms_site.console.views.common import denied, not_found, page, run_action
-from hkms_site.errors import ObjectNotFound, PermissionDenied, ServiceError
 from keys_app import asymmetric
 from keys_app.models import Key, RotationJob
 from keys_app.services import keys as key_services

@@ -8,14 +8,14 @@ from django.db.models import Count
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
 
-from hkms_site.access.projects import project_create
-from hkms_site.access.roles import Action
-from hkms_site.access.services import visible
+from hkms_core.access.projects import project_create
+from hkms_core.access.roles import Action
+from hkms_core.access.services import visible
+from hkms_core.errors import PermissionDenied, ServiceError
 from hkms_site.console.forms import ProjectCreateForm, attach_service_error
 from hkms_site.console.principal import console_principal
 from hkms_site.console.selectors import principal_can_grant, projects_visible
 from hkms_site.console.views.common import denied, page
-from hkms_site.errors import PermissionDenied, ServiceError
 from keys_app.models import Key
 from secrets_app.services import secrets_visible
 

@@ -7,14 +7,14 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods
 
-from hkms_site.access.models import RoleGrant
-from hkms_site.access.services import role_grant, role_revoke, user_by_name
+from hkms_core.access.models import RoleGrant
+from hkms_core.access.services import role_grant, role_revoke, user_by_name
+from hkms_core.errors import ObjectNotFound, PermissionDenied, ServiceError
 from hkms_site.console.confirm import Confirmation, confirm_page, confirmed
 from hkms_site.console.forms import RoleGrantForm, attach_service_error
 from hkms_site.console.principal import console_principal
 from hkms_site.console.selectors import grant_target, grant_targets, grants_visible, principal_can_grant
 from hkms_site.console.views.common import denied, page
-from hkms_site.errors import ObjectNotFound, PermissionDenied, ServiceError
 
 
 def roles(request: HttpRequest) -> HttpResponse:

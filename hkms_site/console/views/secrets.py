@@ -20,9 +20,10 @@ from django.utils import timezone
 from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 from django.views.decorators.http import require_http_methods
 
-from hkms_site.access.principal import Principal
-from hkms_site.access.roles import Action
-from hkms_site.access.services import can, visible
+from hkms_core.access.principal import Principal
+from hkms_core.access.roles import Action
+from hkms_core.access.services import can, visible
+from hkms_core.errors import ObjectNotFound, PermissionDenied, ServiceError
 from hkms_site.console.confirm import Confirmation, confirm_page, confirmed
 from hkms_site.console.forms import (
     VERSION_FIELD_MAP,
@@ -45,7 +46,6 @@ from hkms_site.console.selectors import (
     version_successor,
 )
 from hkms_site.console.views.common import denied, not_found, page, run_action
-from hkms_site.errors import ObjectNotFound, PermissionDenied, ServiceError
 from keys_app.errors import HierarchyError
 from keys_app.models import Key
 from secrets_app import services as secret_services

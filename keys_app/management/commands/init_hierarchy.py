@@ -5,7 +5,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import CommandError, CommandParser
 
-from hkms_site.audit.keys import audit_key_ensure
+from hkms_core.audit.keys import audit_key_ensure
 from keys_app.management.base import HierarchyCommand
 from keys_app.management.shares import show_shares
 from keys_app.providers import RootKeyUnavailable
@@ -28,7 +28,7 @@ class Command(HierarchyCommand):
     def run(self, **options: Any) -> dict[str, Any]:
         result = self._init(**options)
         if not result.get("sealed"):
-            audit_key_ensure()  # key the audit chain (idempotent; see hkms_site.audit.keys)
+            audit_key_ensure()  # key the audit chain (idempotent; see hkms_core.audit.keys)
         return result
 
     def _init(self, **options: Any) -> dict[str, Any]:

@@ -4,7 +4,7 @@ from typing import Any
 
 from django.core.management.base import CommandParser
 
-from hkms_site.access.principal import Principal
+from hkms_core.access.principal import Principal
 from keys_app.management.base import HierarchyCommand
 from keys_app.management.commands.run_due_rotations import parse_now
 from keys_app.management.confirm import add_yes_argument, confirm

@@ -7,7 +7,7 @@ from django.core.management.base import CommandError, CommandParser
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from hkms_site.access.principal import Principal
+from hkms_core.access.principal import Principal
 from keys_app.management.base import HierarchyCommand
 from keys_app.services.keys import keys_rotate_due
 

@@ -5,8 +5,8 @@ from typing import Any
 from django.core.management.base import CommandError, CommandParser
 from django.utils import timezone
 
-from hkms_site.access.principal import Principal
-from hkms_site.errors import ServiceError
+from hkms_core.access.principal import Principal
+from hkms_core.errors import ServiceError
 from keys_app.management.base import HierarchyCommand
 from keys_app.management.commands.run_due_rotations import parse_now
 from keys_app.management.confirm import add_yes_argument, confirm

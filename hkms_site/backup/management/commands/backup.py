@@ -7,7 +7,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from hkms_site.access.principal import Principal
+from hkms_core.access.principal import Principal
 from hkms_site.backup.services import BackupError, backup_create
 from hkms_site.backup.snapshot import SnapshotError
 from keys_app.errors import HierarchyError

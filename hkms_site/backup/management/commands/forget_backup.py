@@ -5,9 +5,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from hkms_site.access.principal import Principal
+from hkms_core.access.principal import Principal
+from hkms_core.errors import ServiceError
 from hkms_site.backup.retention import backup_forget
-from hkms_site.errors import ServiceError
 from keys_app.errors import HierarchyError
 from keys_app.management.confirm import add_yes_argument, confirm
 

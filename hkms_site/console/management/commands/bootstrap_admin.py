@@ -16,8 +16,8 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandParser
 from django.db import transaction
 
-from hkms_site.access.principal import Principal
-from hkms_site.audit.services import audit_record
+from hkms_core.access.principal import Principal
+from hkms_core.audit.services import audit_record
 
 
 class Command(BaseCommand):

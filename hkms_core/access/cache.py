@@ -1,0 +1,213 @@
+"""A per-process cache of authenticated API-key principals, invalidated by a generation row.
+
+Authenticating an ``X-Auth-Token`` costs a query for the key and its user and
+another for the user's object grants.  Both change rarely, so each process
+keeps, per token digest, the ``ApiKey`` (with its user) and the grants it
+loaded, tagged with the *access generation* read just before loading them.
+
+Correctness rests on one row, ``AccessGeneration`` (id 1) on default:
+
+* every change of who may do what bumps it **in the transaction of the
+  change**: API-key revocation (``api_key_revoke``), role grants and
+  revocations (``role_grant``/``role_revoke``), and, through signal receivers
+  registered in ``AccessConfig.ready``, any save or delete of a user (say,
+  deactivation in the console), of an API key or of a guardian object
+  permission, wherever it comes from;
+* every request reads the row (one primary-key read, no ORM) and uses a cached
+  principal only if it was cached under the same value — so a revoked key, a
+  revoked role or a deactivated user stops working **on the next request, in
+  every process**, with no delay;
+* the generation is read *before* the key and grants are loaded, so a change
+  that commits in between leaves an entry tagged with the older value, which
+  the next request discards.
+
+Two bounds cover what bypasses the row (a bulk ``QuerySet.update()`` on users
+or keys in a shell, a manual SQL edit): entries live at most
+``HKMS_PRINCIPAL_CACHE_SECONDS`` (default 10 s; 0 disables the cache), and the
+cache holds at most ``HKMS_PRINCIPAL_CACHE_SIZE`` entries (LRU).  A key's
+expiry (``expires_at``) is re-checked against the clock on every hit.
+
+The cache holds no secret: entries are keyed by the SHA-256 digest of the token
+(what the database stores), and values are model instances that requests treat
+as read-only.  Never shared between processes.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.db import connections, transaction
+
+from hkms_core.access.models import AccessGeneration, ApiKey
+from hkms_core.access.principal import Grants
+from hkms_core.env import env_int
+
+Clock = Callable[[], float]
+
+DEFAULT_MAX_AGE = 10
+DEFAULT_MAX_ENTRIES = 10_000
+
+
+@dataclass(frozen=True)
+class CachedPrincipal:
+    api_key: ApiKey
+    grants: Grants
+    generation: int
+    stored_at: float
+
+    def __repr__(self) -> str:
+        return f"<CachedPrincipal {self.api_key.access_key} generation={self.generation}>"
+
+
+class PrincipalCache:
+    """Bounded (LRU), aged, generation-checked; thread-safe (gthread workers)."""
+
+    #: Told of every ``get`` (True: a hit); set once at start-up by ``hkms_site.observability`` (metrics).
+    observer: Callable[[bool], None] | None = None
+
+    def __init__(self, max_entries: int, max_age: float, clock: Clock = time.monotonic) -> None:
+        self.max_entries = max_entries
+        self.max_age = max_age
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[str, CachedPrincipal] = OrderedDict()
+
+    @property
+    def enabled(self) -> bool:
+        return self.max_entries > 0 and self.max_age > 0
+
+    def now(self) -> float:
+        return self._clock()
+
+    def get(self, digest: str, generation: int) -> CachedPrincipal | None:
+        entry = self._lookup(digest, generation)
+        if self.observer is not None:
+            self.observer(entry is not None)
+        return entry
+
+    def _lookup(self, digest: str, generation: int) -> CachedPrincipal | None:
+        with self._lock:
+            entry = self._entries.get(digest)
+            if entry is None:
+                return None
+            if entry.generation != generation or self._clock() - entry.stored_at > self.max_age:
+                del self._entries[digest]
+                return None
+            self._entries.move_to_end(digest)
+            return entry
+
+    def put(self, digest: str, entry: CachedPrincipal) -> None:
+        if not self.enabled:
+            return
+        with self._lock:
+            self._entries[digest] = entry
+            self._entries.move_to_end(digest)
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __repr__(self) -> str:
+        return f"<PrincipalCache entries={len(self._entries)} max={self.max_entries} age={self.max_age}s>"
+
+
+_cache: PrincipalCache | None = None
+_cache_lock = threading.Lock()
+
+
+def _setting(name: str, default: int) -> int:
+    value = getattr(settings, name, None)
+    return int(value) if value is not None else env_int(name, default, minimum=0)
+
+
+def principal_cache() -> PrincipalCache:
+    """The process-wide cache (sized from settings or the environment on first use)."""
+    global _cache
+    if _cache is None:
+        with _cache_lock:
+            if _cache is None:
+                _cache = PrincipalCache(
+                    _setting("HKMS_PRINCIPAL_CACHE_SIZE", DEFAULT_MAX_ENTRIES),
+                    _setting("HKMS_PRINCIPAL_CACHE_SECONDS", DEFAULT_MAX_AGE),
+                )
+    return _cache
+
+
+def principal_cache_reset() -> None:
+    """Forget the cache and its sizing (tests that change the settings)."""
+    global _cache
+    with _cache_lock:
+        _cache = None
+
+
+# --- the generation row ---------------------------------------------------------------------
+def _table() -> str:
+    return connections["default"].ops.quote_name(AccessGeneration._meta.db_table)
+
+
+def access_generation() -> int:
+    """The current value (0 when the row is missing, e.g. after a flush)."""
+    with connections["default"].cursor() as cursor:
+        cursor.execute(f"SELECT value FROM {_table()} WHERE id = 1")  # noqa: S608 (our own table name)
+        row = cursor.fetchone()
+    return int(row[0]) if row else 0
+
+
+def access_generation_bump() -> None:
+    """Invalidate every cached principal in every process, when the caller's transaction commits."""
+    with transaction.atomic(using="default", savepoint=False), connections["default"].cursor() as cursor:
+        cursor.execute(f"UPDATE {_table()} SET value = value + 1 WHERE id = 1")  # noqa: S608
+        if cursor.rowcount == 0:
+            AccessGeneration.objects.using("default").get_or_create(id=1, defaults={"value": 1})
+
+
+def bump_on_change(sender: Any, instance: Any = None, created: bool = False, **kwargs: Any) -> None:
+    """Signal receiver (post_save/post_delete of users, API keys, object permissions)."""
+    update_fields = kwargs.get("update_fields")
+    if update_fields is not None and set(update_fields) <= {"last_login"}:
+        return  # a console login changes nobody's rights
+    if created and sender is ApiKey:
+        return  # a new key is not in any cache yet
+    access_generation_bump()
+
+
+# --- authentication -------------------------------------------------------------------------
+def principal_authenticate(token: str) -> CachedPrincipal | None:
+    """The active API key whose secret is ``token`` and its user's grants, or None.
+
+    Cached per token digest (see the module docstring); a miss costs what it
+    always did (one query for the key and user, one for the grants).
+    """
+    from hkms_core.access.apikeys import api_key_authenticate, token_digest
+    from hkms_core.access.services import user_grants
+
+    digest = token_digest(token)
+    if digest is None:
+        return None
+    cache = principal_cache()
+    if not cache.enabled:
+        api_key = api_key_authenticate(token)
+        return None if api_key is None else CachedPrincipal(api_key, user_grants(api_key.user), 0, 0.0)
+    generation = access_generation()
+    entry = cache.get(digest, generation)
+    if entry is not None:
+        if entry.api_key.is_active and entry.api_key.user.is_active:  # expiry moves with the clock
+            return entry
+        return None
+    api_key = api_key_authenticate(token)
+    if api_key is None:
+        return None
+    entry = CachedPrincipal(api_key, user_grants(api_key.user), generation, cache.now())
+    cache.put(digest, entry)
+    return entry

@@ -1,0 +1,2 @@
+"""REST plumbing shared by both Scaleway-compatible APIs: authentication, the error handler,
+parsers, fields, paging and throttling."""

@@ -1,0 +1,240 @@
+"""The one exception handler of both APIs: every error in Scaleway's JSON shape, never a traceback.
+
+Each error family is mapped to an HTTP status and a body by one *rule* below,
+registered with :func:`renders` in order of precedence (the first rule whose
+class matches wins, so specific classes come before their bases).  To map a new
+kind of error (for example a 503 for a database outage), add one function::
+
+    @renders(django.db.OperationalError)
+    def _database_down(exc):
+        return 503, {"type": "service_unavailable", "message": "…"}
+
+Families: :class:`hkms_core.errors.ServiceError` (carries its own status and
+body; ``secrets_app``'s ``Expired`` is one), :class:`keys_app.errors.HierarchyError`
+(disabled key, destroyed material, sealed root key, tampered data),
+``secrets_app.storage.SecretError``, DRF's request errors, and anything else:
+a generic 500 whose details go to the server log only (without request data).
+
+Every ``invalid_arguments`` answer (a service's ``InvalidArgument`` or a request
+that does not fit its serializer) has the body of
+:func:`hkms_core.errors.invalid_arguments_body`: Scaleway's ``details`` with
+dotted ``argument_name``\\ s, which both official SDKs turn into their
+validation error.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from django.core.exceptions import RequestDataTooBig
+from django.http import Http404
+from rest_framework import exceptions as drf
+from rest_framework.response import Response
+
+from hkms_core.errors import ServiceError, invalid_arguments_body
+from hkms_core.outage import api_outage_response
+from keys_app import errors as hierarchy
+from keys_app.services.jobs import JobBusy
+from keys_app.services.seal import ShareRefused, public_root_key_message
+from secrets_app.storage import SecretError
+
+log = logging.getLogger("hkms.api")
+
+#: ``(status, body)`` or ``(status, body, headers)``.
+Rendered = tuple[int, dict[str, Any]] | tuple[int, dict[str, Any], dict[str, str]]
+Renderer = Callable[[Any], Rendered]
+_RULES: list[tuple[type[BaseException], Renderer]] = []
+
+
+def renders(*classes: type[BaseException]) -> Callable[[Renderer], Renderer]:
+    """Register ``renderer(exc) -> (status, body[, headers])`` for ``classes``, after every earlier rule."""
+
+    def register(renderer: Renderer) -> Renderer:
+        _RULES.extend((cls, renderer) for cls in classes)
+        return renderer
+
+    return register
+
+
+def scaleway_error(status: int, body: dict[str, Any]) -> Response:
+    return Response(body, status=status)
+
+
+def error_response(exc: BaseException) -> Response | None:
+    """The response for ``exc`` under the first matching rule, or None if no rule matches."""
+    for cls, renderer in _RULES:
+        if isinstance(exc, cls):
+            status, body, *headers = renderer(exc)
+            response = scaleway_error(status, body)
+            for name, value in (headers[0] if headers else {}).items():
+                response[name] = value
+            return response
+    return None
+
+
+def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
+    outage = api_outage_response(exc, context)  # a database or the shared cache is unreachable: 503
+    if outage is not None:
+        return outage  # type: ignore[no-any-return]
+    response = error_response(exc)
+    if response is not None:
+        return response
+    log.exception("unexpected error in %s", type(context.get("view")).__name__)
+    return scaleway_error(500, {"type": "internal_error", "message": "internal error"})
+
+
+# --- the services' own errors ----------------------------------------------------------------
+@renders(ServiceError)
+def _service(exc: ServiceError) -> Rendered:
+    return exc.status, exc.as_scaleway()
+
+
+# --- the key hierarchy -----------------------------------------------------------------------
+@renders(ShareRefused)
+def _share_refused(exc: ShareRefused) -> Rendered:
+    return 400, invalid_arguments_body([("share", "constraint", str(exc))], str(exc))
+
+
+@renders(hierarchy.KeyDisabled)
+def _key_disabled(exc: hierarchy.KeyDisabled) -> Rendered:
+    message = str(exc)
+    return 412, {
+        "type": "precondition_failed",
+        "message": message,
+        "precondition": "resource_not_usable",
+        "help_message": message,
+    }
+
+
+@renders(hierarchy.KeyMaterialUnavailable)
+def _material_gone(exc: hierarchy.KeyMaterialUnavailable) -> Rendered:
+    return 410, {"type": "resource_expired", "message": str(exc)}
+
+
+@renders(hierarchy.RootKeyError, hierarchy.NotInitialised)
+def _sealed(exc: hierarchy.HierarchyError) -> Rendered:
+    """The provider's text may name a key file or a module: it goes to the log, the client gets the state."""
+    log.warning("root key unavailable: %s", exc)
+    return 503, {"type": "sealed", "message": public_root_key_message(exc)}
+
+
+@renders(JobBusy)
+def _job_busy(exc: JobBusy) -> Rendered:
+    return 409, {"type": "conflict", "message": str(exc)}
+
+
+@renders(hierarchy.HierarchyError)
+def _integrity(exc: hierarchy.HierarchyError) -> Rendered:
+    """Tampered data (``IntegrityError``) and any other hierarchy failure: the operator must look."""
+    log.error("hierarchy integrity failure: %s", exc)
+    return 500, {"type": "integrity_error", "message": str(exc)}
+
+
+@renders(SecretError)
+def _secret_error(exc: SecretError) -> Rendered:
+    """The key a secret would be sealed with is not usable for it (wrong project, disabled, none)."""
+    return 400, invalid_arguments_body([("key_id", "constraint", str(exc))], str(exc))
+
+
+# --- request errors (DRF and Django) ---------------------------------------------------------
+@renders(RequestDataTooBig)
+def _too_big(exc: RequestDataTooBig) -> Rendered:
+    return 413, {"type": "invalid_request_error", "message": "request body is too large"}
+
+
+#: DRF error codes -> Scaleway's reasons (anything else is a ``constraint``).
+_REASONS = {
+    "required": "required",
+    "null": "required",
+    "blank": "required",
+    "invalid": "format",
+    "not_a_string": "format",
+    "not_a_list": "format",
+    "not_a_dict": "format",
+    "not_a_number": "format",
+    "invalid_choice": "format",
+    "date": "format",
+    "datetime": "format",
+    "parse_error": "format",
+}
+
+
+def flatten_validation(detail: Any, prefix: str = "") -> Iterator[tuple[str, str, str]]:
+    """``(argument_name, reason, help_message)`` for every message in a DRF error tree.
+
+    Nested serializers give dotted names (``rotation_policy.rotation_period``),
+    list items their index (``tags.3``); a serializer's own errors
+    (``non_field_errors``) are named after the serializer (the body itself:
+    ``non_field_errors`` at the top).
+    """
+    if isinstance(detail, dict):
+        for key, value in detail.items():
+            name = str(key)
+            if name in ("non_field_errors", "__all__"):
+                yield from flatten_validation(value, prefix or "non_field_errors")
+            else:
+                yield from flatten_validation(value, f"{prefix}.{name}" if prefix else name)
+    elif isinstance(detail, list | tuple):
+        if all(isinstance(item, str) for item in detail):  # ErrorDetail is a str
+            for item in detail:
+                yield from flatten_validation(item, prefix)
+        else:  # one entry per list item (ListSerializer): empty ones were valid
+            for index, item in enumerate(detail):
+                if item:
+                    yield from flatten_validation(item, f"{prefix}.{index}" if prefix else str(index))
+    else:
+        code = getattr(detail, "code", None) or "invalid"
+        yield prefix or "non_field_errors", _REASONS.get(str(code), "constraint"), str(detail)
+
+
+@renders(drf.ValidationError)
+def _validation(exc: drf.ValidationError) -> Rendered:
+    details = list(flatten_validation(exc.detail))
+    if not details:
+        details = [("non_field_errors", "constraint", "invalid request")]
+    return 400, invalid_arguments_body(details)
+
+
+@renders(drf.NotAuthenticated, drf.AuthenticationFailed)
+def _unauthenticated(exc: drf.APIException) -> Rendered:
+    body = {
+        "type": "denied_authentication",
+        "method": "api_key",
+        "reason": "invalid_argument",
+        "message": "authentication is denied",
+    }
+    return 401, body, {"WWW-Authenticate": "X-Auth-Token"}
+
+
+@renders(drf.Throttled)
+def _throttled(exc: drf.Throttled) -> Rendered:
+    wait = getattr(exc, "wait", None)  # whole seconds (DRF rounds up), or None
+    body = {
+        "type": "quotas_exceeded",
+        "message": "too many requests; retry later",
+        "details": [{"resource": "requests", "wait": wait}],
+    }
+    return 429, body, ({"Retry-After": str(max(int(wait), 1))} if wait is not None else {})
+
+
+@renders(Http404, drf.NotFound)
+def _not_found(exc: Exception) -> Rendered:
+    return 404, {"type": "not_found", "message": "resource is not found"}
+
+
+@renders(drf.PermissionDenied)
+def _forbidden(exc: drf.PermissionDenied) -> Rendered:
+    return 403, {"type": "permissions_denied", "message": "insufficient permissions"}
+
+
+@renders(drf.MethodNotAllowed)
+def _method(exc: drf.MethodNotAllowed) -> Rendered:
+    return 405, {"type": "method_not_allowed", "message": str(exc.detail)}
+
+
+@renders(drf.APIException)
+def _request(exc: drf.APIException) -> Rendered:
+    """Unparseable or too deep JSON (``ParseError``), unsupported media types, and the rest of DRF's."""
+    return exc.status_code, {"type": "invalid_request_error", "message": str(exc.detail)}

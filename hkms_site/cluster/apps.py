@@ -1,8 +1,0 @@
-from django.apps import AppConfig
-
-
-class ClusterConfig(AppConfig):
-    name = "hkms_site.cluster"
-    label = "cluster"
-    verbose_name = "Cluster state"
-    default_auto_field = "django.db.models.BigAutoField"
