@@ -17,8 +17,8 @@ from rest_framework.test import APIClient
 
 from hkms_core.access.apikeys import api_key_create
 from hkms_core.access.principal import Principal
-from hkms_core.api.throttling import FixedWindowThrottle, PrincipalThrottle, parse_rate
 from hkms_core.api import throttling
+from hkms_core.api.throttling import FixedWindowThrottle, PrincipalThrottle, parse_rate
 
 pytestmark = [pytest.mark.usefixtures("clear_throttles"), pytest.mark.django_db(databases=["default"])]
 WHOAMI = "/api/whoami"
