@@ -232,7 +232,7 @@ def test_every_error_family_maps_to_a_scaleway_answer():
     from keys_app import errors as hierarchy
     from keys_app.services.jobs import JobBusy
     from keys_app.services.seal import ShareRefused, public_root_key_message
-    from secrets_app.services import Expired
+    from secrets_app.states import Expired
     from secrets_app.storage import SecretError
 
     expected = {

@@ -49,6 +49,7 @@ from hkms_core.access.services import authorize_audited, grants_forget, not_foun
 from hkms_core.audit.models import AuditEvent
 from hkms_core.audit.services import audit_record
 from hkms_core.errors import InvalidArgument, ObjectNotFound, PermissionDenied, PreconditionFailed, ServiceError
+from hkms_core.lifecycle import DELETION_DELAY, ORDERINGS
 from hkms_core.queries import filter_json_list_contains
 from keys_app import asymmetric, crypto
 from keys_app.errors import HierarchyError, KeyDisabled, KeyMaterialUnavailable
@@ -63,8 +64,6 @@ from keys_app.services.material import (
 )
 from keys_app.services.rotation import deks_rewrap, kek_rotate, kek_rotate_cas, key_exposure_report
 
-#: A deleted key can be restored for this long; after that it is gone (and purged).
-DELETION_DELAY = timedelta(days=7)
 MIN_ROTATION_PERIOD = timedelta(hours=24)
 MAX_ROTATION_PERIOD = timedelta(hours=876_000)  # 100 years
 MAX_ENCRYPT_PLAINTEXT = 65_535
@@ -74,14 +73,6 @@ MAX_NAME = 255
 MAX_DESCRIPTION = 4096
 MAX_TAGS = 64
 MAX_TAG = 128
-ORDERINGS = {
-    "name_asc": ("name", "id"),
-    "name_desc": ("-name", "-id"),
-    "created_at_asc": ("created_at", "id"),
-    "created_at_desc": ("-created_at", "-id"),
-    "updated_at_asc": ("updated_at", "id"),
-    "updated_at_desc": ("-updated_at", "-id"),
-}
 
 
 @dataclass(frozen=True)

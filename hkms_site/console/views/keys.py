@@ -13,18 +13,20 @@ from django.views.decorators.http import require_http_methods
 
 from hkms_core.access.principal import Principal
 from hkms_core.access.roles import Action
-from hkms_core.access.services import can, visible
+from hkms_core.access.services import can
 from hkms_core.errors import ObjectNotFound, PermissionDenied, ServiceError
+from hkms_core.lifecycle import DELETION_DELAY
 from hkms_site.console.confirm import Confirmation, confirm_page, confirmed
 from hkms_site.console.forms import KeyCreateForm, RotationPolicyForm, attach_service_error
 from hkms_site.console.jobs import rewrap_start
 from hkms_site.console.principal import console_principal
-from hkms_site.console.selectors import job_for_key, key_dependents, key_versions, principal_can_grant
+from hkms_site.console.selectors import principal_can_grant
 from hkms_site.console.views.common import denied, not_found, page, run_action
 from keys_app import asymmetric
-from keys_app.models import Key, RotationJob
+from keys_app.models import Key
+from keys_app.selectors import key_rewrap_job, key_versions
 from keys_app.services import keys as key_services
-from secrets_app.models import Project, Secret
+from secrets_app.selectors import key_dependents, projects_visible
 
 KEY_OPERATIONS: dict[str, Callable[..., Key]] = {
     "rotate": key_services.key_rotate,
@@ -82,7 +84,7 @@ def key_list(request: HttpRequest) -> HttpResponse:
 
 
 def _administered_projects(principal: Principal) -> Any:
-    return visible(principal, Project.objects.all(), Action.KEY_ADMIN).order_by("name")
+    return projects_visible(principal, Action.KEY_ADMIN)
 
 
 def key_create(request: HttpRequest) -> HttpResponse:
@@ -126,15 +128,16 @@ def key_detail(request: HttpRequest, key_id: Any) -> HttpResponse:
     principal = console_principal(request)
     key = _visible_key(principal, key_id)
     versions = key_versions(key)
-    job = job_for_key(key)
+    job = key_rewrap_job(key)
+    dependents = key_dependents(key)
     context = {
         "key": key,
         "versions": versions,
         "deks_on_older": sum(v["deks"] for v in versions if not v["primary"]),
-        "secrets_count": Secret.objects.filter(key_id=key.id).count(),
-        "is_default_key": Project.objects.filter(default_key_id=key.id).exists(),
+        "secrets_count": dependents["secrets"],
+        "is_default_key": bool(dependents["default_of"]),
         "job": job,
-        "job_running": job is not None and job.state == RotationJob.State.RUNNING,
+        "job_running": job is not None and job["running"],
         "can": {"admin": can(principal, Action.KEY_ADMIN, key), "grant": principal_can_grant(principal)},
         "urls": {a: reverse("admin:key_action", args=[key.id, a]) for a in KEY_ACTIONS},
     }
@@ -193,7 +196,7 @@ def _key_confirmation(key: Key, action: str, detail: str) -> Confirmation:
         "delete": [
             f"{reads} cannot be read from now on.",
             "Encrypt, decrypt and data-key calls with this key fail.",
-            f"After {key_services.DELETION_DELAY.days} days the deletion is final and the key material is destroyed: "
+            f"After {DELETION_DELAY.days} days the deletion is final and the key material is destroyed: "
             "those secrets are crypto-shredded.",
         ],
         "delete_key_material": [
@@ -205,7 +208,7 @@ def _key_confirmation(key: Key, action: str, detail: str) -> Confirmation:
         consequences.append(f"It is the default key of project {', '.join(d['default_of'])}: new secrets there use it.")
     reversible = {
         "disable": "Reversible: enable the key again.",
-        "delete": f"Reversible for {key_services.DELETION_DELAY.days} days: restore the key.",
+        "delete": f"Reversible for {DELETION_DELAY.days} days: restore the key.",
         "delete_key_material": "Not reversible.",
     }[action]
     title = {

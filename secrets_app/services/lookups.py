@@ -1,0 +1,81 @@
+"""Finding what a principal may act on: the secret, project or version a call names.
+
+Every service starts here.  A missing object, one in another region and one the
+principal may not see answer the same audited 404 (THREAT_MODEL.md, "No existence
+oracles"); a malformed id is a 404 too.  ``secret_locked`` is the locking rule of
+:mod:`secrets_app.states`: a change re-reads its secret under the row lock, inside
+``transaction.atomic()``, before it checks anything the change depends on.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from hkms_core.access.principal import Principal
+from hkms_core.access.roles import Action
+from hkms_core.access.services import authorize_audited, not_found_audited
+from hkms_core.errors import InvalidArgument, ObjectNotFound, PreconditionFailed
+from secrets_app import storage
+from secrets_app.models import Project, Secret, SecretVersion, VersionStatus
+
+
+def parse_id(raw: Any, resource: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(str(raw))
+    except ValueError:
+        raise ObjectNotFound(resource, raw) from None
+
+
+def secret_authorized(principal: Principal, secret_id: Any, action: Action, event: str, region: str | None) -> Secret:
+    """The secret if the principal may do ``action`` on it.
+
+    A missing secret, one in another region and one the principal may not see all
+    answer the same audited 404, naming the canonical (lower-case) id: nothing in
+    the answer tells whether it exists (THREAT_MODEL.md, "No existence oracles")."""
+    sid = parse_id(secret_id, "secret")
+    secret = Secret.objects.select_related("project", "key").filter(id=sid).first()
+    if secret is None or (region is not None and secret.region != region):
+        raise not_found_audited(principal, event, "secret", sid, secret, region=region)
+    authorize_audited(principal, action, secret, event)
+    return secret
+
+
+def project_authorized(principal: Principal, project_id: Any, action: Action, event: str) -> Project:
+    pid = parse_id(project_id, "project")
+    project = Project.objects.select_related("default_key").filter(id=pid).first()
+    if project is None:
+        raise not_found_audited(principal, event, "project", pid)
+    authorize_audited(principal, action, project, event)
+    return project
+
+
+def version_resolve(secret: Secret, revision: Any) -> SecretVersion:
+    """A version by number, ``latest`` (highest revision) or ``latest_enabled``."""
+    versions = SecretVersion.objects.filter(secret=secret)
+    raw = str(revision)
+    if raw == "latest":
+        version = versions.order_by("-revision").first()
+    elif raw == "latest_enabled":
+        version = versions.filter(status=VersionStatus.ENABLED).order_by("-revision").first()
+    elif raw.isascii() and raw.isdigit() and len(raw) <= 10 and 0 < int(raw) < 2**31:
+        version = versions.filter(revision=int(raw)).first()
+    else:
+        raise InvalidArgument("revision", "must be a revision number, latest or latest_enabled")
+    if version is None:
+        raise ObjectNotFound("secret_version", f"{secret.id}/{raw}")
+    version.secret = secret
+    return version
+
+
+def secret_locked(secret: Secret) -> Secret:
+    """``secret`` re-read with its row locked (inside ``transaction.atomic()``); 404 if it is gone."""
+    locked = storage.secret_lock(secret.id)
+    if locked is None:
+        raise ObjectNotFound("secret", secret.id)
+    return locked
+
+
+def require_live(secret: Secret) -> None:
+    if secret.deletion_requested_at is not None:
+        raise PreconditionFailed("scheduled_for_deletion", f"secret {secret.id} is scheduled for deletion")
