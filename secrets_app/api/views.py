@@ -14,7 +14,16 @@ from rest_framework.response import Response
 
 from hkms_core import lifecycle
 from hkms_core.api.authentication import TOKEN_ONLY_AUTHENTICATION
-from hkms_core.api.common import ScalewayView, b64decode_field, b64encode, page_params, paginate, parse_duration
+from hkms_core.api.common import (
+    ActionView,
+    ScalewayView,
+    action_view,
+    b64decode_field,
+    b64encode,
+    page_params,
+    paginate,
+    parse_duration,
+)
 from hkms_core.errors import InvalidArgument
 from secrets_app import selectors
 from secrets_app.api import serializers as s
@@ -201,24 +210,12 @@ class SecretView(ScalewayView):
         return Response(status=204)
 
 
-class _SecretActionView(ScalewayView):
-    """POST …/secrets/{id}/{protect|unprotect|restore}: one subclass per action (see ``_secret_action``)."""
-
-    service: Any = None
-
-    def post(self, request: Request, region: str, secret_id: str) -> Response:
-        service = type(self).service
-        return Response(_secret(service(principal=self.principal, secret_id=secret_id, region=region)))
-
-
-def _secret_action(name: str, service: Any, operation_id: str, summary: str) -> type[_SecretActionView]:
-    def post(self: _SecretActionView, request: Request, region: str, secret_id: str) -> Response:
-        return _SecretActionView.post(self, request, region, secret_id)
-
-    post = extend_schema(
+def _secret_action(name: str, service: Any, operation_id: str, summary: str) -> type[ActionView]:
+    """POST …/secrets/{id}/{protect|unprotect|restore}, returning the secret."""
+    schema = extend_schema(
         tags=TAG, operation_id=operation_id, summary=summary, request=None, responses=s.SecretSerializer
-    )(post)
-    return type(name, (_SecretActionView,), {"service": staticmethod(service), "post": post})
+    )
+    return action_view(name, service, _secret, schema)
 
 
 ProtectSecretView = _secret_action(
@@ -389,25 +386,12 @@ class SecretVersionView(ScalewayView):
         return Response(status=204)
 
 
-class _SecretVersionActionView(ScalewayView):
-    """POST …/versions/{revision}/{enable|disable|restore}: one subclass per action."""
-
-    service: Any = None
-
-    def post(self, request: Request, region: str, secret_id: str, revision: str) -> Response:
-        service = type(self).service
-        version = service(principal=self.principal, secret_id=secret_id, revision=revision, region=region)
-        return Response(_version(version))
-
-
-def _version_action(name: str, service: Any, operation_id: str, summary: str) -> type[_SecretVersionActionView]:
-    def post(self: _SecretVersionActionView, request: Request, region: str, secret_id: str, revision: str) -> Response:
-        return _SecretVersionActionView.post(self, request, region, secret_id, revision)
-
-    post = extend_schema(
+def _version_action(name: str, service: Any, operation_id: str, summary: str) -> type[ActionView]:
+    """POST …/versions/{revision}/{enable|disable|restore}, returning the version."""
+    schema = extend_schema(
         tags=TAG, operation_id=operation_id, summary=summary, request=None, responses=s.SecretVersionSerializer
-    )(post)
-    return type(name, (_SecretVersionActionView,), {"service": staticmethod(service), "post": post})
+    )
+    return action_view(name, service, _version, schema)
 
 
 EnableSecretVersionView = _version_action(
