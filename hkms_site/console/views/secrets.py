@@ -14,7 +14,7 @@ from typing import Any
 
 from django.contrib import messages
 from django.core.paginator import Paginator
-from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
@@ -25,7 +25,7 @@ from hkms_core.access.roles import Action
 from hkms_core.access.services import can
 from hkms_core.errors import ObjectNotFound, PermissionDenied, ServiceError
 from hkms_core.lifecycle import DELETION_DELAY
-from hkms_site.console.confirm import Confirmation, confirm_page, confirmed
+from hkms_site.console.confirm import Confirmation, action_run
 from hkms_site.console.forms import (
     VERSION_FIELD_MAP,
     VERSION_FORMS,
@@ -38,7 +38,7 @@ from hkms_site.console.forms import (
 )
 from hkms_site.console.principal import console_principal
 from hkms_site.console.selectors import normalise_path, principal_can_grant
-from hkms_site.console.views.common import denied, not_found, page, run_action
+from hkms_site.console.views.common import denied, not_found, page
 from keys_app.errors import HierarchyError
 from keys_app.selectors import keys_usable_for_secrets
 from secrets_app.models import Secret, SecretType
@@ -379,22 +379,23 @@ def secret_version_action(request: HttpRequest, secret_id: Any, revision: int, a
         raise not_found()
     detail = reverse("admin:secret_detail", args=[secret.id])
     needed = VERSION_CONFIRMED.get(action)
-    # Only someone allowed to act sees the confirmation; anyone else's POST reaches the service,
-    # which refuses it and records the refusal.
-    if needed is not None and can(principal, needed, secret) and not confirmed(request):
+
+    def confirmation() -> Confirmation:
         version = secret.versions.filter(revision=revision).first()
         if version is None:
             raise not_found(ObjectNotFound("secret_version", revision))
-        return confirm_page(request, _version_confirmation(secret, version.revision, version.status, action, detail))
-    if request.method != "POST":
-        return denied(request, "change this version") if needed else HttpResponseNotAllowed(["POST"])
+        return _version_confirmation(secret, version.revision, version.status, action, detail)
+
     operation = VERSION_OPERATIONS[action]
     verb = {"enable": "enabled", "disable": "disabled", "delete": "scheduled for deletion", "restore": "restored"}
-    return run_action(
+    return action_run(
         request,
-        lambda: operation(principal=principal, secret_id=secret.id, revision=revision),
+        call=lambda: operation(principal=principal, secret_id=secret.id, revision=revision),
         success=f"Version {revision} {verb[action]}.",
         fallback=detail,
+        confirmation=confirmation if needed is not None else None,
+        may_act=lambda: needed is not None and can(principal, needed, secret),
+        refused="change this version",
     )
 
 
@@ -444,10 +445,6 @@ def secret_action(request: HttpRequest, secret_id: Any, action: str) -> HttpResp
         raise not_found()
     detail = reverse("admin:secret_detail", args=[secret.id])
     needed = SECRET_CONFIRMED.get(action)
-    if needed is not None and can(principal, needed, secret) and not confirmed(request):
-        return confirm_page(request, _secret_confirmation(secret, detail))
-    if request.method != "POST":
-        return denied(request, "change this secret") if needed else HttpResponseNotAllowed(["POST"])
     operation = SECRET_OPERATIONS[action]
     verb = {
         "protect": "protected",
@@ -456,11 +453,14 @@ def secret_action(request: HttpRequest, secret_id: Any, action: str) -> HttpResp
         "restore": "restored",
     }
     # After a deletion the secret's page is still there (scheduled): back to it.
-    return run_action(
+    return action_run(
         request,
-        lambda: operation(principal=principal, secret_id=secret.id),
+        call=lambda: operation(principal=principal, secret_id=secret.id),
         success=f"Secret {secret.name} {verb[action]}.",
         fallback=detail,
+        confirmation=(lambda: _secret_confirmation(secret, detail)) if needed is not None else None,
+        may_act=lambda: needed is not None and can(principal, needed, secret),
+        refused="change this secret",
     )
 
 
