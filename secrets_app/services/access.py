@@ -22,10 +22,11 @@ from hkms_core.access.principal import Principal
 from hkms_core.access.roles import Action
 from hkms_core.access.services import authorize_audited, not_found_audited
 from hkms_core.audit.services import audit_record, audit_record_committed
+from hkms_core.errors import InvalidArgument
 from secrets_app import states, storage, validation
 from secrets_app.models import EphemeralAction, Secret, SecretVersion, VersionStatus
 from secrets_app.services.deletion import DESTRUCTIBLE_VERSIONS
-from secrets_app.services.lookups import parse_id, secret_authorized, version_resolve
+from secrets_app.services.lookups import parse_id, secret_authorized, version_named, version_resolve
 from secrets_app.states import Expired
 
 
@@ -63,14 +64,10 @@ def secret_version_access(
 def _version_with_secret(secret_id: Any, revision: Any) -> SecretVersion | None:
     """The version ``revision`` names with its secret and key (one query), or None."""
     versions = SecretVersion.objects.select_related("secret__key").filter(secret_id=parse_id(secret_id, "secret"))
-    raw = str(revision)
-    if raw == "latest_enabled":
-        return versions.filter(status=VersionStatus.ENABLED).order_by("-revision").first()
-    if raw == "latest":
-        return versions.order_by("-revision").first()
-    if raw.isascii() and raw.isdigit() and len(raw) <= 10 and 0 < int(raw) < 2**31:
-        return versions.filter(revision=int(raw)).first()
-    return None
+    try:
+        return version_named(versions, revision)
+    except InvalidArgument:  # the general way says so
+        return None
 
 
 def secret_version_access_by_path(

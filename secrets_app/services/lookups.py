@@ -12,11 +12,13 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from django.db.models import QuerySet
+
 from hkms_core.access.principal import Principal
 from hkms_core.access.roles import Action
 from hkms_core.access.services import authorize_audited, not_found_audited
 from hkms_core.errors import InvalidArgument, ObjectNotFound, PreconditionFailed
-from secrets_app import storage
+from secrets_app import storage, validation
 from secrets_app.models import Project, Secret, SecretVersion, VersionStatus
 
 
@@ -50,20 +52,25 @@ def project_authorized(principal: Principal, project_id: Any, action: Action, ev
     return project
 
 
-def version_resolve(secret: Secret, revision: Any) -> SecretVersion:
-    """A version by number, ``latest`` (highest revision) or ``latest_enabled``."""
-    versions = SecretVersion.objects.filter(secret=secret)
+def version_named(versions: QuerySet[SecretVersion], revision: Any) -> SecretVersion | None:
+    """The version ``revision`` names among ``versions``: a number, ``latest`` (the highest
+    revision) or ``latest_enabled``; None if there is none.  Anything else: ``InvalidArgument``."""
     raw = str(revision)
     if raw == "latest":
-        version = versions.order_by("-revision").first()
-    elif raw == "latest_enabled":
-        version = versions.filter(status=VersionStatus.ENABLED).order_by("-revision").first()
-    elif raw.isascii() and raw.isdigit() and len(raw) <= 10 and 0 < int(raw) < 2**31:
-        version = versions.filter(revision=int(raw)).first()
-    else:
+        return versions.order_by("-revision").first()
+    if raw == "latest_enabled":
+        return versions.filter(status=VersionStatus.ENABLED).order_by("-revision").first()
+    number = validation.revision_number(raw)
+    if number is None:
         raise InvalidArgument("revision", "must be a revision number, latest or latest_enabled")
+    return versions.filter(revision=number).first()
+
+
+def version_resolve(secret: Secret, revision: Any) -> SecretVersion:
+    """A version of ``secret`` by number, ``latest`` or ``latest_enabled`` (:func:`version_named`); 404 if none."""
+    version = version_named(SecretVersion.objects.filter(secret=secret), revision)
     if version is None:
-        raise ObjectNotFound("secret_version", f"{secret.id}/{raw}")
+        raise ObjectNotFound("secret_version", f"{secret.id}/{revision}")
     version.secret = secret
     return version
 
