@@ -19,6 +19,7 @@ from hkms_core.access.roles import Action
 from hkms_core.access.services import visible
 from keys_app.models import Dek, KekVersion, Key, KeyState, RotationJob
 from keys_app.services.inspection import hierarchy_status
+from keys_app.services.jobs import job_running
 
 
 def keys_visible(principal: Principal, action: Action | None = None) -> QuerySet[Key]:
@@ -82,6 +83,14 @@ def key_rewrap_job(key: Key) -> dict[str, Any] | None:
         "started_at": job.started_at,
         "finished_at": job.finished_at,
     }
+
+
+def key_rewrap_in_progress(key: Key, *, now: datetime) -> dict[str, int] | None:
+    """The progress of a re-wrap of ``key``'s DEKs running under a live lease, or None."""
+    running = job_running(RotationJob.Kind.REWRAP_DEKS, f"key:{key.id}")
+    if running is None or running.lease_until is None or running.lease_until <= now:
+        return None
+    return {"processed": running.processed, "total": running.total}
 
 
 def key_versions(key: Key) -> list[dict[str, Any]]:
