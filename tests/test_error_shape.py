@@ -230,8 +230,9 @@ def test_a_deeply_nested_secret_payload_is_a_validation_error(api, project):
 def test_every_error_family_maps_to_a_scaleway_answer():
     """The hierarchies the one handler unifies: none of them is a 500 but tampered data."""
     from keys_app import errors as hierarchy
+    from keys_app.errors import public_root_key_message
     from keys_app.services.jobs import JobBusy
-    from keys_app.services.seal import ShareRefused, public_root_key_message
+    from keys_app.services.seal import ShareRefused
     from secrets_app.services import Expired
     from secrets_app.storage import SecretError
 
@@ -243,7 +244,7 @@ def test_every_error_family_maps_to_a_scaleway_answer():
         hierarchy.RootKeyError("sealed"): (503, "sealed"),
         hierarchy.NotInitialised(): (503, "sealed"),
         JobBusy("busy"): (409, "conflict"),
-        hierarchy.IntegrityError("tampered"): (500, "integrity_error"),
+        hierarchy.IntegrityCheckFailed("tampered"): (500, "integrity_error"),
         Expired("secret_version", "x"): (410, "resource_expired"),
     }
     for exc, (status, kind) in expected.items():

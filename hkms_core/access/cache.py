@@ -5,7 +5,9 @@ another for the user's object grants.  Both change rarely, so each process
 keeps, per token digest, the ``ApiKey`` (with its user) and the grants it
 loaded, tagged with the *access generation* read just before loading them.
 
-Correctness rests on one row, ``AccessGeneration`` (id 1) on default:
+Correctness rests on one row, ``AccessGeneration`` (id 1) on default
+(:mod:`hkms_core.access.generation`, which the services that change access
+import; this module sits above them):
 
 * every change of who may do what bumps it **in the transaction of the
   change**: API-key revocation (``api_key_revoke``), role grants and
@@ -39,13 +41,14 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from django.conf import settings
-from django.db import connections, transaction
 
-from hkms_core.access.models import AccessGeneration, ApiKey
+from hkms_core.access.apikeys import api_key_authenticate, token_digest
+from hkms_core.access.generation import access_generation
+from hkms_core.access.models import ApiKey
 from hkms_core.access.principal import Grants
+from hkms_core.access.services import user_grants
 from hkms_core.env import env_int
 
 Clock = Callable[[], float]
@@ -151,37 +154,6 @@ def principal_cache_reset() -> None:
         _cache = None
 
 
-# --- the generation row ---------------------------------------------------------------------
-def _table() -> str:
-    return connections["default"].ops.quote_name(AccessGeneration._meta.db_table)
-
-
-def access_generation() -> int:
-    """The current value (0 when the row is missing, e.g. after a flush)."""
-    with connections["default"].cursor() as cursor:
-        cursor.execute(f"SELECT value FROM {_table()} WHERE id = 1")  # noqa: S608 (our own table name)
-        row = cursor.fetchone()
-    return int(row[0]) if row else 0
-
-
-def access_generation_bump() -> None:
-    """Invalidate every cached principal in every process, when the caller's transaction commits."""
-    with transaction.atomic(using="default", savepoint=False), connections["default"].cursor() as cursor:
-        cursor.execute(f"UPDATE {_table()} SET value = value + 1 WHERE id = 1")  # noqa: S608
-        if cursor.rowcount == 0:
-            AccessGeneration.objects.using("default").get_or_create(id=1, defaults={"value": 1})
-
-
-def bump_on_change(sender: Any, instance: Any = None, created: bool = False, **kwargs: Any) -> None:
-    """Signal receiver (post_save/post_delete of users, API keys, object permissions)."""
-    update_fields = kwargs.get("update_fields")
-    if update_fields is not None and set(update_fields) <= {"last_login"}:
-        return  # a console login changes nobody's rights
-    if created and sender is ApiKey:
-        return  # a new key is not in any cache yet
-    access_generation_bump()
-
-
 # --- authentication -------------------------------------------------------------------------
 def principal_authenticate(token: str) -> CachedPrincipal | None:
     """The active API key whose secret is ``token`` and its user's grants, or None.
@@ -189,9 +161,6 @@ def principal_authenticate(token: str) -> CachedPrincipal | None:
     Cached per token digest (see the module docstring); a miss costs what it
     always did (one query for the key and user, one for the grants).
     """
-    from hkms_core.access.apikeys import api_key_authenticate, token_digest
-    from hkms_core.access.services import user_grants
-
     digest = token_digest(token)
     if digest is None:
         return None

@@ -19,12 +19,12 @@ from django.utils import timezone
 
 from hkms_core.access.principal import Principal
 from hkms_core.audit import chain as formats
-from hkms_core.audit.keys import audit_key, audit_key_ensure, audit_key_rotate
 from hkms_core.audit.models import AuditChainHead, AuditEvent, AuditKey
 from hkms_core.audit.services import audit_record, audit_verify, event_hash
 from keys_app import crypto
 from keys_app.errors import RootKeyError
 from keys_app.services import material, root
+from keys_app.services.audit_key import audit_key, audit_key_ensure, audit_key_rotate
 
 pytestmark = pytest.mark.django_db(databases=["default", "kek", "dek"])
 
@@ -164,7 +164,7 @@ def test_legacy_events_before_the_key_are_covered_by_the_first_keyed_event(hiera
 
 def test_events_written_while_sealed_are_unkeyed_and_reported(keyed):
     _forget_keys()
-    with mock.patch("hkms_core.audit.keys._unwrap", side_effect=RootKeyError("sealed")):
+    with mock.patch("keys_app.services.audit_key._unwrap", side_effect=RootKeyError("sealed")):
         _events(2, start=6)
     _events(1, start=8)
     assert list(AuditEvent.objects.order_by("seq").values_list("hash_version", flat=True))[6:] == ["0", "0", "1.1"]
