@@ -27,7 +27,7 @@ class HierarchyError(HkmsError):
     code = "hierarchy_error"
     status = 500
     type = "integrity_error"
-    server_log = (logging.ERROR, "hierarchy integrity failure: %s")
+    server_log: tuple[int, str] | None = (logging.ERROR, "hierarchy integrity failure: %s")
 
 
 class NotInitialised(HierarchyError):

@@ -37,9 +37,6 @@ as read-only.  Never shared between processes.
 from __future__ import annotations
 
 import threading
-import time
-from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -50,8 +47,7 @@ from hkms_core.access.models import ApiKey
 from hkms_core.access.principal import Grants
 from hkms_core.access.services import user_grants
 from hkms_core.env import env_int
-
-Clock = Callable[[], float]
+from hkms_core.lru import BoundedCache
 
 DEFAULT_MAX_AGE = 10
 DEFAULT_MAX_ENTRIES = 10_000
@@ -68,58 +64,18 @@ class CachedPrincipal:
         return f"<CachedPrincipal {self.api_key.access_key} generation={self.generation}>"
 
 
-class PrincipalCache:
-    """Bounded (LRU), aged, generation-checked; thread-safe (gthread workers)."""
-
-    #: Told of every ``get`` (True: a hit); set once at start-up by ``hkms_site.observability`` (metrics).
-    observer: Callable[[bool], None] | None = None
-
-    def __init__(self, max_entries: int, max_age: float, clock: Clock = time.monotonic) -> None:
-        self.max_entries = max_entries
-        self.max_age = max_age
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._entries: OrderedDict[str, CachedPrincipal] = OrderedDict()
+class PrincipalCache(BoundedCache[str, CachedPrincipal]):
+    """Bounded (LRU), aged, generation-checked (the entry's tag); thread-safe (gthread workers)."""
 
     @property
     def enabled(self) -> bool:
         return self.max_entries > 0 and self.max_age > 0
 
-    def now(self) -> float:
-        return self._clock()
-
     def get(self, digest: str, generation: int) -> CachedPrincipal | None:
-        entry = self._lookup(digest, generation)
-        if self.observer is not None:
-            self.observer(entry is not None)
-        return entry
-
-    def _lookup(self, digest: str, generation: int) -> CachedPrincipal | None:
-        with self._lock:
-            entry = self._entries.get(digest)
-            if entry is None:
-                return None
-            if entry.generation != generation or self._clock() - entry.stored_at > self.max_age:
-                del self._entries[digest]
-                return None
-            self._entries.move_to_end(digest)
-            return entry
+        return self.lookup(digest, generation)
 
     def put(self, digest: str, entry: CachedPrincipal) -> None:
-        if not self.enabled:
-            return
-        with self._lock:
-            self._entries[digest] = entry
-            self._entries.move_to_end(digest)
-            while len(self._entries) > self.max_entries:
-                self._entries.popitem(last=False)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
-
-    def __len__(self) -> int:
-        return len(self._entries)
+        self.store(digest, entry, tag=entry.generation, stored_at=entry.stored_at)
 
     def __repr__(self) -> str:
         return f"<PrincipalCache entries={len(self._entries)} max={self.max_entries} age={self.max_age}s>"
