@@ -227,6 +227,25 @@ def test_a_deeply_nested_secret_payload_is_a_validation_error(api, project):
     assert found.status_code == 400 and assert_scaleway_shape(found)["details"][0]["argument_name"] == "data"
 
 
+@pytest.mark.parametrize(
+    ("path", "argument"),
+    [
+        (f"{SM}/secrets/not-a-uuid", "secret_id"),
+        (f"{SM}/secrets/not-a-uuid/versions/1/access", "secret_id"),
+        (f"{SM}/secrets?project_id=nope", "project_id"),
+        (f"{KM}/keys/not-a-uuid", "key_id"),
+        (f"{KM}/keys?project_id=nope", "project_id"),
+    ],
+)
+def test_a_malformed_id_is_a_400_in_both_apis(api, path, argument):
+    """As Scaleway answers (issue 13: the Secret Manager said 404, the Key Manager 400)."""
+    response = api.get(path)
+    body = assert_scaleway_shape(response)
+    assert response.status_code == 400 and body["type"] == "invalid_arguments" and body["details"][0]["argument_name"] == argument, body
+    missing = api.get(path.replace("not-a-uuid", str(uuid.uuid4())))
+    assert path.endswith("nope") or missing.status_code == 404  # a well-formed unknown id: the uniform 404
+
+
 def test_every_error_family_maps_to_a_scaleway_answer():
     """The hierarchies the one handler unifies: none of them is a 500 but tampered data."""
     from keys_app import errors as hierarchy
