@@ -241,7 +241,8 @@ def test_a_malformed_id_is_a_400_in_both_apis(api, path, argument):
     """As Scaleway answers (issue 13: the Secret Manager said 404, the Key Manager 400)."""
     response = api.get(path)
     body = assert_scaleway_shape(response)
-    assert response.status_code == 400 and body["type"] == "invalid_arguments" and body["details"][0]["argument_name"] == argument, body
+    assert response.status_code == 400 and body["type"] == "invalid_arguments", body
+    assert body["details"][0]["argument_name"] == argument, body
     missing = api.get(path.replace("not-a-uuid", str(uuid.uuid4())))
     assert path.endswith("nope") or missing.status_code == 404  # a well-formed unknown id: the uniform 404
 
