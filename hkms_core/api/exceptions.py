@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from django.core.exceptions import RequestDataTooBig
-from django.http import Http404
+from django.http import Http404, HttpRequest, JsonResponse
 from rest_framework import exceptions as drf
 from rest_framework.response import Response
 
@@ -178,9 +178,17 @@ def _throttled(exc: drf.Throttled) -> Rendered:
     return 429, body, ({"Retry-After": str(max(int(wait), 1))} if wait is not None else {})
 
 
+NOT_FOUND = {"type": "not_found", "message": "resource is not found"}
+
+
 @renders(Http404, drf.NotFound)
 def _not_found(exc: Exception) -> Rendered:
-    return 404, {"type": "not_found", "message": "resource is not found"}
+    return 404, dict(NOT_FOUND)
+
+
+def unknown_endpoint(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:
+    """No such endpoint under an API's prefix (a plain Django view, outside DRF): the same 404 body."""
+    return JsonResponse(NOT_FOUND, status=404)
 
 
 @renders(drf.PermissionDenied)
