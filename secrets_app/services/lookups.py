@@ -2,7 +2,7 @@
 
 Every service starts here.  A missing object, one in another region and one the
 principal may not see answer the same audited 404 (THREAT_MODEL.md, "No existence
-oracles"); a malformed id is a 404 too.  ``secret_locked`` is the locking rule of
+oracles"); a malformed id is a 400 (``hkms_core.errors.parse_uuid``).  ``secret_locked`` is the locking rule of
 :mod:`secrets_app.states`: a change re-reads its secret under the row lock, inside
 ``transaction.atomic()``, before it checks anything the change depends on.
 """
@@ -17,16 +17,14 @@ from django.db.models import QuerySet
 from hkms_core.access.principal import Principal
 from hkms_core.access.roles import Action
 from hkms_core.access.services import authorize_audited, not_found_audited
-from hkms_core.errors import InvalidArgument, ObjectNotFound, PreconditionFailed
+from hkms_core.errors import InvalidArgument, ObjectNotFound, PreconditionFailed, parse_uuid
 from secrets_app import storage, validation
 from secrets_app.models import Project, Secret, SecretVersion, VersionStatus
 
 
 def parse_id(raw: Any, resource: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(str(raw))
-    except ValueError:
-        raise ObjectNotFound(resource, raw) from None
+    """``raw`` as the id of a ``resource``; a malformed id is a 400 in both APIs (hkms_core.errors.parse_uuid)."""
+    return parse_uuid(raw, f"{resource}_id")
 
 
 def secret_authorized(principal: Principal, secret_id: Any, action: Action, event: str, region: str | None) -> Secret:
