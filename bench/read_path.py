@@ -34,7 +34,7 @@ One run:
    secret in turn (every worker then has every DEK unwrapped: a server's steady
    state), the other endpoints with one short run;
 5. counts the instructions of one audited read (and of the general path, the
-   by-path read and the metadata read) in one process under callgrind
+   by-path read, the metadata read and the write ``create_version``) in one process under callgrind
    (``--instructions N`` reads per phase, 100 by default, 2 with ``--quick``; 0 skips it):
    a figure that does not move with the machine's load;
 6. prints every figure and the ratios against the issue's targets, stops
@@ -401,26 +401,31 @@ def hkms_seed(server: Hkms, n: int) -> dict[str, Any]:
 # --- instructions per read (callgrind) ---------------------------------------------------
 #: Phases of the instruction count: (label, HKMS_HOT_PATH, which request).  ``access_unaudited``
 #: replaces the audit append by a no-op, in the bench's process only: what the append costs.
+#: ``create_version`` is the write (POST …/versions, 1 KiB, audited), counted the same way.
 INSTRUCTION_PHASES = (
     ("access", True, "access"),
     ("access_general", False, "access"),
     ("access_by_path", True, "by_path"),
     ("get_secret", True, "get_secret"),
     ("access_unaudited", True, "access"),
+    ("create_version", True, "create_version"),
 )
 
 
-def _wsgi_call(app: Any, path: str, query: str, token: str) -> tuple[str, bytes]:
-    """One GET through the WSGI application, in this process (no server, no socket)."""
+def _wsgi_call(app: Any, path: str, query: str, token: str, body: bytes = b"") -> tuple[str, bytes]:
+    """One request through the WSGI application, in this process (no server, no socket):
+    a GET, or a JSON POST when there is a ``body``."""
     import io
 
     environ = {
-        "REQUEST_METHOD": "GET", "PATH_INFO": path, "QUERY_STRING": query, "SERVER_NAME": "127.0.0.1",
-        "SERVER_PORT": "8000", "SERVER_PROTOCOL": "HTTP/1.1", "REMOTE_ADDR": "127.0.0.1",
-        "HTTP_HOST": "127.0.0.1:8000", "HTTP_X_AUTH_TOKEN": token, "wsgi.input": io.BytesIO(b""),
-        "wsgi.url_scheme": "http", "wsgi.errors": sys.stderr, "wsgi.multithread": True,
-        "wsgi.multiprocess": True, "wsgi.run_once": False,
+        "REQUEST_METHOD": "POST" if body else "GET", "PATH_INFO": path, "QUERY_STRING": query,
+        "SERVER_NAME": "127.0.0.1", "SERVER_PORT": "8000", "SERVER_PROTOCOL": "HTTP/1.1",
+        "REMOTE_ADDR": "127.0.0.1", "HTTP_HOST": "127.0.0.1:8000", "HTTP_X_AUTH_TOKEN": token,
+        "wsgi.input": io.BytesIO(body), "wsgi.url_scheme": "http", "wsgi.errors": sys.stderr,
+        "wsgi.multithread": True, "wsgi.multiprocess": True, "wsgi.run_once": False,
     }  # fmt: skip
+    if body:
+        environ.update({"CONTENT_TYPE": "application/json", "CONTENT_LENGTH": str(len(body))})
     status: list[str] = []
     chunks = app(environ, lambda s, headers, exc_info=None: status.append(s))
     body = b"".join(chunks)
@@ -446,20 +451,21 @@ def instructions_child(spec_file: str) -> int:
 
     signals = Path(spec["signals"])
     for label, hot, request in spec["phases"]:
-        path, query = spec["requests"][request]
+        path, query, body = spec["requests"][request]
+        data = body.encode()
         settings.HKMS_HOT_PATH = hot
         if label == "access_unaudited":  # measurement only: what the audit append costs
             hot_path.audit_record_committed = lambda *args, **kwargs: None  # type: ignore[assignment]
         for _ in range(spec["warmup"]):
-            status, body = _wsgi_call(application, path, query, spec["token"])
+            status, answer = _wsgi_call(application, path, query, spec["token"], data)
             if not status.startswith("200"):
-                print(f"{label}: {status} {body[:300]!r}", file=sys.stderr)
+                print(f"{label}: {status} {answer[:300]!r}", file=sys.stderr)
                 return 1
         (signals / f"{label}.ready").touch()
         while not (signals / f"{label}.go").exists():
             time.sleep(0.01)
         for _ in range(spec["count"]):
-            _wsgi_call(application, path, query, spec["token"])
+            _wsgi_call(application, path, query, spec["token"], data)
         (signals / f"{label}.done").touch()
         while not (signals / f"{label}.next").exists():
             time.sleep(0.01)
@@ -504,9 +510,11 @@ def instructions_per_read(server: Hkms, seeded: dict[str, Any], workdir: Path, c
         "token": seeded["token"], "count": count, "warmup": 5, "signals": str(signals),
         "phases": INSTRUCTION_PHASES,
         "requests": {
-            "access": [f"{base}/secrets/{secret_id}/versions/latest_enabled/access", ""],
-            "by_path": [f"{base}/secrets-by-path/versions/latest_enabled/access", by_path],
-            "get_secret": [f"{base}/secrets/{secret_id}", ""],
+            "access": [f"{base}/secrets/{secret_id}/versions/latest_enabled/access", "", ""],
+            "by_path": [f"{base}/secrets-by-path/versions/latest_enabled/access", by_path, ""],
+            "get_secret": [f"{base}/secrets/{secret_id}", "", ""],
+            # The write: a new version of another secret than the reads' (their latest stays put).
+            "create_version": [f"{base}/secrets/{seeded['ids'][-1]}/versions", "", json.dumps({"data": _payload()})],
         },
     }  # fmt: skip
     spec_file = signals / "spec.json"
@@ -712,6 +720,9 @@ def report_instructions(instructions: dict[str, float]) -> None:
     if instructions.get("access") and instructions.get("access_unaudited"):
         share = 1 - instructions["access_unaudited"] / instructions["access"]
         print(f"  audit append        {share:7.0%} of the hot path's instructions")
+    if instructions.get("access") and instructions.get("create_version"):
+        ratio = instructions["access"] / instructions["create_version"]
+        print(f"  access / create_version {ratio:5.2f} (the CPU of this process only)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from django.db import transaction
+from django.db import connections, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -120,13 +120,13 @@ def secret_version_create(
     dek, material = dek_create(key=secret.key, owner_id=version_id)
     try:
         with transaction.atomic():
-            locked = Secret.objects.select_for_update().get(id=secret.id)
-            if locked.deletion_requested_at is not None:  # checked under the lock: a deletion wins
+            scheduled, version_count = _secret_lock_for_version(secret.id)
+            if scheduled:  # checked under the lock: a deletion wins
                 raise PreconditionFailed("scheduled_for_deletion", f"secret {secret.id} is scheduled for deletion")
-            revision = revision_next(secret_id=locked.id, version_count=locked.version_count)  # never reused
+            revision = revision_next(secret_id=secret.id, version_count=version_count)  # never reused
             version = SecretVersion.objects.create(
                 id=version_id,
-                secret=locked,
+                secret_id=secret.id,
                 revision=revision,
                 ciphertext=payload_seal(
                     material=material, data=data, secret_id=secret.id, revision=revision, dek_id=dek.id
@@ -137,10 +137,10 @@ def secret_version_create(
                 **fields,
             )
             if disable_previous:
-                SecretVersion.objects.filter(secret=locked, status=VersionStatus.ENABLED).exclude(id=version.id).update(
+                SecretVersion.objects.filter(secret=secret, status=VersionStatus.ENABLED).exclude(id=version.id).update(
                     status=VersionStatus.DISABLED, updated_at=timezone.now()
                 )
-            Secret.objects.filter(id=secret.id).update(version_count=revision, updated_at=timezone.now())
+            _secret_count_version(secret.id, revision)
             if audit is not None:
                 audit(version)
     except BaseException:
@@ -149,6 +149,38 @@ def secret_version_create(
     secret.version_count = revision
     version.secret = secret
     return version
+
+
+def _secret_lock_for_version(secret_id: uuid.UUID) -> tuple[bool, int]:
+    """``(scheduled for deletion, version_count)`` of the secret, its row locked until the
+    transaction ends (``FOR UPDATE``; SQLite's immediate transaction holds the write lock).
+
+    Plain parameterised SQL: the two columns the new version depends on, without the ORM's
+    query compilation (which cost more than the query).  A vanished secret raises
+    ``Secret.DoesNotExist``, as the ORM's ``get`` did."""
+    connection = connections["default"]
+    table = connection.ops.quote_name(Secret._meta.db_table)
+    sql = f"SELECT deletion_requested_at IS NOT NULL, version_count FROM {table} WHERE id = %s"  # noqa: S608
+    if connection.features.has_select_for_update:
+        sql += " FOR UPDATE"
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [Secret._meta.pk.get_db_prep_value(secret_id, connection)])
+        row = cursor.fetchone()
+    if row is None:
+        raise Secret.DoesNotExist(f"secret {secret_id} does not exist")
+    return bool(row[0]), int(row[1])
+
+
+def _secret_count_version(secret_id: uuid.UUID, revision: int) -> None:
+    """``version_count = revision`` and ``updated_at = now`` on the (locked) secret row, in plain SQL."""
+    connection = connections["default"]
+    table = connection.ops.quote_name(Secret._meta.db_table)
+    updated_at = Secret._meta.get_field("updated_at").get_db_prep_value(timezone.now(), connection)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} SET version_count = %s, updated_at = %s WHERE id = %s",  # noqa: S608 (model metadata)
+            [revision, updated_at, Secret._meta.pk.get_db_prep_value(secret_id, connection)],
+        )
 
 
 def secret_version_payload(version: SecretVersion) -> bytes:

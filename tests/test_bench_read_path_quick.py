@@ -27,7 +27,14 @@ def test_read_path_quick_runs(tmp_path):
     assert {r["ratio"] for r in report["ratios"]} >= {"access / get_secret", "create_version / access"}
     if shutil.which("valgrind"):  # the callgrind count: every phase, and the hot path cheaper than the general one
         counts = report["instructions_per_read"]
-        assert set(counts) == {"access", "access_general", "access_by_path", "get_secret", "access_unaudited"}
+        assert set(counts) == {
+            "access",
+            "access_general",
+            "access_by_path",
+            "get_secret",
+            "access_unaudited",
+            "create_version",
+        }
         # Two reads per phase (--quick): one-time costs weigh on each phase differently, so only the
         # order that is large enough to hold then is asserted (the hot path does far less than the
         # general path); "unaudited < audited" is a figure of the full-size run, not of this smoke run.

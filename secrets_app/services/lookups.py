@@ -27,14 +27,28 @@ def parse_id(raw: Any, resource: str) -> uuid.UUID:
     return parse_uuid(raw, f"{resource}_id")
 
 
-def secret_authorized(principal: Principal, secret_id: Any, action: Action, event: str, region: str | None) -> Secret:
+def secret_authorized(
+    principal: Principal,
+    secret_id: Any,
+    action: Action,
+    event: str,
+    region: str | None,
+    *,
+    related: tuple[str, ...] = ("project", "key"),
+) -> Secret:
     """The secret if the principal may do ``action`` on it.
 
     A missing secret, one in another region and one the principal may not see all
     answer the same audited 404, naming the canonical (lower-case) id: nothing in
-    the answer tells whether it exists (THREAT_MODEL.md, "No existence oracles")."""
+    the answer tells whether it exists (THREAT_MODEL.md, "No existence oracles").
+    ``related``: the relations loaded with it (a caller that never reads
+    ``secret.project`` passes ``("key",)`` and saves the join).  ``get`` by primary
+    key, not ``first()``: no ``ORDER BY`` to compile or run for one row."""
     sid = parse_id(secret_id, "secret")
-    secret = Secret.objects.select_related("project", "key").filter(id=sid).first()
+    try:
+        secret: Secret | None = Secret.objects.select_related(*related).get(id=sid)
+    except Secret.DoesNotExist:
+        secret = None
     if secret is None or (region is not None and secret.region != region):
         raise not_found_audited(principal, event, "secret", sid, secret, region=region)
     authorize_audited(principal, action, secret, event)

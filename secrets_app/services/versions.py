@@ -44,7 +44,9 @@ def secret_version_create(
     now: datetime | None = None,
 ) -> SecretVersion:
     """Encrypt ``data`` under a fresh DEK as the next revision (DEK committed first)."""
-    secret = secret_authorized(principal, secret_id, Action.SECRET_WRITE, "secret.version.create", region)
+    secret = secret_authorized(
+        principal, secret_id, Action.SECRET_WRITE, "secret.version.create", region, related=("key",)
+    )
     require_live(secret)
     validation.payload(data, type_=secret.type, crc32=data_crc32)
     now = now or timezone.now()
