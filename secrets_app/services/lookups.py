@@ -34,21 +34,23 @@ def secret_authorized(
     event: str,
     region: str | None,
     *,
-    related: tuple[str, ...] = ("project", "key"),
+    with_project: bool = True,
 ) -> Secret:
     """The secret if the principal may do ``action`` on it.
 
     A missing secret, one in another region and one the principal may not see all
     answer the same audited 404, naming the canonical (lower-case) id: nothing in
     the answer tells whether it exists (THREAT_MODEL.md, "No existence oracles").
-    ``related``: the relations loaded with it (a caller that never reads
-    ``secret.project`` passes ``("key",)`` and saves the join).  ``get`` by primary
-    key, not ``first()``: no ``ORDER BY`` to compile or run for one row."""
+    The secret comes with its key (``secret.key``) and, unless ``with_project`` is
+    false, its project: a caller that never reads ``secret.project`` (the write of a
+    version) saves the join and the ORM's query compilation
+    (:func:`secrets_app.storage.secret_with_key`, one plain query)."""
     sid = parse_id(secret_id, "secret")
-    try:
-        secret: Secret | None = Secret.objects.select_related(*related).get(id=sid)
-    except Secret.DoesNotExist:
-        secret = None
+    secret: Secret | None
+    if with_project:
+        secret = Secret.objects.select_related("project", "key").filter(id=sid).first()
+    else:
+        secret = storage.secret_with_key(sid)
     if secret is None or (region is not None and secret.region != region):
         raise not_found_audited(principal, event, "secret", sid, secret, region=region)
     authorize_audited(principal, action, secret, event)

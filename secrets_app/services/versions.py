@@ -45,7 +45,7 @@ def secret_version_create(
 ) -> SecretVersion:
     """Encrypt ``data`` under a fresh DEK as the next revision (DEK committed first)."""
     secret = secret_authorized(
-        principal, secret_id, Action.SECRET_WRITE, "secret.version.create", region, related=("key",)
+        principal, secret_id, Action.SECRET_WRITE, "secret.version.create", region, with_project=False
     )
     require_live(secret)
     validation.payload(data, type_=secret.type, crc32=data_crc32)
