@@ -16,21 +16,20 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 from django.db import connections, transaction
-from django.db.models import Model, Q
+from django.db.models import Q
 from django.utils import timezone
 
 from hkms_core.cluster.revisions import revision_next
 from hkms_core.errors import HkmsError, PreconditionFailed, invalid_arguments_body
+from hkms_core.queries import insert_row
 from keys_app import crypto
 from keys_app.errors import IntegrityCheckFailed, KeyMaterialUnavailable
 from keys_app.models import Dek, Key, KeyState
 from keys_app.services.material import dek_create, dek_material, deks_destroy, key_create_with_material
 from secrets_app.models import Project, Secret, SecretVersion, VersionStatus
-
-M = TypeVar("M", bound=Model)
 
 #: Secret ciphertexts are sealed by single-version DEKs; the header's key version is constant.
 DEK_KEY_VERSION = 1
@@ -126,8 +125,9 @@ def secret_version_create(
             if scheduled:  # checked under the lock: a deletion wins
                 raise PreconditionFailed("scheduled_for_deletion", f"secret {secret.id} is scheduled for deletion")
             revision = revision_next(secret_id=secret.id, version_count=version_count)  # never reused
-            version = _insert(
+            version = insert_row(
                 SecretVersion,
+                "default",
                 id=version_id,
                 secret_id=secret.id,
                 revision=revision,
@@ -193,25 +193,6 @@ def secret_with_key(secret_id: uuid.UUID) -> Secret | None:
     secret = Secret.from_db("default", _SECRET_NAMES, values[:split])
     secret.key = Key.from_db("default", _KEY_NAMES, values[split:])
     return secret
-
-
-def _insert(model: type[M], **values: Any) -> M:
-    """``model.objects.create(**values)`` in one plain ``INSERT`` on default: the same row.
-
-    Each column's value is what the ORM would write (the model's defaults, ``pre_save`` for
-    ``auto_now`` columns, ``get_db_prep_save``), without its insert compilation.  For models
-    no signal receiver listens to (the ORM's ``create`` would send ``pre_save``/``post_save``)."""
-    connection = connections["default"]
-    row = model(**values)
-    fields = row._meta.concrete_fields
-    params = [field.get_db_prep_save(field.pre_save(row, True), connection) for field in fields]
-    table = connection.ops.quote_name(row._meta.db_table)
-    columns = ", ".join(connection.ops.quote_name(str(field.column)) for field in fields)
-    marks = ", ".join(["%s"] * len(fields))
-    with connection.cursor() as cursor:
-        cursor.execute(f"INSERT INTO {table} ({columns}) VALUES ({marks})", params)  # noqa: S608 (model metadata)
-    row._state.adding, row._state.db = False, "default"
-    return row
 
 
 def _secret_lock_for_version(secret_id: uuid.UUID) -> tuple[bool, int]:

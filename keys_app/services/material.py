@@ -23,6 +23,7 @@ from django.db import IntegrityError as DbIntegrityError
 from django.db import connections, transaction
 from django.utils import timezone
 
+from hkms_core.queries import insert_row
 from keys_app import crypto
 from keys_app.cache import KeyCache
 from keys_app.errors import IntegrityCheckFailed, KeyDisabled, KeyMaterialUnavailable, RootKeyError
@@ -268,9 +269,7 @@ def dek_create(*, key: Key, owner_id: uuid.UUID | None) -> tuple[Dek, crypto.Sec
             version = fresh  # revoked meanwhile: wrap under the new primary version
     else:
         raise KeyMaterialUnavailable(f"key {key.id} kept rotating while a DEK was created")
-    row = Dek.objects.using("dek").create(
-        id=dek_id, key_id=key.id, kek_version=version, wrapped=wrapped, owner_id=owner_id
-    )
+    row = insert_row(Dek, "dek", id=dek_id, key_id=key.id, kek_version=version, wrapped=wrapped, owner_id=owner_id)
     fenced = deks_fence(key_id=key.id, deks={dek_id: (version, material)})
     if fenced is not None and fenced != version:
         row.kek_version = fenced
