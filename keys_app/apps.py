@@ -5,6 +5,3 @@ class KeysAppConfig(AppConfig):
     name = "keys_app"
     verbose_name = "Keys (KEK and DEK hierarchy)"
     default_auto_field = "django.db.models.BigAutoField"
-
-    def ready(self) -> None:
-        from hkms_site import checks  # noqa: F401  (registers system checks)

@@ -27,7 +27,7 @@ from hkms_core.audit.services import audit_record
 from hkms_core.errors import Conflict
 from keys_app.models import Key, RotationJob
 from keys_app.services.jobs import job_running
-from keys_app.services.rotation import deks_rewrap
+from keys_app.services.rotation.kek import deks_rewrap
 
 EVENT = "key.rewrap_deks"
 

@@ -23,9 +23,9 @@ from hkms_core.access.services import can, principal_grants, project_ids_with, v
 from hkms_core.audit.models import AuditEvent
 from hkms_core.audit.services import audit_verify
 from keys_app.models import Key, RotationJob
-from keys_app.services.inspection import hierarchy_status
 from secrets_app.models import Project, Secret, SecretVersion, VersionStatus
 from secrets_app.services import secrets_visible
+from secrets_app.services.verification import hierarchy_status
 
 EXPIRING_WITHIN = timedelta(days=7)
 _GRANTING = {str(Action.SECRET_ADMIN), str(Action.KEY_ADMIN), str(Action.ROLES_MANAGE)}

@@ -96,8 +96,8 @@ class StoredCheckValues:
         return updated == 1
 
     def seal_epoch(self) -> int:
-        """The cluster's seal epoch (:mod:`hkms_core.cluster.seal`), read when keys start being held."""
-        from hkms_core.cluster.seal import seal_epoch_current
+        """The cluster's seal epoch (:mod:`keys_app.cluster_seal`), read when keys start being held."""
+        from hkms_core.cluster.epoch import seal_epoch_current
 
         return seal_epoch_current()
 

@@ -27,6 +27,7 @@ from keys_app import crypto
 from keys_app.cache import KeyCache
 from keys_app.errors import IntegrityError, KeyDisabled, KeyMaterialUnavailable, RootKeyError
 from keys_app.models import Dek, KekVersion, Key, KeyState, RootKeyVersion
+from keys_app.providers import on_seal
 from keys_app.services.root import rek_current, rek_unwrap, rek_wrap
 
 _cache: KeyCache | None = None
@@ -38,6 +39,13 @@ def key_cache() -> KeyCache:
     if _cache is None:
         _cache = KeyCache(settings.HKMS_KEY_CACHE_SIZE, settings.HKMS_KEY_CACHE_SECONDS)
     return _cache
+
+
+def _drop_cache_on_seal() -> None:
+    key_cache().clear()
+
+
+on_seal(_drop_cache_on_seal)
 
 
 def dek_context(dek_id: object, key_id: object, kek_version: int) -> bytes:

@@ -33,7 +33,10 @@ from secrets_app.services import EphemeralPolicy
 
 pytestmark = pytest.mark.django_db(databases=["default", "kek", "dek"])
 
-SERVICE_MODULES = ("secrets_app.services", "keys_app.services.keys")
+KEY_SERVICE_MODULES = tuple(
+    f"keys_app.services.keys.{name}" for name in ("metadata", "lifecycle", "use", "key_material", "scheduling")
+)
+SERVICE_MODULES = ("secrets_app.services", *KEY_SERVICE_MODULES)
 SYSTEM = Principal.for_command()
 
 #: Public functions with a ``principal`` that are not actions of their own.
@@ -84,10 +87,9 @@ def _s(name: str, **kw: Any) -> Callable[[Principal, World], Any]:
 
 def _k(name: str, target: str = "key", **kw: Any) -> Callable[[Principal, World], Any]:
     def call(p: Principal, w: World) -> Any:
-        from keys_app.services import keys
-
+        module = next(m for m in map(importlib.import_module, KEY_SERVICE_MODULES) if hasattr(m, name))
         args = {k: (v(w) if callable(v) else v) for k, v in kw.items()}
-        return getattr(keys, name)(principal=p, key_id=getattr(w, target).id, **args)
+        return getattr(module, name)(principal=p, key_id=getattr(w, target).id, **args)
 
     return call
 
@@ -99,7 +101,7 @@ def _secret_create(p: Principal, w: World) -> Any:
 
 
 def _key_create(p: Principal, w: World) -> Any:
-    from keys_app.services.keys import key_create
+    from keys_app.services.keys.metadata import key_create
 
     return key_create(principal=p, project_id=w.project.id, name="created-in-matrix")
 
@@ -119,7 +121,7 @@ def _listed_secret(p: Principal, w: World) -> bool:
 
 
 def _listed_key(p: Principal, w: World) -> bool:
-    from keys_app.services.keys import key_list
+    from keys_app.services.keys.metadata import key_list
 
     return w.key.id in {k.id for k in key_list(principal=p)}
 
@@ -143,7 +145,8 @@ def _types(p: Principal, w: World) -> bool:
 
 
 def _import(p: Principal, w: World) -> Any:
-    from keys_app.services.keys import key_create, key_import_key_material
+    from keys_app.services.keys.key_material import key_import_key_material
+    from keys_app.services.keys.metadata import key_create
 
     pending = key_create(principal=SYSTEM, project_id=w.project.id, name="external", origin="external")
     return key_import_key_material(principal=p, key_id=pending.id, key_material=bytes(32))
@@ -219,20 +222,20 @@ def _prepare_restore_version(w: World) -> None:
 
 
 def _prepare_restore_key(w: World) -> None:
-    from keys_app.services.keys import key_delete, key_unprotect
+    from keys_app.services.keys.lifecycle import key_delete, key_unprotect
 
     key_unprotect(principal=SYSTEM, key_id=w.key.id)
     key_delete(principal=SYSTEM, key_id=w.key.id)
 
 
 def _prepare_unprotected_key(w: World) -> None:
-    from keys_app.services.keys import key_unprotect
+    from keys_app.services.keys.lifecycle import key_unprotect
 
     key_unprotect(principal=SYSTEM, key_id=w.key.id)
 
 
 def _prepare_disabled_key(w: World) -> None:
-    from keys_app.services.keys import key_disable
+    from keys_app.services.keys.lifecycle import key_disable
 
     key_disable(principal=SYSTEM, key_id=w.key.id)
 
@@ -250,7 +253,9 @@ PREPARE.update(
 
 def _world() -> World:
     from hkms_core.access.projects import project_create
-    from keys_app.services.keys import key_create, key_encrypt, key_import_key_material, key_sign, key_wrap
+    from keys_app.services.keys.key_material import key_import_key_material
+    from keys_app.services.keys.metadata import key_create
+    from keys_app.services.keys.use import key_encrypt, key_sign, key_wrap
     from secrets_app.services import secret_create, secret_version_create
 
     organization = uuid.uuid4()  # project names are unique per organisation: each world has its own

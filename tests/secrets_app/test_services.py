@@ -22,11 +22,12 @@ from hkms_core.audit.models import AuditEvent
 from hkms_core.errors import Conflict, InvalidArgument, ObjectNotFound, PermissionDenied, PreconditionFailed
 from keys_app.errors import KeyDisabled
 from keys_app.models import Dek
-from keys_app.services.keys import key_create, key_disable, key_enable
-from keys_app.services.rotation import deks_rotate
+from keys_app.services.keys.lifecycle import key_disable, key_enable
+from keys_app.services.keys.metadata import key_create
 from secrets_app import services, storage
 from secrets_app.models import Secret, SecretVersion, VersionStatus
 from secrets_app.services import EphemeralPolicy, Expired, SecretFilter
+from secrets_app.services.dek_rotation import deks_rotate
 from secrets_app.validation import MAX_PAYLOAD_BYTES
 
 pytestmark = pytest.mark.django_db(databases=["default", "kek", "dek"])

@@ -18,10 +18,11 @@ from hkms_core.access.principal import Principal
 from hkms_core.errors import PreconditionFailed
 from keys_app.errors import KeyDisabled, KeyMaterialUnavailable
 from keys_app.models import Dek
-from keys_app.services.keys import key_create, key_disable
-from keys_app.services.rotation import deks_rotate
+from keys_app.services.keys.lifecycle import key_disable
+from keys_app.services.keys.metadata import key_create
 from secrets_app import services, states, storage
 from secrets_app.models import Secret, SecretVersion, VersionStatus
+from secrets_app.services.dek_rotation import deks_rotate
 
 pytestmark = pytest.mark.django_db(databases=["default", "kek", "dek"])
 
