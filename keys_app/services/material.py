@@ -67,7 +67,7 @@ def kek_version_create(
     concurrent earlier attempt), it is adopted, after the same fence as a new row.
 
     **The REK fence ("publish, then validate").**  A root key rotation
-    (``rotation.rek_rotate``) first *commits* its new REK version, which makes it
+    (``rotation.rek.rek_rotate``) first *commits* its new REK version, which makes it
     current, then re-wraps every KEK row not under it, and retires an old
     version only after a scan that starts after that commit finds no row under
     it.  A creator here commits its row under the REK version ``v`` it read,

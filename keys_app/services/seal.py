@@ -23,8 +23,9 @@ from hkms_core.cluster.epoch import seal_epoch_bump
 from keys_app.errors import HierarchyError, RootKeyError
 from keys_app.providers import get_provider
 from keys_app.providers.base import RootKeyUnavailable
-from keys_app.providers.shamir import ShareRefused as _ProviderShareRefused
-from keys_app.providers.shamir import ShareSink, check_value_params
+from keys_app.providers.shamir import ShareSink
+from keys_app.providers.slip39 import ShareRefused as _ProviderShareRefused
+from keys_app.providers.slip39 import check_value_params
 
 log = logging.getLogger("hkms.seal")
 

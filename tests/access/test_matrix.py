@@ -48,6 +48,7 @@ EXEMPT = {
     "secret_versions_expire": "operator-only command (test_operator_only_services_refuse_users)",
     "keys_rotate_due": "operator-only command (test_operator_only_services_refuse_users)",
     "keys_purge_deleted": "operator-only command (test_operator_only_services_refuse_users)",
+    "key_rewrap_deks": "takes a Key, not an id (test_rewrap_from_the_console_runs_the_resumable_job)",
 }
 
 

@@ -1,24 +1,31 @@
-"""Operator services run by commands: due rotations (``run_due_rotations``) and purges (``purge_deleted_keys``).
+"""Rotation follow-ups and operator services: DEK re-wraps, due rotations, purges.
 
-Superusers (the command principal) only.  Due rotations are one conditional ``UPDATE``
+``key_rewrap_deks`` is the one re-wrap action of the console and ``rewrap_deks --key``
+(``KEY_ADMIN``).  Due rotations (``run_due_rotations``) and purges (``purge_deleted_keys``)
+are run by commands, superusers (the command principal) only.  Due rotations are one conditional ``UPDATE``
 per key, so racing runs rotate each key exactly once; a purge locks the key row,
 re-checks it is still due, shreds (kek, dek) and deletes, with its audit event.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 from django.db import transaction
 from django.db.models import QuerySet
+from django.utils import timezone
 
 from hkms_core.access.principal import Principal
-from hkms_core.access.services import grants_forget
+from hkms_core.access.roles import Action
+from hkms_core.access.services import authorize_audited, grants_forget
 from hkms_core.audit.services import audit_record
+from hkms_core.errors import Conflict
 from keys_app.errors import HierarchyError
-from keys_app.models import Key, KeyOrigin, KeyState, KeyUsage
+from keys_app.models import Key, KeyOrigin, KeyState, KeyUsage, RotationJob
 from keys_app.services.exposure import key_exposure_report, key_is_referenced
+from keys_app.services.jobs import Progress, job_running
 from keys_app.services.keys.key_material import shred_key_material
 from keys_app.services.keys.limits import DELETION_DELAY
 from keys_app.services.keys.permissions import current_time, require_operator
@@ -97,6 +104,44 @@ def keys_rotate_due(
     return {"now": now.isoformat(), "rotated": rotated, "skipped_rotated_elsewhere": skipped, "errors": errors}
 
 
+REWRAP_EVENT = "key.rewrap_deks"
+
+
+def key_rewrap_deks(
+    *,
+    principal: Principal,
+    key: Key,
+    runner: str = "inline",
+    start: Callable[[Key], None] | None = None,
+    refuse_if_running: bool = False,
+    batch_size: int = 1000,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Re-wrap ``key``'s DEKs under its primary version: the one action behind the console and ``rewrap_deks --key``.
+
+    Needs ``KEY_ADMIN`` on the key (a refusal is audited as ``denied``); with
+    ``refuse_if_running`` a re-wrap of the key whose lease is alive is a
+    ``Conflict`` (the console says so rather than start a process that would
+    wait).  The ``key.rewrap_deks`` event (with ``runner``) commits before the
+    work starts (``runner`` only names who runs it: ``inline``, ``process``,
+    ``command``).  Without ``start`` the resumable job runs here
+    (``rotation.kek.deks_rewrap``) and its result is returned; with one, the
+    key is handed to it (the console's detached process, which runs
+    ``rewrap_deks --key``) and ``{"runner": runner}`` is returned.
+    """
+    authorize_audited(principal, Action.KEY_ADMIN, key, REWRAP_EVENT)
+    if refuse_if_running:
+        running = job_running(RotationJob.Kind.REWRAP_DEKS, f"key:{key.id}")
+        if running is not None and running.lease_until is not None and running.lease_until > timezone.now():
+            raise Conflict(f"a re-wrap of key {key.name} is already running ({running.processed}/{running.total})")
+    with transaction.atomic():
+        audit_record(principal, REWRAP_EVENT, key, runner=runner)
+    if start is None:
+        return deks_rewrap(key=key, batch_size=batch_size, progress=progress)
+    start(key)
+    return {"runner": runner}
+
+
 def keys_purge_deleted(*, principal: Principal, now: datetime | None = None, dry_run: bool = False) -> dict[str, Any]:
     """Crypto-shred keys whose deletion became final (scheduled more than 7 days ago).
 
@@ -147,6 +192,7 @@ def keys_purge_deleted(*, principal: Principal, now: datetime | None = None, dry
 
 
 __all__ = [
+    "key_rewrap_deks",
     "keys_due_for_rotation",
     "keys_purge_deleted",
     "keys_rotate_due",
