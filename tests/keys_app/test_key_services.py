@@ -24,7 +24,7 @@ from hkms_core.errors import InvalidArgument, ObjectNotFound, PermissionDenied, 
 from keys_app import asymmetric, crypto
 from keys_app.errors import KeyDisabled, KeyMaterialUnavailable
 from keys_app.models import Dek, KekVersion, Key, KeyState
-from keys_app.services.keys import lifecycle
+from keys_app.services.keys import lifecycle, use
 from keys_app.services.keys.key_material import key_delete_key_material, key_import_key_material
 from keys_app.services.keys.lifecycle import (
     key_delete,
@@ -656,7 +656,8 @@ def test_a_failed_audit_write_fails_the_operation(admin, key, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("audit store down")
 
-    monkeypatch.setattr(lifecycle, "audit_record", broken)
+    for module in (lifecycle, use):  # the services of key_disable and key_encrypt
+        monkeypatch.setattr(module, "audit_record", broken)
     with pytest.raises(RuntimeError):
         key_disable(principal=admin, key_id=key.id)
     key.refresh_from_db()
