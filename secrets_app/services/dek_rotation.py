@@ -20,7 +20,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from keys_app import crypto
-from keys_app.errors import IntegrityError, KeyMaterialUnavailable
+from keys_app.errors import IntegrityCheckFailed, KeyMaterialUnavailable
 from keys_app.models import Dek, Key, RotationJob
 from keys_app.services.bulk import bulk_insert_rows, bulk_update_rows, sqlite_bulk_writes
 from keys_app.services.jobs import (
@@ -186,8 +186,8 @@ def _rotate_batch(job: RotationJob, batch: list[_VersionRow]) -> int:
         old_material = dek_unwrap_raw(found.id, found.key_id, found.kek_version, found.wrapped)
         try:
             plaintext = payload_open(material=old_material, version=version)
-        except IntegrityError as exc:
-            raise IntegrityError(f"{exc}; nothing after it was rotated") from None
+        except IntegrityCheckFailed as exc:
+            raise IntegrityCheckFailed(f"{exc}; nothing after it was rotated") from None
         primary = primaries[version.key_id]
         new_id = uuid.uuid4()
         material = crypto.generate_key()

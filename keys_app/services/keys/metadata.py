@@ -17,7 +17,7 @@ from hkms_core.access.principal import Principal
 from hkms_core.access.roles import Action
 from hkms_core.access.services import authorize_audited, not_found_audited, visible
 from hkms_core.audit.services import audit_record
-from hkms_core.errors import InvalidArgument, PreconditionFailed
+from hkms_core.errors import InvalidArgument, PreconditionFailed, parse_uuid
 from hkms_core.queries import filter_json_list_contains
 from keys_app import asymmetric
 from keys_app.models import KekVersion, Key, KeyOrigin, KeyState
@@ -31,7 +31,6 @@ from keys_app.services.keys.validation import (
     clean_tags,
     clean_text,
     clean_usage,
-    parse_uuid,
 )
 from keys_app.services.material import (
     key_create_with_material,

@@ -8,7 +8,6 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from django.utils import timezone
 
@@ -31,13 +30,6 @@ class RotationPolicy:
 
     period: timedelta | None
     next_rotation_at: datetime | None = None
-
-
-def parse_uuid(raw: Any, name: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(str(raw))
-    except (ValueError, TypeError, AttributeError):
-        raise InvalidArgument(name, "must be a UUID") from None
 
 
 def aware(value: datetime) -> datetime:
@@ -130,5 +122,4 @@ __all__ = [
     "clean_tags",
     "clean_text",
     "clean_usage",
-    "parse_uuid",
 ]

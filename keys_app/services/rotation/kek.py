@@ -19,7 +19,7 @@ from django.db.models import Count, F
 from django.utils import timezone
 
 from keys_app import crypto
-from keys_app.errors import HierarchyError, IntegrityError
+from keys_app.errors import HierarchyError, IntegrityCheckFailed
 from keys_app.models import Dek, KekVersion, Key, RotationJob
 from keys_app.services.bulk import bulk_update_rows, sqlite_bulk_writes
 from keys_app.services.jobs import Progress, job_advance, job_claim, job_finish, job_heartbeat
@@ -140,7 +140,7 @@ def _rewrap_version(job: RotationJob, key: Key, old_version: int, batch_size: in
             try:
                 material = crypto.open_(old_kek, bytes(wrapped), context=dek_context(dek_id, key.id, old_version))
             except crypto.InvalidCiphertext:
-                raise IntegrityError(
+                raise IntegrityCheckFailed(
                     f"DEK {dek_id} failed authentication under version {old_version} "
                     f"of key {key.id}; nothing after it was re-wrapped"
                 ) from None

@@ -11,10 +11,10 @@ from typing import Any
 
 from django.db import transaction
 
-from hkms_core.audit.keys import audit_keys_rewrap
 from keys_app.errors import HierarchyError
 from keys_app.models import KekVersion, RootKeyVersion, RotationJob
 from keys_app.services import root
+from keys_app.services.audit_key import audit_keys_rewrap
 from keys_app.services.jobs import Progress, job_advance, job_claim, job_finish, job_heartbeat
 
 
