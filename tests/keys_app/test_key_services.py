@@ -21,6 +21,7 @@ from hkms_core.access.services import role_grant
 from hkms_core.audit.models import AuditEvent
 from hkms_core.audit.services import audit_verify
 from hkms_core.errors import InvalidArgument, ObjectNotFound, PermissionDenied, PreconditionFailed
+from hkms_core.lifecycle import DELETION_DELAY
 from keys_app import asymmetric, crypto
 from keys_app.errors import KeyDisabled, KeyMaterialUnavailable
 from keys_app.models import Dek, KekVersion, Key, KeyState
@@ -35,7 +36,6 @@ from keys_app.services.keys.lifecycle import (
     key_rotate,
     key_unprotect,
 )
-from keys_app.services.keys.limits import DELETION_DELAY
 from keys_app.services.keys.metadata import key_create, key_get, key_list, key_update
 from keys_app.services.keys.scheduling import keys_purge_deleted
 from keys_app.services.keys.use import (

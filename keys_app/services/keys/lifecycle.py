@@ -17,8 +17,8 @@ from hkms_core.access.principal import Principal
 from hkms_core.access.roles import Action
 from hkms_core.audit.services import audit_record
 from hkms_core.errors import PreconditionFailed
+from hkms_core.lifecycle import DELETION_DELAY
 from keys_app.models import Key, KeyOrigin, KeyState, KeyUsage
-from keys_app.services.keys.limits import DELETION_DELAY
 from keys_app.services.keys.permissions import current_time, failures_audited, key_for, key_lock
 from keys_app.services.material import (
     key_cache,

@@ -18,10 +18,10 @@ from hkms_core.access.roles import Action
 from hkms_core.access.services import authorize_audited, not_found_audited, visible
 from hkms_core.audit.services import audit_record
 from hkms_core.errors import InvalidArgument, PreconditionFailed, parse_uuid
+from hkms_core.lifecycle import ORDERINGS
 from hkms_core.queries import filter_json_list_contains
 from keys_app import asymmetric
 from keys_app.models import KekVersion, Key, KeyOrigin, KeyState
-from keys_app.services.keys.limits import ORDERINGS
 from keys_app.services.keys.permissions import current_time, failures_audited, key_for, key_lock, live_keys
 from keys_app.services.keys.validation import (
     RotationPolicy,

@@ -24,9 +24,9 @@ from hkms_core.access.services import authorize_audited, not_found_audited
 from hkms_core.audit.models import AuditEvent
 from hkms_core.audit.services import audit_record
 from hkms_core.errors import ObjectNotFound, PermissionDenied, ServiceError, parse_uuid
+from hkms_core.lifecycle import DELETION_DELAY
 from keys_app.errors import HierarchyError
 from keys_app.models import Key, KeyState
-from keys_app.services.keys.limits import DELETION_DELAY
 
 
 def current_time(now: datetime | None) -> datetime:

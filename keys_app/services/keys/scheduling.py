@@ -22,12 +22,12 @@ from hkms_core.access.roles import Action
 from hkms_core.access.services import authorize_audited, grants_forget
 from hkms_core.audit.services import audit_record
 from hkms_core.errors import Conflict
+from hkms_core.lifecycle import DELETION_DELAY
 from keys_app.errors import HierarchyError
 from keys_app.models import Key, KeyOrigin, KeyState, KeyUsage, RotationJob
 from keys_app.services.exposure import key_exposure_report, key_is_referenced
 from keys_app.services.jobs import Progress, job_running
 from keys_app.services.keys.key_material import shred_key_material
-from keys_app.services.keys.limits import DELETION_DELAY
 from keys_app.services.keys.permissions import current_time, require_operator
 from keys_app.services.rotation.kek import deks_rewrap, kek_rotate_cas
 
