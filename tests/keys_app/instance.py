@@ -5,8 +5,8 @@ databases cannot give: files on disk (SQLite) or databases that other
 processes can open, and processes that can be killed.  :class:`Instance`
 makes a fresh ``HKMS_DATA_DIR`` with three SQLite files — or, when
 ``HKMS_TEST_POSTGRES=1``, three freshly created PostgreSQL databases with
-unique names (dropped again by :meth:`Instance.close`) — migrates each alias
-and initialises the hierarchy.
+unique names (dropped again by :meth:`Instance.close`) — puts migrated copies of
+the three databases in place (``tests.dbtemplate``) and initialises the hierarchy.
 
 The same module is also the helper *script* those tests run inside the
 instance (``python -m tests.keys_app.instance <command> …``): ``seed`` writes
@@ -30,6 +30,8 @@ import traceback
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from tests import dbtemplate
 
 REPO = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
@@ -164,8 +166,8 @@ class Instance:
 
     # -- set-up ---------------------------------------------------------------------------
     def bootstrap(self) -> None:
-        for alias in ALIASES:
-            self.manage("migrate", "--noinput", "--database", alias, "-v", "0")
+        # The three databases migrated once per test process and copied (tests/dbtemplate.py).
+        dbtemplate.install(self.data_dir, self.pg_names)
         self.manage("init_hierarchy")
 
     def sqlite_files(self) -> list[Path]:
