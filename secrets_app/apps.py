@@ -5,3 +5,10 @@ class SecretsAppConfig(AppConfig):
     name = "secrets_app"
     verbose_name = "Secrets"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from hkms_core.access.kinds import register_kind
+        from secrets_app.models import Project, Secret
+
+        register_kind("secret", Secret)  # grant_role --secret
+        register_kind("project", Project)  # list_projects (Project moves to the foundation: issue 13)
