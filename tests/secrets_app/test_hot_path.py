@@ -20,7 +20,7 @@ from hkms_core.access.principal import Principal
 from hkms_core.access.services import role_revoke
 from hkms_core.audit.models import AuditEvent
 from keys_app.services import material
-from keys_app.services.keys import key_disable
+from keys_app.services.keys.lifecycle import key_disable
 from secrets_app.api import hot
 from secrets_app.models import Secret, SecretVersion, VersionStatus
 from tests.secrets_app.test_api import BASE, add_version, client_for, create_secret, send
@@ -129,7 +129,7 @@ def test_no_event_no_payload(api, secret, served, caplog):
 def test_a_failed_audit_append_is_answered_as_the_general_path_answers_it(settings, api, secret, served, error):
     with (
         mock.patch.object(hot, "audit_record_committed", side_effect=error),
-        mock.patch("secrets_app.services.audit_record_committed", side_effect=error),
+        mock.patch("secrets_app.services.access.audit_record_committed", side_effect=error),
     ):
         fast = api.get(by_id(secret["id"]))
         assert served[-1] is True and fast.status_code in (500, 503) and b"data" not in fast.content

@@ -7,34 +7,48 @@ from collections.abc import Callable
 from typing import Any
 
 from django.contrib import messages
-from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods
 
 from hkms_core.access.principal import Principal
 from hkms_core.access.roles import Action
-from hkms_core.access.services import can, visible
+from hkms_core.access.services import can
 from hkms_core.errors import ObjectNotFound, PermissionDenied, ServiceError
-from hkms_site.console.confirm import Confirmation, confirm_page, confirmed
+from hkms_core.lifecycle import DELETION_DELAY
+from hkms_site.console.confirm import Confirmation, action_run
 from hkms_site.console.forms import KeyCreateForm, RotationPolicyForm, attach_service_error
 from hkms_site.console.jobs import rewrap_start
 from hkms_site.console.principal import console_principal
-from hkms_site.console.selectors import job_for_key, key_dependents, key_versions, principal_can_grant
-from hkms_site.console.views.common import denied, not_found, page, run_action
+from hkms_site.console.selectors import principal_can_grant
+from hkms_site.console.views.common import denied, not_found, page
 from keys_app import asymmetric
-from keys_app.models import Key, RotationJob
-from keys_app.services import keys as key_services
-from secrets_app.models import Project, Secret
+from keys_app.models import Key
+from keys_app.selectors import key_rewrap_job, key_versions
+from keys_app.services.keys import metadata
+from keys_app.services.keys.key_material import key_delete_key_material
+from keys_app.services.keys.lifecycle import (
+    key_delete,
+    key_disable,
+    key_enable,
+    key_protect,
+    key_restore,
+    key_rotate,
+    key_unprotect,
+)
+from keys_app.services.keys.metadata import key_get, key_update
+from keys_app.services.keys.validation import RotationPolicy
+from secrets_app.selectors import key_dependents, projects_visible
 
 KEY_OPERATIONS: dict[str, Callable[..., Key]] = {
-    "rotate": key_services.key_rotate,
-    "enable": key_services.key_enable,
-    "disable": key_services.key_disable,
-    "protect": key_services.key_protect,
-    "unprotect": key_services.key_unprotect,
-    "delete": key_services.key_delete,
-    "restore": key_services.key_restore,
-    "delete_key_material": key_services.key_delete_key_material,
+    "rotate": key_rotate,
+    "enable": key_enable,
+    "disable": key_disable,
+    "protect": key_protect,
+    "unprotect": key_unprotect,
+    "delete": key_delete,
+    "restore": key_restore,
+    "delete_key_material": key_delete_key_material,
 }
 _POLICY_FIELDS = {
     "rotation_policy.rotation_period": "rotation_period_hours",
@@ -51,6 +65,18 @@ KEY_ACTIONS = (
     "rewrap",
     "delete_key_material",
 )
+#: The message each action leaves on the key's page.
+KEY_DONE = {
+    "rotate": "Key rotated: new DEKs use the new version.",
+    "enable": "Key enabled.",
+    "disable": "Key disabled: its secrets cannot be read until it is enabled again.",
+    "protect": "Key protected.",
+    "unprotect": "Key unprotected.",
+    "delete": "Key scheduled for deletion.",
+    "restore": "Key restored.",
+    "delete_key_material": "Key material deleted: the key waits for new material.",
+    "rewrap": "DEK re-wrap started: progress below.",
+}
 #: Actions that stop something working: they go through a confirmation page (``console.confirm``).
 KEY_CONFIRMED = ("disable", "delete", "delete_key_material")
 
@@ -58,7 +84,7 @@ KEY_CONFIRMED = ("disable", "delete", "delete_key_material")
 def _visible_key(principal: Principal, key_id: Any) -> Key:
     """``key_get``: 404 for a key the principal may not see, or whose deletion is final."""
     try:
-        return key_services.key_get(principal=principal, key_id=key_id)
+        return key_get(principal=principal, key_id=key_id)
     except ObjectNotFound as exc:
         raise not_found(exc) from None
 
@@ -67,8 +93,8 @@ def key_list(request: HttpRequest) -> HttpResponse:
     principal = console_principal(request)
     name = request.GET.get("name", "")
     try:
-        keys = key_services.key_list(principal=principal, name=name)
-        scheduled = key_services.key_list(principal=principal, name=name, scheduled_for_deletion=True)
+        keys = metadata.key_list(principal=principal, name=name)
+        scheduled = metadata.key_list(principal=principal, name=name, scheduled_for_deletion=True)
     except ServiceError as exc:  # a filter the service refuses (a NUL character): say so, list nothing
         messages.error(request, exc.message)
         keys = scheduled = Key.objects.none()
@@ -82,7 +108,7 @@ def key_list(request: HttpRequest) -> HttpResponse:
 
 
 def _administered_projects(principal: Principal) -> Any:
-    return visible(principal, Project.objects.all(), Action.KEY_ADMIN).order_by("name")
+    return projects_visible(principal, Action.KEY_ADMIN)
 
 
 def key_create(request: HttpRequest) -> HttpResponse:
@@ -101,7 +127,7 @@ def key_create(request: HttpRequest) -> HttpResponse:
         chosen = asymmetric.ALGORITHMS[form.cleaned_data["algorithm"]]
         period = form.rotation_period()
         try:
-            key = key_services.key_create(
+            key = metadata.key_create(
                 principal=principal,
                 project_id=form.cleaned_data["project"],
                 name=form.cleaned_data["name"],
@@ -109,7 +135,7 @@ def key_create(request: HttpRequest) -> HttpResponse:
                 usage=chosen.usage,
                 algorithm=chosen.name,
                 unprotected=not form.cleaned_data["protected"],
-                rotation_policy=key_services.RotationPolicy(period) if period else None,
+                rotation_policy=RotationPolicy(period) if period else None,
             )
         except PermissionDenied:
             form.add_error("project", "You may not create keys in this project.")
@@ -126,15 +152,16 @@ def key_detail(request: HttpRequest, key_id: Any) -> HttpResponse:
     principal = console_principal(request)
     key = _visible_key(principal, key_id)
     versions = key_versions(key)
-    job = job_for_key(key)
+    job = key_rewrap_job(key)
+    dependents = key_dependents(key)
     context = {
         "key": key,
         "versions": versions,
         "deks_on_older": sum(v["deks"] for v in versions if not v["primary"]),
-        "secrets_count": Secret.objects.filter(key_id=key.id).count(),
-        "is_default_key": Project.objects.filter(default_key_id=key.id).exists(),
+        "secrets_count": dependents["secrets"],
+        "is_default_key": bool(dependents["default_of"]),
         "job": job,
-        "job_running": job is not None and job.state == RotationJob.State.RUNNING,
+        "job_running": job is not None and job["running"],
         "can": {"admin": can(principal, Action.KEY_ADMIN, key), "grant": principal_can_grant(principal)},
         "urls": {a: reverse("admin:key_action", args=[key.id, a]) for a in KEY_ACTIONS},
     }
@@ -149,32 +176,25 @@ def key_action(request: HttpRequest, key_id: Any, action: str) -> HttpResponse:
     detail = reverse("admin:key_detail", args=[key.id])
     if action not in KEY_ACTIONS:
         raise not_found()
-    # Only someone allowed to act sees the confirmation; anyone else's POST reaches the service,
-    # which refuses it and records the refusal.
-    if action in KEY_CONFIRMED and can(principal, Action.KEY_ADMIN, key) and not confirmed(request):
-        return confirm_page(request, _key_confirmation(key, action, detail))
-    if request.method != "POST":
-        return denied(request, "change this key") if action in KEY_CONFIRMED else HttpResponseNotAllowed(["POST"])
     if action == "rewrap":
-        return run_action(
-            request,
-            lambda: rewrap_start(principal=principal, key=key),
-            success="DEK re-wrap started: progress below.",
-            fallback=detail,
-        )
-    done = {
-        "rotate": "Key rotated: new DEKs use the new version.",
-        "enable": "Key enabled.",
-        "disable": "Key disabled: its secrets cannot be read until it is enabled again.",
-        "protect": "Key protected.",
-        "unprotect": "Key unprotected.",
-        "delete": "Key scheduled for deletion.",
-        "restore": "Key restored.",
-        "delete_key_material": "Key material deleted: the key waits for new material.",
-    }
-    operation = KEY_OPERATIONS[action]
-    return run_action(
-        request, lambda: operation(principal=principal, key_id=key.id), success=done[action], fallback=detail
+
+        def call() -> Any:
+            return rewrap_start(principal=principal, key=key)
+
+    else:
+        operation = KEY_OPERATIONS[action]
+
+        def call() -> Any:
+            return operation(principal=principal, key_id=key.id)
+
+    return action_run(
+        request,
+        call=call,
+        success=KEY_DONE[action],
+        fallback=detail,
+        confirmation=(lambda: _key_confirmation(key, action, detail)) if action in KEY_CONFIRMED else None,
+        may_act=lambda: can(principal, Action.KEY_ADMIN, key),
+        refused="change this key",
     )
 
 
@@ -193,7 +213,7 @@ def _key_confirmation(key: Key, action: str, detail: str) -> Confirmation:
         "delete": [
             f"{reads} cannot be read from now on.",
             "Encrypt, decrypt and data-key calls with this key fail.",
-            f"After {key_services.DELETION_DELAY.days} days the deletion is final and the key material is destroyed: "
+            f"After {DELETION_DELAY.days} days the deletion is final and the key material is destroyed: "
             "those secrets are crypto-shredded.",
         ],
         "delete_key_material": [
@@ -205,7 +225,7 @@ def _key_confirmation(key: Key, action: str, detail: str) -> Confirmation:
         consequences.append(f"It is the default key of project {', '.join(d['default_of'])}: new secrets there use it.")
     reversible = {
         "disable": "Reversible: enable the key again.",
-        "delete": f"Reversible for {key_services.DELETION_DELAY.days} days: restore the key.",
+        "delete": f"Reversible for {DELETION_DELAY.days} days: restore the key.",
         "delete_key_material": "Not reversible.",
     }[action]
     title = {
@@ -240,9 +260,9 @@ def key_policy(request: HttpRequest, key_id: Any) -> HttpResponse:
     }
     form = RotationPolicyForm(request.POST or None, initial=initial)
     if request.method == "POST" and form.is_valid():
-        policy = key_services.RotationPolicy(form.rotation_period(), form.cleaned_data.get("next_rotation_at"))
+        policy = RotationPolicy(form.rotation_period(), form.cleaned_data.get("next_rotation_at"))
         try:
-            key_services.key_update(principal=principal, key_id=key.id, rotation_policy=policy)
+            key_update(principal=principal, key_id=key.id, rotation_policy=policy)
         except PermissionDenied:
             return denied(request, "change this key's rotation policy")
         except ServiceError as exc:

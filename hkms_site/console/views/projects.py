@@ -4,37 +4,24 @@ with its default key, through ``access.projects.project_create``."""
 from __future__ import annotations
 
 from django.contrib import messages
-from django.db.models import Count
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
 
 from hkms_core.access.projects import project_create
-from hkms_core.access.roles import Action
-from hkms_core.access.services import visible
 from hkms_core.errors import PermissionDenied, ServiceError
 from hkms_site.console.forms import ProjectCreateForm, attach_service_error
 from hkms_site.console.principal import console_principal
-from hkms_site.console.selectors import principal_can_grant, projects_visible
+from hkms_site.console.selectors import principal_can_grant
 from hkms_site.console.views.common import denied, page
-from keys_app.models import Key
-from secrets_app.services import secrets_visible
+from keys_app.selectors import key_counts_by_project
+from secrets_app.selectors import projects_visible, secret_counts_by_project
 
 
 def project_list(request: HttpRequest) -> HttpResponse:
     principal = console_principal(request)
     projects = list(projects_visible(principal).select_related("default_key"))
-    secrets = dict(
-        secrets_visible(principal=principal)
-        .values_list("project_id")
-        .annotate(n=Count("id"))
-        .values_list("project_id", "n")
-    )
-    keys = dict(
-        visible(principal, Key.objects.all(), Action.KEY_VIEW)
-        .values_list("project_id")
-        .annotate(n=Count("id"))
-        .values_list("project_id", "n")
-    )
+    secrets = secret_counts_by_project(principal)
+    keys = key_counts_by_project(principal)
     rows = [{"project": p, "secrets": secrets.get(p.id, 0), "keys": keys.get(p.id, 0)} for p in projects]
     context = {"rows": rows, "can_create": principal.is_superuser, "can_grant": principal_can_grant(principal)}
     return page(request, "console/project_list.html", context, title="Projects")
