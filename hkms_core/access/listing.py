@@ -15,8 +15,8 @@ from hkms_core.access.models import RoleGrant
 from hkms_core.access.principal import Principal
 from hkms_core.access.projects import project_get
 from hkms_core.access.services import visible
+from hkms_core.tenancy.models import Project
 from keys_app.models import Key
-from secrets_app.models import Project
 
 
 def _iso(value: Any) -> str | None:

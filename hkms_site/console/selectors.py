@@ -22,9 +22,10 @@ from hkms_core.access.roles import Action
 from hkms_core.access.services import can, principal_grants, project_ids_with, visible
 from hkms_core.audit.models import AuditEvent
 from hkms_core.audit.services import audit_verify
+from hkms_core.tenancy.models import Project
 from keys_app.models import Key, RotationJob
 from keys_app.services.inspection import hierarchy_status
-from secrets_app.models import Project, Secret, SecretVersion, VersionStatus
+from secrets_app.models import Secret, SecretVersion, VersionStatus
 from secrets_app.services import secrets_visible
 
 EXPIRING_WITHIN = timedelta(days=7)

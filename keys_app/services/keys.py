@@ -50,6 +50,7 @@ from hkms_core.audit.models import AuditEvent
 from hkms_core.audit.services import audit_record
 from hkms_core.errors import InvalidArgument, ObjectNotFound, PermissionDenied, PreconditionFailed, ServiceError
 from hkms_core.queries import filter_json_list_contains
+from hkms_core.tenancy.models import Project
 from keys_app import asymmetric, crypto
 from keys_app.errors import HierarchyError, KeyDisabled, KeyMaterialUnavailable
 from keys_app.models import Dek, KekVersion, Key, KeyOrigin, KeyState, KeyUsage
@@ -61,6 +62,7 @@ from keys_app.services.material import (
     key_require_enabled,
     key_set_state,
 )
+from keys_app.services.projects import key_is_a_project_default
 from keys_app.services.rotation import deks_rewrap, kek_rotate, kek_rotate_cas, key_exposure_report
 
 #: A deleted key can be restored for this long; after that it is gone (and purged).
@@ -303,8 +305,6 @@ def _clean_usage(usage: str | None, algorithm: str | None) -> asymmetric.Algorit
 
 # --- metadata: create, read, list, update ----------------------------------------------------------
 def _project_for(principal: Principal, project_id: Any) -> Any:
-    from secrets_app.models import Project  # secrets_app builds on keys_app
-
     if project_id in (None, ""):
         api_key = principal.api_key
         if api_key is None or api_key.default_project_id is None:
@@ -467,15 +467,13 @@ def key_delete(*, principal: Principal, key_id: Any, region: str | None = None, 
     and, once the deletion is final and ``purge_deleted_keys`` ran, are
     crypto-shredded.
     """
-    from secrets_app.models import Project
-
     key = _key_for(principal, key_id, Action.KEY_ADMIN, "key.delete", region=region, now=now)
     now = _now(now)
     with _failures_audited(principal, "key.delete", key), transaction.atomic():
         key = _lock(key)
         if key.protected:
             raise PreconditionFailed("key_protected", f"key {key.id} is protected: unprotect it before deleting it")
-        if Project.objects.filter(default_key_id=key.id).exists():
+        if key_is_a_project_default(key.id):
             raise PreconditionFailed("project_default_key", f"key {key.id} is its project's default key")
         if key.state != KeyState.SCHEDULED_FOR_DELETION:
             key.pre_deletion_state = key.state
@@ -1001,8 +999,12 @@ def keys_purge_deleted(*, principal: Principal, now: datetime | None = None, dry
     then, with the key row locked and still due (re-checked under the lock),
     the versions are destroyed on kek and the DEKs deleted on dek (``_shred``,
     committed there), then on default its role grants go and the row is
-    deleted -- or kept, invisible, while a secret still names it -- with the
-    audit event.  A crash after the shredding leaves a due key that the next
+    deleted -- or kept, invisible, while a secret still names it or a project
+    names it as its default key -- with the audit event.  (A default key cannot
+    be scheduled for deletion, ``key_delete``; the check here keeps the rule of
+    keys_app.services.projects -- a default key id always resolves to a row --
+    even for a key scheduled some other way, as the old ``PROTECT`` foreign key
+    from the project did.)  A crash after the shredding leaves a due key that the next
     run purges again.  Idempotent.
     """
 
@@ -1030,7 +1032,7 @@ def keys_purge_deleted(*, principal: Principal, now: datetime | None = None, dry
                 continue
             shredded = _shred(key)
             grants_forget(key)
-            kept = Secret.objects.filter(key_id=key.id).exists()
+            kept = Secret.objects.filter(key_id=key.id).exists() or key_is_a_project_default(key.id)
             audit_record(
                 principal,
                 "key.purge",

@@ -10,13 +10,15 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+from hkms_core.tenancy.models import Project
+
 
 def revocation_summary(*, report: dict[str, Any]) -> dict[str, Any]:
     """Counts per project and per secret type, versions re-encrypted, KEK versions destroyed.
 
     ``report`` is ``key_revoke``'s result or, for a dry run, ``key_exposure_report``'s.
     """
-    from secrets_app.models import Project, Secret
+    from secrets_app.models import Secret
 
     secret_ids = [s["id"] for s in report.get("secrets", [])]
     rows = Secret.objects.filter(id__in=secret_ids).values_list("project_id", "type")

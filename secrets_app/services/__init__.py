@@ -39,9 +39,11 @@ from hkms_core.access.services import (
 from hkms_core.audit.services import audit_record, audit_record_committed
 from hkms_core.errors import Conflict, InvalidArgument, ObjectNotFound, PreconditionFailed
 from hkms_core.queries import filter_json_list_contains
+from hkms_core.tenancy.models import Project
 from keys_app.models import Key, KeyState
+from keys_app.services.projects import project_default_key
 from secrets_app import states, storage, validation
-from secrets_app.models import EphemeralAction, Project, Secret, SecretType, SecretVersion, VersionStatus
+from secrets_app.models import EphemeralAction, Secret, SecretType, SecretVersion, VersionStatus
 
 DELETION_DELAY = timedelta(days=7)
 ORDERINGS = {
@@ -102,7 +104,7 @@ def _secret(principal: Principal, secret_id: Any, action: Action, event: str, re
 
 def _project(principal: Principal, project_id: Any, action: Action, event: str) -> Project:
     pid = _uuid(project_id, "project")
-    project = Project.objects.select_related("default_key").filter(id=pid).first()
+    project = Project.objects.filter(id=pid).first()
     if project is None:
         raise not_found_audited(principal, event, "project", pid)
     authorize_audited(principal, action, project, event)
@@ -136,9 +138,10 @@ def _key_for(principal: Principal, project: Project, key_id: Any) -> Key:
     only told to those who may use it: ids and states of hidden keys cannot be probed.
     """
     if key_id in (None, ""):
-        if project.default_key is None:
+        default_key = project_default_key(project)
+        if default_key is None:
             raise PreconditionFailed("default_key", f"project {project.id} has no default key")
-        return project.default_key
+        return default_key
     try:
         kid = uuid.UUID(str(key_id))
     except ValueError:

@@ -249,8 +249,8 @@ PREPARE.update(
 
 
 def _world() -> World:
-    from hkms_core.access.projects import project_create
     from keys_app.services.keys import key_create, key_encrypt, key_import_key_material, key_sign, key_wrap
+    from keys_app.services.projects import project_create
     from secrets_app.services import secret_create, secret_version_create
 
     organization = uuid.uuid4()  # project names are unique per organisation: each world has its own
@@ -462,7 +462,7 @@ def _destruction_target(project: Any) -> Any:
 @pytest.mark.parametrize("route", sorted(DESTRUCTION_ROUTES))
 @pytest.mark.parametrize("role", sorted(ROLES))
 def test_no_destruction_without_the_delete_permission(hierarchy, role, route):
-    from hkms_core.access.projects import project_create
+    from keys_app.services.projects import project_create
     from secrets_app.models import SecretVersion, VersionStatus
 
     project = project_create(principal=SYSTEM, name="alpha")
@@ -493,7 +493,7 @@ def test_no_destruction_without_the_delete_permission(hierarchy, role, route):
 
 
 def test_a_writer_may_still_set_disable_policies(hierarchy):
-    from hkms_core.access.projects import project_create
+    from keys_app.services.projects import project_create
     from secrets_app.models import SecretVersion, VersionStatus
     from secrets_app.services import secret_create, secret_update, secret_version_update
 
@@ -537,9 +537,9 @@ MAY_GRANT_TO_OTHERS = {
 @pytest.mark.parametrize("granter_role", sorted(ROLES))
 def test_grant_matrix(hierarchy, granter_role):
     """Every role grants every role, to itself and to someone else, then revokes it."""
-    from hkms_core.access.projects import project_create
     from hkms_core.access.services import role_revoke
     from hkms_core.audit.models import AuditEvent
+    from keys_app.services.projects import project_create
 
     project = project_create(principal=SYSTEM, name="alpha")
     users = get_user_model().objects
@@ -567,7 +567,7 @@ def test_grant_matrix(hierarchy, granter_role):
 
 
 def test_superuser_does_not_grant_itself_but_an_operator_may(hierarchy):
-    from hkms_core.access.projects import project_create
+    from keys_app.services.projects import project_create
 
     project = project_create(principal=SYSTEM, name="alpha")
     root = get_user_model().objects.create_superuser("root")
@@ -577,7 +577,7 @@ def test_superuser_does_not_grant_itself_but_an_operator_may(hierarchy):
 
 
 def test_secret_admin_on_one_secret_cannot_grant_itself_reader(hierarchy):
-    from hkms_core.access.projects import project_create
+    from keys_app.services.projects import project_create
     from secrets_app.services import secret_create
 
     project = project_create(principal=SYSTEM, name="alpha")

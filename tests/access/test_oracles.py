@@ -26,11 +26,11 @@ from rest_framework.test import APIClient
 
 from hkms_core.access.apikeys import api_key_create
 from hkms_core.access.principal import Principal
-from hkms_core.access.projects import project_create
 from hkms_core.access.services import role_grant
 from hkms_core.audit.models import AuditEvent
 from keys_app.models import Key
 from keys_app.services.keys import key_create, key_encrypt
+from keys_app.services.projects import project_create
 from secrets_app.models import Secret
 from secrets_app.services import EphemeralPolicy, secret_create, secret_version_create
 

@@ -14,9 +14,9 @@ import pytest
 from django.utils import timezone
 
 from hkms_core.access.principal import Principal
-from hkms_core.access.projects import project_create
 from keys_app.models import Key, KeyState
 from keys_app.services import keys as key_services
+from keys_app.services.projects import project_create
 from secrets_app import services
 from secrets_app.models import SecretVersion, VersionStatus
 from secrets_app.services import EphemeralPolicy

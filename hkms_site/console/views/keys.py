@@ -15,6 +15,7 @@ from hkms_core.access.principal import Principal
 from hkms_core.access.roles import Action
 from hkms_core.access.services import can, visible
 from hkms_core.errors import ObjectNotFound, PermissionDenied, ServiceError
+from hkms_core.tenancy.models import Project
 from hkms_site.console.confirm import Confirmation, confirm_page, confirmed
 from hkms_site.console.forms import KeyCreateForm, RotationPolicyForm, attach_service_error
 from hkms_site.console.jobs import rewrap_start
@@ -24,7 +25,8 @@ from hkms_site.console.views.common import denied, not_found, page, run_action
 from keys_app import asymmetric
 from keys_app.models import Key, RotationJob
 from keys_app.services import keys as key_services
-from secrets_app.models import Project, Secret
+from keys_app.services.projects import key_is_a_project_default
+from secrets_app.models import Secret
 
 KEY_OPERATIONS: dict[str, Callable[..., Key]] = {
     "rotate": key_services.key_rotate,
@@ -132,7 +134,7 @@ def key_detail(request: HttpRequest, key_id: Any) -> HttpResponse:
         "versions": versions,
         "deks_on_older": sum(v["deks"] for v in versions if not v["primary"]),
         "secrets_count": Secret.objects.filter(key_id=key.id).count(),
-        "is_default_key": Project.objects.filter(default_key_id=key.id).exists(),
+        "is_default_key": key_is_a_project_default(key.id),
         "job": job,
         "job_running": job is not None and job.state == RotationJob.State.RUNNING,
         "can": {"admin": can(principal, Action.KEY_ADMIN, key), "grant": principal_can_grant(principal)},

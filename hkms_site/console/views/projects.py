@@ -1,5 +1,5 @@
 """Projects: the list of the projects a principal may see, and (superusers) a new project
-with its default key, through ``access.projects.project_create``."""
+with its default key, through ``keys_app.services.projects.project_create``."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from django.db.models import Count
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
 
-from hkms_core.access.projects import project_create
 from hkms_core.access.roles import Action
 from hkms_core.access.services import visible
 from hkms_core.errors import PermissionDenied, ServiceError
@@ -17,12 +16,14 @@ from hkms_site.console.principal import console_principal
 from hkms_site.console.selectors import principal_can_grant, projects_visible
 from hkms_site.console.views.common import denied, page
 from keys_app.models import Key
+from keys_app.services.projects import project_create, project_default_keys
 from secrets_app.services import secrets_visible
 
 
 def project_list(request: HttpRequest) -> HttpResponse:
     principal = console_principal(request)
-    projects = list(projects_visible(principal).select_related("default_key"))
+    projects = list(projects_visible(principal))
+    default_keys = project_default_keys(projects)
     secrets = dict(
         secrets_visible(principal=principal)
         .values_list("project_id")
@@ -35,7 +36,15 @@ def project_list(request: HttpRequest) -> HttpResponse:
         .annotate(n=Count("id"))
         .values_list("project_id", "n")
     )
-    rows = [{"project": p, "secrets": secrets.get(p.id, 0), "keys": keys.get(p.id, 0)} for p in projects]
+    rows = [
+        {
+            "project": p,
+            "default_key": default_keys.get(p.id),
+            "secrets": secrets.get(p.id, 0),
+            "keys": keys.get(p.id, 0),
+        }
+        for p in projects
+    ]
     context = {"rows": rows, "can_create": principal.is_superuser, "can_grant": principal_can_grant(principal)}
     return page(request, "console/project_list.html", context, title="Projects")
 

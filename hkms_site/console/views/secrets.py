@@ -24,6 +24,7 @@ from hkms_core.access.principal import Principal
 from hkms_core.access.roles import Action
 from hkms_core.access.services import can, visible
 from hkms_core.errors import ObjectNotFound, PermissionDenied, ServiceError
+from hkms_core.tenancy.models import Project
 from hkms_site.console.confirm import Confirmation, confirm_page, confirmed
 from hkms_site.console.forms import (
     VERSION_FIELD_MAP,
@@ -49,7 +50,7 @@ from hkms_site.console.views.common import denied, not_found, page, run_action
 from keys_app.errors import HierarchyError
 from keys_app.models import Key
 from secrets_app import services as secret_services
-from secrets_app.models import Project, Secret, SecretType
+from secrets_app.models import Secret, SecretType
 
 VERSION_OPERATIONS: dict[str, Callable[..., Any]] = {
     "enable": secret_services.secret_version_enable,
