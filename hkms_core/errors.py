@@ -1,26 +1,66 @@
-"""Errors every service may raise, shaped after Scaleway's API errors.
+"""The project's one error hierarchy, shaped after Scaleway's API errors.
 
-Services raise these; the REST layer renders them as Scaleway's JSON
-(``{"type": …, "message": …}``), commands as a one-line ``CommandError`` and
-the console as an inline message.  Messages never contain payloads or keys.
+Every error the code raises on purpose derives from :class:`HkmsError`, which
+carries all the REST layer needs to answer it: the HTTP ``status``, Scaleway's
+``type``, the ``message`` and extra body fields (``details``), whether a retry
+may succeed (``retryable``: an outage, a busy job) and what, if anything, goes
+to the server log (``server_log``).  So the one exception handler
+(:mod:`hkms_core.api.exceptions`) renders any of them without knowing the app
+that raised it; the apps' families derive from it:
+
+* :class:`ServiceError` (this module): a refused request (not found,
+  permission, invalid argument, precondition, conflict), and ``secrets_app``'s
+  ``Expired``;
+* ``keys_app.errors.HierarchyError``: disabled key, destroyed material, sealed
+  or unavailable root key (503), tampered data (500), a busy rotation job (409),
+  a refused custodian share;
+* ``secrets_app.storage.SecretError``: the key a secret would be sealed with is
+  not usable for it.
+
+``ServiceError`` and ``HierarchyError`` stay siblings: code that catches one of
+them does not catch the other.  Commands render any of them as a one-line
+``CommandError``, the console as an inline message.  Messages never contain
+payloads or keys (a root key provider's text, which may name a file or a module,
+is only logged: :meth:`HkmsError.as_scaleway` says the state in words).
 """
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 
-class ServiceError(Exception):
-    status = 400
-    type = "invalid_request_error"
+class HkmsError(Exception):
+    """The root of the hierarchy: an error with its Scaleway answer.
 
-    def __init__(self, message: str, **details: Any) -> None:
+    Subclasses set ``status`` and ``type`` and, when the body is not
+    ``{"type", "message", **details}``, override :meth:`as_scaleway`.
+    """
+
+    status = 500
+    type = "internal_error"
+    #: True when the same request may succeed later (sealed, root key unreachable, job busy).
+    retryable = False
+    #: ``(level, format)`` to log ``str(exc)`` with on the server when the handler answers it, or None.
+    server_log: tuple[int, str] | None = None
+
+    def __init__(self, message: str = "", **details: Any) -> None:
         super().__init__(message)
         self.message = message
         self.details = details
 
     def as_scaleway(self) -> dict[str, Any]:
         return {"type": self.type, "message": self.message, **self.details}
+
+
+class ServiceError(HkmsError):
+    """A request a service refuses (400 unless a subclass says otherwise)."""
+
+    status = 400
+    type = "invalid_request_error"
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message, **details)
 
 
 class ObjectNotFound(ServiceError):
@@ -99,6 +139,23 @@ class InvalidArgument(ServiceError):
         return invalid_arguments_body([(self.field, self.kind, self.reason)], self.message)
 
 
+def parse_uuid(raw: Any, argument_name: str) -> uuid.UUID:
+    """``raw`` as a UUID, or :class:`InvalidArgument` naming ``argument_name`` (``"must be a UUID"``).
+
+    One rule for both APIs, in the path and in the body: a malformed id is a 400
+    ``invalid_arguments``, as Scaleway answers (its SDKs say "``secret_id`` is
+    wrongly formatted, value must be a valid UUID"); a well-formed id of an
+    object that does not exist, or that the caller may not see, is the uniform
+    404.  This is no existence oracle: whether a string is a UUID says nothing
+    about any object.  (Until issue 13 the Secret Manager answered 404 for a
+    malformed secret or project id and the Key Manager 400.)
+    """
+    try:
+        return uuid.UUID(str(raw))
+    except (ValueError, TypeError, AttributeError):
+        raise InvalidArgument(argument_name, "must be a UUID") from None
+
+
 class PreconditionFailed(ServiceError):
     status = 412
     type = "precondition_failed"
@@ -115,6 +172,7 @@ class Conflict(ServiceError):
 class Sealed(ServiceError):
     status = 503
     type = "sealed"
+    retryable = True
 
     def __init__(self, message: str = "the service is sealed: root key custodians must unseal it") -> None:
         super().__init__(message)

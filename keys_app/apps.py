@@ -7,4 +7,11 @@ class KeysAppConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from hkms_core.access.kinds import register_kind
+        from hkms_core.audit.keysource import set_key_source
         from hkms_site import checks  # noqa: F401  (registers system checks)
+        from keys_app.models import Key
+        from keys_app.services.audit_key import SOURCE
+
+        set_key_source(SOURCE)  # the audit chain's HMAC key is wrapped by the root key: this app holds it
+        register_kind("key", Key)  # grant_role --key, list_roles

@@ -25,10 +25,10 @@ from django.db.models import Q
 from django.utils import timezone
 
 from hkms_core.cluster.revisions import revision_next
-from hkms_core.errors import PreconditionFailed
+from hkms_core.errors import HkmsError, PreconditionFailed, invalid_arguments_body
 from hkms_core.tenancy.models import Project
 from keys_app import crypto
-from keys_app.errors import IntegrityError, KeyMaterialUnavailable
+from keys_app.errors import IntegrityCheckFailed, KeyMaterialUnavailable
 from keys_app.models import Dek, Key, KeyState
 from keys_app.services.material import dek_create, dek_material, deks_destroy
 from keys_app.services.projects import project_default_key
@@ -38,8 +38,15 @@ from secrets_app.models import Secret, SecretVersion, VersionStatus
 DEK_KEY_VERSION = 1
 
 
-class SecretError(Exception):
+class SecretError(HkmsError):
+    """The key a secret would be sealed with is not usable for it (wrong project, disabled, none): 400 on ``key_id``."""
+
     code = "invalid_argument"
+    status = 400
+    type = "invalid_arguments"
+
+    def as_scaleway(self) -> dict[str, Any]:
+        return invalid_arguments_body([("key_id", "constraint", self.message)], self.message)
 
 
 def payload_context(secret_id: object, revision: int, dek_id: object) -> bytes:
@@ -64,7 +71,7 @@ def payload_open(*, material: crypto.SecretBytes, version: SecretVersion) -> byt
             context=payload_context(version.secret_id, version.revision, version.dek_id),
         )
     except crypto.InvalidCiphertext:
-        raise IntegrityError(
+        raise IntegrityCheckFailed(
             f"secret {version.secret_id} revision {version.revision} failed authentication "
             "(tampered or moved ciphertext)"
         ) from None
@@ -146,7 +153,7 @@ def secret_version_payload(version: SecretVersion) -> bytes:
     key = version.secret.key
     try:
         return _payload(key, version)
-    except (KeyMaterialUnavailable, IntegrityError):
+    except (KeyMaterialUnavailable, IntegrityCheckFailed):
         fresh = SecretVersion.objects.filter(id=version.id).values("dek_id", "ciphertext").first()
         if fresh is None or fresh["dek_id"] == version.dek_id:
             raise

@@ -227,11 +227,32 @@ def test_a_deeply_nested_secret_payload_is_a_validation_error(api, project):
     assert found.status_code == 400 and assert_scaleway_shape(found)["details"][0]["argument_name"] == "data"
 
 
+@pytest.mark.parametrize(
+    ("path", "argument"),
+    [
+        (f"{SM}/secrets/not-a-uuid", "secret_id"),
+        (f"{SM}/secrets/not-a-uuid/versions/1/access", "secret_id"),
+        (f"{SM}/secrets?project_id=nope", "project_id"),
+        (f"{KM}/keys/not-a-uuid", "key_id"),
+        (f"{KM}/keys?project_id=nope", "project_id"),
+    ],
+)
+def test_a_malformed_id_is_a_400_in_both_apis(api, path, argument):
+    """As Scaleway answers (issue 13: the Secret Manager said 404, the Key Manager 400)."""
+    response = api.get(path)
+    body = assert_scaleway_shape(response)
+    assert response.status_code == 400 and body["type"] == "invalid_arguments", body
+    assert body["details"][0]["argument_name"] == argument, body
+    missing = api.get(path.replace("not-a-uuid", str(uuid.uuid4())))
+    assert path.endswith("nope") or missing.status_code == 404  # a well-formed unknown id: the uniform 404
+
+
 def test_every_error_family_maps_to_a_scaleway_answer():
     """The hierarchies the one handler unifies: none of them is a 500 but tampered data."""
     from keys_app import errors as hierarchy
+    from keys_app.errors import public_root_key_message
     from keys_app.services.jobs import JobBusy
-    from keys_app.services.seal import ShareRefused, public_root_key_message
+    from keys_app.services.seal import ShareRefused
     from secrets_app.services import Expired
     from secrets_app.storage import SecretError
 
@@ -243,7 +264,7 @@ def test_every_error_family_maps_to_a_scaleway_answer():
         hierarchy.RootKeyError("sealed"): (503, "sealed"),
         hierarchy.NotInitialised(): (503, "sealed"),
         JobBusy("busy"): (409, "conflict"),
-        hierarchy.IntegrityError("tampered"): (500, "integrity_error"),
+        hierarchy.IntegrityCheckFailed("tampered"): (500, "integrity_error"),
         Expired("secret_version", "x"): (410, "resource_expired"),
     }
     for exc, (status, kind) in expected.items():

@@ -23,8 +23,11 @@ from django.db import transaction
 from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 
+from hkms_core.access.generation import access_generation_bump
 from hkms_core.access.models import ApiKey
 from hkms_core.access.principal import Principal
+from hkms_core.access.services import not_found_audited
+from hkms_core.audit.services import audit_record
 from hkms_core.errors import InvalidArgument, PermissionDenied
 
 _ALPHABET = string.ascii_uppercase + string.digits
@@ -53,8 +56,6 @@ def api_key_create(
     *, principal: Principal, user: Any, project: Any = None, expires_in: timedelta | None = None, description: str = ""
 ) -> IssuedApiKey:
     """Issue a key for ``user`` (oneself, or anyone for a superuser); audited."""
-    from hkms_core.audit.services import audit_record
-
     if not principal.is_superuser and principal.user_id != user.pk:
         raise PermissionDenied("api_key.create", "user", user.pk)
     if expires_in is not None and expires_in <= timedelta(0):
@@ -116,10 +117,6 @@ def api_key_revoke(*, principal: Principal, access_key: str) -> ApiKey:
     Someone else's key answers like a missing one (404); both refusals are
     audited, after the transaction so that the event is not rolled back.
     """
-    from hkms_core.access.cache import access_generation_bump
-    from hkms_core.access.services import not_found_audited
-    from hkms_core.audit.services import audit_record
-
     with transaction.atomic():
         api_key = ApiKey.objects.select_for_update().filter(access_key=access_key).first()
         refused = api_key is None or not (principal.is_superuser or principal.user_id == api_key.user_id)

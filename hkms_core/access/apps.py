@@ -14,7 +14,7 @@ class AccessConfig(AppConfig):
         from django.db.models.signals import post_delete, post_save
         from guardian.models import UserObjectPermission
 
-        from hkms_core.access.cache import bump_on_change
+        from hkms_core.access.generation import bump_on_change
         from hkms_core.access.models import ApiKey
 
         for model in (get_user_model(), ApiKey, UserObjectPermission):

@@ -5,7 +5,9 @@ another for the user's object grants.  Both change rarely, so each process
 keeps, per token digest, the ``ApiKey`` (with its user) and the grants it
 loaded, tagged with the *access generation* read just before loading them.
 
-Correctness rests on one row, ``AccessGeneration`` (id 1) on default:
+Correctness rests on one row, ``AccessGeneration`` (id 1) on default
+(:mod:`hkms_core.access.generation`, which the services that change access
+import; this module sits above them):
 
 * every change of who may do what bumps it **in the transaction of the
   change**: API-key revocation (``api_key_revoke``), role grants and
@@ -35,20 +37,17 @@ as read-only.  Never shared between processes.
 from __future__ import annotations
 
 import threading
-import time
-from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from django.conf import settings
-from django.db import connections, transaction
 
-from hkms_core.access.models import AccessGeneration, ApiKey
+from hkms_core.access.apikeys import api_key_authenticate, token_digest
+from hkms_core.access.generation import access_generation
+from hkms_core.access.models import ApiKey
 from hkms_core.access.principal import Grants
+from hkms_core.access.services import user_grants
 from hkms_core.env import env_int
-
-Clock = Callable[[], float]
+from hkms_core.lru import BoundedCache
 
 DEFAULT_MAX_AGE = 10
 DEFAULT_MAX_ENTRIES = 10_000
@@ -65,58 +64,18 @@ class CachedPrincipal:
         return f"<CachedPrincipal {self.api_key.access_key} generation={self.generation}>"
 
 
-class PrincipalCache:
-    """Bounded (LRU), aged, generation-checked; thread-safe (gthread workers)."""
-
-    #: Told of every ``get`` (True: a hit); set once at start-up by ``hkms_site.observability`` (metrics).
-    observer: Callable[[bool], None] | None = None
-
-    def __init__(self, max_entries: int, max_age: float, clock: Clock = time.monotonic) -> None:
-        self.max_entries = max_entries
-        self.max_age = max_age
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._entries: OrderedDict[str, CachedPrincipal] = OrderedDict()
+class PrincipalCache(BoundedCache[str, CachedPrincipal]):
+    """Bounded (LRU), aged, generation-checked (the entry's tag); thread-safe (gthread workers)."""
 
     @property
     def enabled(self) -> bool:
         return self.max_entries > 0 and self.max_age > 0
 
-    def now(self) -> float:
-        return self._clock()
-
     def get(self, digest: str, generation: int) -> CachedPrincipal | None:
-        entry = self._lookup(digest, generation)
-        if self.observer is not None:
-            self.observer(entry is not None)
-        return entry
-
-    def _lookup(self, digest: str, generation: int) -> CachedPrincipal | None:
-        with self._lock:
-            entry = self._entries.get(digest)
-            if entry is None:
-                return None
-            if entry.generation != generation or self._clock() - entry.stored_at > self.max_age:
-                del self._entries[digest]
-                return None
-            self._entries.move_to_end(digest)
-            return entry
+        return self.lookup(digest, generation)
 
     def put(self, digest: str, entry: CachedPrincipal) -> None:
-        if not self.enabled:
-            return
-        with self._lock:
-            self._entries[digest] = entry
-            self._entries.move_to_end(digest)
-            while len(self._entries) > self.max_entries:
-                self._entries.popitem(last=False)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
-
-    def __len__(self) -> int:
-        return len(self._entries)
+        self.store(digest, entry, tag=entry.generation, stored_at=entry.stored_at)
 
     def __repr__(self) -> str:
         return f"<PrincipalCache entries={len(self._entries)} max={self.max_entries} age={self.max_age}s>"
@@ -151,37 +110,6 @@ def principal_cache_reset() -> None:
         _cache = None
 
 
-# --- the generation row ---------------------------------------------------------------------
-def _table() -> str:
-    return connections["default"].ops.quote_name(AccessGeneration._meta.db_table)
-
-
-def access_generation() -> int:
-    """The current value (0 when the row is missing, e.g. after a flush)."""
-    with connections["default"].cursor() as cursor:
-        cursor.execute(f"SELECT value FROM {_table()} WHERE id = 1")  # noqa: S608 (our own table name)
-        row = cursor.fetchone()
-    return int(row[0]) if row else 0
-
-
-def access_generation_bump() -> None:
-    """Invalidate every cached principal in every process, when the caller's transaction commits."""
-    with transaction.atomic(using="default", savepoint=False), connections["default"].cursor() as cursor:
-        cursor.execute(f"UPDATE {_table()} SET value = value + 1 WHERE id = 1")  # noqa: S608
-        if cursor.rowcount == 0:
-            AccessGeneration.objects.using("default").get_or_create(id=1, defaults={"value": 1})
-
-
-def bump_on_change(sender: Any, instance: Any = None, created: bool = False, **kwargs: Any) -> None:
-    """Signal receiver (post_save/post_delete of users, API keys, object permissions)."""
-    update_fields = kwargs.get("update_fields")
-    if update_fields is not None and set(update_fields) <= {"last_login"}:
-        return  # a console login changes nobody's rights
-    if created and sender is ApiKey:
-        return  # a new key is not in any cache yet
-    access_generation_bump()
-
-
 # --- authentication -------------------------------------------------------------------------
 def principal_authenticate(token: str) -> CachedPrincipal | None:
     """The active API key whose secret is ``token`` and its user's grants, or None.
@@ -189,9 +117,6 @@ def principal_authenticate(token: str) -> CachedPrincipal | None:
     Cached per token digest (see the module docstring); a miss costs what it
     always did (one query for the key and user, one for the grants).
     """
-    from hkms_core.access.apikeys import api_key_authenticate, token_digest
-    from hkms_core.access.services import user_grants
-
     digest = token_digest(token)
     if digest is None:
         return None

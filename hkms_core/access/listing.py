@@ -1,4 +1,4 @@
-"""Read-only listings for the operator commands ``list_projects``, ``list_roles`` and ``list_keys``.
+"""Read-only listings for the operator commands ``list_projects`` and ``list_roles``.
 
 Each returns JSON-ready dicts (ids as strings, instants in ISO 8601) of what the
 principal may see: an operator on the command line sees everything.  Nothing
@@ -9,17 +9,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db.models import Count, Q
+from django.db.models import Count
 
 from hkms_core.access.models import RoleGrant
 from hkms_core.access.principal import Principal
 from hkms_core.access.projects import project_get
 from hkms_core.access.services import visible
 from hkms_core.tenancy.models import Project
-from keys_app.models import Key
 
 
-def _iso(value: Any) -> str | None:
+def iso(value: Any) -> str | None:
     return value.isoformat() if value is not None else None
 
 
@@ -36,7 +35,7 @@ def projects_list(*, principal: Principal) -> list[dict[str, Any]]:
             "default_key_id": str(p.default_key_id) if p.default_key_id else None,
             "secrets": p.n_secrets,
             "keys": p.n_keys,
-            "created_at": _iso(p.created_at),
+            "created_at": iso(p.created_at),
         }
         for p in qs.order_by("organization_id", "name", "id")
     ]
@@ -61,39 +60,7 @@ def role_grants_list(
             "object_id": g.object_pk,
             "project_id": str(g.project_id),
             "granted_by": g.granted_by,
-            "created_at": _iso(g.created_at),
+            "created_at": iso(g.created_at),
         }
         for g in qs
-    ]
-
-
-def keys_list(
-    *, principal: Principal, project: str | None = None, include_deleted: bool = True
-) -> list[dict[str, Any]]:
-    """Key Manager keys (metadata only) with their state, primary version and rotation policy."""
-    qs = visible(principal, Key.objects.all()).select_related("project")
-    if project:
-        qs = qs.filter(project_id=project_get(principal=principal, project_id=project).id)
-    if not include_deleted:
-        qs = qs.filter(~Q(state="scheduled_for_deletion"))
-    return [
-        {
-            "id": str(k.id),
-            "name": k.name,
-            "project_id": str(k.project_id),
-            "project": k.project.name,
-            "state": k.state,
-            "usage": k.usage,
-            "algorithm": k.algorithm,
-            "origin": k.origin,
-            "protected": k.protected,
-            "primary_version": k.primary_version,
-            "rotation_count": k.rotation_count,
-            "rotated_at": _iso(k.rotated_at),
-            "rotation_period_seconds": int(k.rotation_period.total_seconds()) if k.rotation_period else None,
-            "next_rotation_at": _iso(k.next_rotation_at),
-            "deletion_requested_at": _iso(k.deletion_requested_at),
-            "created_at": _iso(k.created_at),
-        }
-        for k in qs.order_by("project_id", "name", "id")
     ]

@@ -27,10 +27,11 @@ from django.db.models import Q, QuerySet
 from guardian.models import UserObjectPermission
 from guardian.shortcuts import assign_perm, remove_perm
 
-from hkms_core.access.cache import access_generation_bump
+from hkms_core.access.generation import access_generation_bump
 from hkms_core.access.models import RoleGrant
 from hkms_core.access.principal import Grants, Principal
 from hkms_core.access.roles import GRANTING_ACTION, PERMISSIONS_BY_MODEL, ROLES, ROLES_FOR_MODEL, Action
+from hkms_core.audit.services import audit_denied, audit_record
 from hkms_core.errors import InvalidArgument, ObjectNotFound, PermissionDenied
 
 _VIEW_ACTION = {
@@ -121,8 +122,6 @@ def authorize_audited(
     try:
         authorize(principal, action, obj, as_id=as_id)
     except (ObjectNotFound, PermissionDenied) as exc:
-        from hkms_core.audit.services import audit_denied
-
         audit_denied(principal, event, obj, exc, **detail)
         raise
 
@@ -139,8 +138,6 @@ def not_found_audited(
     project's auditors see the attempt; else the event names what was asked for.
     Both cases write one ``denied`` event, so the work done does not tell them apart.
     """
-    from hkms_core.audit.services import audit_denied
-
     error = ObjectNotFound(resource, requested)
     target = obj if obj is not None else (resource, str(requested)[:64], "")
     audit_denied(principal, event, target, error, requested=str(requested), **detail)
@@ -226,8 +223,6 @@ def role_grant(*, principal: Principal, user: Any, role: str, obj: Any) -> RoleG
 
     Refused (and audited as ``denied``) unless :func:`_check_grantable` allows it.
     """
-    from hkms_core.audit.services import audit_denied, audit_record
-
     try:
         _check_grantable(principal, user, role, obj, "role.grant")
     except (ObjectNotFound, PermissionDenied, InvalidArgument) as exc:
@@ -252,8 +247,6 @@ def role_revoke(*, principal: Principal, user: Any, role: str, obj: Any) -> bool
 
     The same rules as granting (:func:`_check_grantable`): only who could grant
     the role may take it away, and never from themselves."""
-    from hkms_core.audit.services import audit_denied, audit_record
-
     try:
         _check_grantable(principal, user, role, obj, "role.revoke")
     except (ObjectNotFound, PermissionDenied, InvalidArgument) as exc:

@@ -9,11 +9,13 @@ kind of error (for example a 503 for a database outage), add one function::
     def _database_down(exc):
         return 503, {"type": "service_unavailable", "message": "…"}
 
-Families: :class:`hkms_core.errors.ServiceError` (carries its own status and
-body; ``secrets_app``'s ``Expired`` is one), :class:`keys_app.errors.HierarchyError`
-(disabled key, destroyed material, sealed root key, tampered data),
-``secrets_app.storage.SecretError``, DRF's request errors, and anything else:
-a generic 500 whose details go to the server log only (without request data).
+Families: :class:`hkms_core.errors.HkmsError`, the root of the project's one
+error hierarchy, whose every error carries its own status and body (services'
+refusals, the key hierarchy's errors, ``secrets_app``'s; this module imports no
+app), DRF's and Django's request errors, and anything else: a generic 500 whose
+details go to the server log only (without request data).  The hot read path
+(``secrets_app.api.hot``) answers its errors through :func:`exception_handler`
+too: there is no second mapping.
 
 Every ``invalid_arguments`` answer (a service's ``InvalidArgument`` or a request
 that does not fit its serializer) has the body of
@@ -29,16 +31,12 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from django.core.exceptions import RequestDataTooBig
-from django.http import Http404
+from django.http import Http404, HttpRequest, JsonResponse
 from rest_framework import exceptions as drf
 from rest_framework.response import Response
 
-from hkms_core.errors import ServiceError, invalid_arguments_body
+from hkms_core.errors import HkmsError, invalid_arguments_body
 from hkms_core.outage import api_outage_response
-from keys_app import errors as hierarchy
-from keys_app.services.jobs import JobBusy
-from keys_app.services.seal import ShareRefused, public_root_key_message
-from secrets_app.storage import SecretError
 
 log = logging.getLogger("hkms.api")
 
@@ -85,57 +83,18 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
     return scaleway_error(500, {"type": "internal_error", "message": "internal error"})
 
 
-# --- the services' own errors ----------------------------------------------------------------
-@renders(ServiceError)
-def _service(exc: ServiceError) -> Rendered:
+# --- the project's own errors ----------------------------------------------------------------
+@renders(HkmsError)
+def _hkms(exc: HkmsError) -> Rendered:
+    """Every app's errors: each carries its status and body (:mod:`hkms_core.errors`).
+
+    A root key provider's text or a tampering report goes to the server log
+    (``server_log``); the client gets the body, which never repeats it.
+    """
+    if exc.server_log is not None:
+        level, text = exc.server_log
+        log.log(level, text, exc)
     return exc.status, exc.as_scaleway()
-
-
-# --- the key hierarchy -----------------------------------------------------------------------
-@renders(ShareRefused)
-def _share_refused(exc: ShareRefused) -> Rendered:
-    return 400, invalid_arguments_body([("share", "constraint", str(exc))], str(exc))
-
-
-@renders(hierarchy.KeyDisabled)
-def _key_disabled(exc: hierarchy.KeyDisabled) -> Rendered:
-    message = str(exc)
-    return 412, {
-        "type": "precondition_failed",
-        "message": message,
-        "precondition": "resource_not_usable",
-        "help_message": message,
-    }
-
-
-@renders(hierarchy.KeyMaterialUnavailable)
-def _material_gone(exc: hierarchy.KeyMaterialUnavailable) -> Rendered:
-    return 410, {"type": "resource_expired", "message": str(exc)}
-
-
-@renders(hierarchy.RootKeyError, hierarchy.NotInitialised)
-def _sealed(exc: hierarchy.HierarchyError) -> Rendered:
-    """The provider's text may name a key file or a module: it goes to the log, the client gets the state."""
-    log.warning("root key unavailable: %s", exc)
-    return 503, {"type": "sealed", "message": public_root_key_message(exc)}
-
-
-@renders(JobBusy)
-def _job_busy(exc: JobBusy) -> Rendered:
-    return 409, {"type": "conflict", "message": str(exc)}
-
-
-@renders(hierarchy.HierarchyError)
-def _integrity(exc: hierarchy.HierarchyError) -> Rendered:
-    """Tampered data (``IntegrityError``) and any other hierarchy failure: the operator must look."""
-    log.error("hierarchy integrity failure: %s", exc)
-    return 500, {"type": "integrity_error", "message": str(exc)}
-
-
-@renders(SecretError)
-def _secret_error(exc: SecretError) -> Rendered:
-    """The key a secret would be sealed with is not usable for it (wrong project, disabled, none)."""
-    return 400, invalid_arguments_body([("key_id", "constraint", str(exc))], str(exc))
 
 
 # --- request errors (DRF and Django) ---------------------------------------------------------
@@ -219,9 +178,17 @@ def _throttled(exc: drf.Throttled) -> Rendered:
     return 429, body, ({"Retry-After": str(max(int(wait), 1))} if wait is not None else {})
 
 
+NOT_FOUND = {"type": "not_found", "message": "resource is not found"}
+
+
 @renders(Http404, drf.NotFound)
 def _not_found(exc: Exception) -> Rendered:
-    return 404, {"type": "not_found", "message": "resource is not found"}
+    return 404, dict(NOT_FOUND)
+
+
+def unknown_endpoint(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:
+    """No such endpoint under an API's prefix (a plain Django view, outside DRF): the same 404 body."""
+    return JsonResponse(NOT_FOUND, status=404)
 
 
 @renders(drf.PermissionDenied)

@@ -109,7 +109,7 @@ class AuditKey(models.Model):
     """One version of the audit key, wrapped by a REK version (kek database).
 
     ``wrapped`` is the root key provider's wrap with the associated data of a KEK
-    version named ``("audit", version)`` (:func:`hkms_core.audit.keys.audit_key_wrap`);
+    version named ``("audit", version)`` (``keys_app.services.audit_key``);
     ``check_value`` is :func:`keys_app.crypto.key_check_value` of the key.
     """
 

@@ -20,7 +20,7 @@ from typing import Any
 from django.db import connections, transaction
 from django.utils import timezone
 
-from hkms_core.access.principal import Principal
+from hkms_core.audit.actor import Actor
 from hkms_core.audit.chain import (
     FIELDS_V1,
     GENESIS,
@@ -38,10 +38,9 @@ from hkms_core.audit.chain import (
     legacy_raw,
     parse_tag,
 )
-from hkms_core.audit.keys import AuditKeyRefused, audit_key, audit_key_for_verification
+from hkms_core.audit.keysource import AuditKeyMissing, AuditKeyRefused, AuditKeyUnavailable, key_source
 from hkms_core.audit.models import AuditChainHead, AuditEvent
-from hkms_site.observability.metrics import audit_appended
-from keys_app.errors import RootKeyError
+from hkms_core.metrics import audit_appended
 
 _FIELDS = FIELDS_V1
 _canonical = canonical_v1
@@ -77,7 +76,7 @@ def _describe(obj: Any) -> tuple[str, str, str]:
     return label, str(obj.pk), str(project or "")
 
 
-def _event_values(principal: Principal, action: str, obj: Any, outcome: str, detail: dict[str, Any]) -> dict[str, Any]:
+def _event_values(principal: Actor, action: str, obj: Any, outcome: str, detail: dict[str, Any]) -> dict[str, Any]:
     """An event's content, less its place in the chain (``seq``, hashes)."""
     object_type, object_id, project_id = _describe(obj)
     return {
@@ -104,12 +103,13 @@ def _hasher(key_version: int) -> tuple[str, Hasher]:
     provider unreachable, events are written in the legacy unkeyed format: an
     unseal must itself be audited.  ``verify_audit_log`` reports such events
     when they come after keyed ones.  Any other failure (kek row altered or
-    removed, check value mismatch) propagates: the audited operation fails.
+    removed, check value mismatch, no key source registered: see
+    :mod:`hkms_core.audit.keysource`) propagates: the audited operation fails.
     """
     if key_version:
         try:
-            return keyed_tag(key_version), keyed_hasher(audit_key(key_version).reveal(), key_version)
-        except RootKeyError:
+            return keyed_tag(key_version), keyed_hasher(key_source().key(key_version), key_version)
+        except AuditKeyUnavailable:
             log.warning("audit key version %s unavailable (root key sealed?): event written unkeyed", key_version)
     return LEGACY, legacy_hash
 
@@ -134,7 +134,7 @@ def _append(batch: list[dict[str, Any]]) -> list[AuditEvent]:
 
 
 def audit_record(
-    principal: Principal, action: str, obj: Any = None, *, outcome: str = AuditEvent.Outcome.ALLOWED, **detail: Any
+    principal: Actor, action: str, obj: Any = None, *, outcome: str = AuditEvent.Outcome.ALLOWED, **detail: Any
 ) -> AuditEvent:
     """Append one event, linked to its predecessor, in the caller's transaction (default db).
 
@@ -219,7 +219,7 @@ _group = GroupCommit()
 
 
 def audit_record_committed(
-    principal: Principal, action: str, obj: Any = None, *, outcome: str = AuditEvent.Outcome.ALLOWED, **detail: Any
+    principal: Actor, action: str, obj: Any = None, *, outcome: str = AuditEvent.Outcome.ALLOWED, **detail: Any
 ) -> AuditEvent:
     """Append one event and return only once it is committed (for reads: record, then reveal).
 
@@ -259,7 +259,7 @@ def _head_move(seq: int, digest: str) -> None:
         )
 
 
-def audit_denied(principal: Principal, action: str, obj: Any, error: Exception, **detail: Any) -> AuditEvent:
+def audit_denied(principal: Actor, action: str, obj: Any, error: Exception, **detail: Any) -> AuditEvent:
     """Record a refused attempt in its own committed transaction (the operation itself fails)."""
     with transaction.atomic():
         return audit_record(
@@ -342,8 +342,8 @@ def audit_verify(*, batch_size: int = 10_000, expect_heads: Iterable[tuple[int, 
                     return _broken(checked, seq, f"unknown hash format {tag[:16]!r}")
                 assert version is not None
                 try:
-                    key = audit_key_for_verification(version, recorded)
-                except AuditKeyRefused as exc:
+                    key = key_source().key_for_verification(version, recorded)
+                except (AuditKeyRefused, AuditKeyMissing) as exc:
                     return _refused(checked, seq, str(exc))
                 hasher = hashers[tag] = keyed_raw(key, version)
             detail_json = details.get(detail)

@@ -198,7 +198,7 @@ def _apply_request(route: str, method: str, status: int, *, n: int) -> None:
 
 
 def audit_appended(contents: Iterable[dict[str, Any]], seconds: float) -> None:
-    """Called by the audit log after linking and inserting a batch of events."""
+    """The audit log's observer (registered with ``hkms_core.metrics.set_audit_observer``): one batch appended."""
     _record(("audit", tuple((str(c.get("action", "")), str(c.get("outcome", ""))) for c in contents), seconds))
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.urls import path, re_path
 
+from hkms_core.api.exceptions import unknown_endpoint
 from keys_app.api import views
 
 _KEY = "regions/<str:region>/keys/<str:key_id>"
@@ -28,5 +29,5 @@ urlpatterns = [
     path(f"{_KEY}/wrap", views.WrapKeyView.as_view(), name="km-wrap"),
     path(f"{_KEY}/unwrap", views.UnwrapKeyView.as_view(), name="km-unwrap"),
     path("regions/<str:region>/algorithms", views.AlgorithmsView.as_view(), name="km-algorithms"),
-    re_path(r"^.*$", views.not_found),
+    re_path(r"^.*$", unknown_endpoint),
 ]

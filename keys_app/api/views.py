@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.http import HttpRequest, JsonResponse
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.request import Request
@@ -355,8 +354,3 @@ class AlgorithmsView(ScalewayView):
         return Response(
             {"algorithms": [{"usage": a.usage, "name": a.name, "recommended": a.recommended} for a in algorithms]}
         )
-
-
-def not_found(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:
-    """Unknown paths under the Key Manager prefix answer in Scaleway's error shape too."""
-    return JsonResponse({"type": "not_found", "message": "resource is not found"}, status=404)

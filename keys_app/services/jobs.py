@@ -66,6 +66,10 @@ class JobBusy(HierarchyError):
 
     code = "job_busy"
     exit_code = EXIT_BUSY
+    status = 409
+    type = "conflict"
+    retryable = True
+    server_log = None
 
 
 class LeaseLost(JobBusy):

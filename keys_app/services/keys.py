@@ -48,7 +48,14 @@ from hkms_core.access.roles import Action
 from hkms_core.access.services import authorize_audited, grants_forget, not_found_audited, visible
 from hkms_core.audit.models import AuditEvent
 from hkms_core.audit.services import audit_record
-from hkms_core.errors import InvalidArgument, ObjectNotFound, PermissionDenied, PreconditionFailed, ServiceError
+from hkms_core.errors import (
+    InvalidArgument,
+    ObjectNotFound,
+    PermissionDenied,
+    PreconditionFailed,
+    ServiceError,
+    parse_uuid,
+)
 from hkms_core.queries import filter_json_list_contains
 from hkms_core.tenancy.models import Project
 from keys_app import asymmetric, crypto
@@ -119,10 +126,7 @@ def _now(now: datetime | None) -> datetime:
 
 
 def _uuid(raw: Any, name: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(str(raw))
-    except (ValueError, TypeError, AttributeError):
-        raise InvalidArgument(name, "must be a UUID") from None
+    return parse_uuid(raw, name)  # a malformed id is a 400 in both APIs (hkms_core.errors.parse_uuid)
 
 
 def _aware(value: datetime) -> datetime:

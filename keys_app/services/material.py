@@ -25,7 +25,7 @@ from django.utils import timezone
 
 from keys_app import crypto
 from keys_app.cache import KeyCache
-from keys_app.errors import IntegrityError, KeyDisabled, KeyMaterialUnavailable, RootKeyError
+from keys_app.errors import IntegrityCheckFailed, KeyDisabled, KeyMaterialUnavailable, RootKeyError
 from keys_app.models import Dek, KekVersion, Key, KeyState, RootKeyVersion
 from keys_app.services.root import rek_current, rek_unwrap, rek_wrap
 
@@ -164,7 +164,7 @@ def _kek_adopt(row: KekVersion, material: crypto.SecretBytes | None) -> KekVersi
         return None
     try:
         existing = rek_unwrap(row.rek_version, bytes(row.wrapped_material), key_id=row.key_id, kek_version=row.version)
-    except (RootKeyError, IntegrityError):
+    except (RootKeyError, IntegrityCheckFailed):
         fresh = KekVersion.objects.using("kek").filter(id=row.id).first()
         if fresh is None:
             return None
@@ -202,7 +202,7 @@ def kek_material(key_id: uuid.UUID, version: int) -> crypto.SecretBytes:
         raise KeyMaterialUnavailable(f"version {version} of key {key_id} does not exist or was destroyed")
     try:
         material = rek_unwrap(row.rek_version, bytes(row.wrapped_material), key_id=key_id, kek_version=version)
-    except (RootKeyError, IntegrityError):
+    except (RootKeyError, IntegrityCheckFailed):
         # A root key rotation may have re-wrapped this row, and retired the REK version we
         # read it under, between our read and the unwrap: read the row once more.
         fresh = KekVersion.objects.using("kek").filter(id=row.id).values("rek_version", "wrapped_material").first()
@@ -240,7 +240,7 @@ def dek_unwrap_raw(dek_id: uuid.UUID, key_id: uuid.UUID, kek_version: int, wrapp
     try:
         raw = crypto.open_(kek, bytes(wrapped), context=dek_context(dek_id, key_id, kek_version))
     except crypto.InvalidCiphertext:
-        raise IntegrityError(
+        raise IntegrityCheckFailed(
             f"DEK {dek_id} failed authentication under version {kek_version} of key {key_id} (tampered or moved)"
         ) from None
     return crypto.SecretBytes(raw)
@@ -347,7 +347,7 @@ def dek_material(*, key: Key, dek_id: uuid.UUID) -> crypto.SecretBytes:
     if row is None:
         raise KeyMaterialUnavailable(f"DEK {dek_id} does not exist (destroyed or missing)")
     if row.key_id != key.id:
-        raise IntegrityError(f"DEK {dek_id} belongs to key {row.key_id}, not to key {key.id}")
+        raise IntegrityCheckFailed(f"DEK {dek_id} belongs to key {row.key_id}, not to key {key.id}")
     material = dek_unwrap(row)
     cache.put(("dek", dek_id), str(key.id), material, tag=key.primary_version)
     return material

@@ -17,7 +17,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from keys_app import crypto
-from keys_app.errors import IntegrityError, NotInitialised, RootKeyError
+from keys_app.errors import IntegrityCheckFailed, NotInitialised, RootKeyError
 from keys_app.models import RootKeyVersion
 from keys_app.providers import RootKeyProvider, RootKeyUnavailable, get_provider
 
@@ -108,7 +108,7 @@ def rek_unwrap(rek_version: int, blob: bytes, *, key_id: object, kek_version: in
             provider.unwrap(rek_version, bytes(blob), context=kek_context(key_id, kek_version, rek_version))
         )
     except crypto.InvalidCiphertext:
-        raise IntegrityError(
+        raise IntegrityCheckFailed(
             f"KEK version {kek_version} of key {key_id} failed authentication under root key "
             f"version {rek_version} (tampered, moved or wrong root key)"
         ) from None

@@ -27,11 +27,11 @@ from django.db import connections, models, transaction
 from django.db.models import Count, F
 from django.utils import timezone
 
-from hkms_core.audit.keys import audit_keys_rewrap
 from keys_app import crypto
-from keys_app.errors import HierarchyError, IntegrityError, KeyMaterialUnavailable
+from keys_app.errors import HierarchyError, IntegrityCheckFailed, KeyMaterialUnavailable
 from keys_app.models import Dek, KekVersion, Key, RootKeyVersion, RotationJob
 from keys_app.services import root
+from keys_app.services.audit_key import audit_keys_rewrap
 from keys_app.services.jobs import (
     Progress,
     job_advance,
@@ -331,7 +331,7 @@ def _rewrap_version(job: RotationJob, key: Key, old_version: int, batch_size: in
             try:
                 material = crypto.open_(old_kek, bytes(wrapped), context=dek_context(dek_id, key.id, old_version))
             except crypto.InvalidCiphertext:
-                raise IntegrityError(
+                raise IntegrityCheckFailed(
                     f"DEK {dek_id} failed authentication under version {old_version} "
                     f"of key {key.id}; nothing after it was re-wrapped"
                 ) from None
@@ -526,7 +526,7 @@ def _rotate_batch(job: RotationJob, batch: list[_VersionRow]) -> int:
                 context=payload_context(version.secret_id, version.revision, version.dek_id),
             )
         except crypto.InvalidCiphertext:
-            raise IntegrityError(
+            raise IntegrityCheckFailed(
                 f"secret {version.secret_id} revision {version.revision} failed authentication "
                 "(tampered or moved ciphertext); nothing after it was rotated"
             ) from None

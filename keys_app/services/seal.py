@@ -19,6 +19,7 @@ import logging
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from hkms_core.errors import invalid_arguments_body
 from keys_app.errors import HierarchyError, RootKeyError
 from keys_app.providers import get_provider
 from keys_app.providers.base import RootKeyUnavailable
@@ -29,9 +30,15 @@ log = logging.getLogger("hkms.seal")
 
 
 class ShareRefused(HierarchyError):
-    """A share or share set was refused; nothing was unsealed by it."""
+    """A share or share set was refused; nothing was unsealed by it (400, naming the ``share`` argument)."""
 
     code = "share_refused"
+    status = 400
+    type = "invalid_arguments"
+    server_log = None
+
+    def as_scaleway(self) -> dict[str, Any]:
+        return invalid_arguments_body([("share", "constraint", self.message)], self.message)
 
 
 class SealableProvider(Protocol):
@@ -115,22 +122,6 @@ def seal() -> dict[str, Any]:
     if epoch is None:
         result["message"] = "sealed this node only: the database is unreachable, seal every other node yourself"
     return result
-
-
-def public_root_key_message(exc: Exception) -> str:
-    """What an API client is told about an unusable root key: the state, never a path or a module.
-
-    The full message (which may name a key file or a PKCS#11 module) is for the server log."""
-    text = str(exc)
-    if "seal keeper is not running" in text:
-        return "the seal keeper is not running on this node: start `manage.py seal_keeper`, then unseal"
-    if "seal keeper" in text:
-        return "the seal keeper on this node cannot be reached; the server log says why"
-    if "sealed" in text:
-        return "the service is sealed: custodians must unseal it"
-    if "not initialised" in text:
-        return "the key hierarchy is not initialised"
-    return "the root key is not available on this node; the server log says why"
 
 
 def shamir_threshold(version: int | None = None) -> int | None:

@@ -1,5 +1,6 @@
 from django.urls import path, re_path
 
+from hkms_core.api.exceptions import unknown_endpoint
 from secrets_app.api import views
 
 R = "secret-manager/v1beta1/regions/<str:region>"
@@ -24,5 +25,5 @@ urlpatterns = [
     path(f"{V}/disable", views.DisableSecretVersionView.as_view()),
     path(f"{V}/restore", views.RestoreSecretVersionView.as_view()),
     # Anything else under the API's prefix: Scaleway's JSON 404, never Django's HTML page.
-    re_path(r"^secret-manager/", views.unknown_endpoint),
+    re_path(r"^secret-manager/", unknown_endpoint),
 ]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.http import HttpRequest, JsonResponse
 from django.views.decorators.debug import sensitive_variables
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -502,8 +501,3 @@ class SecretTypesView(ScalewayView):
         )
         page, page_size = page_params(request.query_params)
         return Response({"types": found[(page - 1) * page_size : page * page_size], "total_count": len(found)})
-
-
-def unknown_endpoint(request: HttpRequest) -> JsonResponse:
-    """No such endpoint (e.g. a path segment holding ``/``): Scaleway's JSON 404."""
-    return JsonResponse({"type": "not_found", "message": "resource is not found"}, status=404)

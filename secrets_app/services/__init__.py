@@ -37,7 +37,7 @@ from hkms_core.access.services import (
     visible,
 )
 from hkms_core.audit.services import audit_record, audit_record_committed
-from hkms_core.errors import Conflict, InvalidArgument, ObjectNotFound, PreconditionFailed
+from hkms_core.errors import Conflict, InvalidArgument, ObjectNotFound, PreconditionFailed, parse_uuid
 from hkms_core.queries import filter_json_list_contains
 from hkms_core.tenancy.models import Project
 from keys_app.models import Key, KeyState
@@ -82,10 +82,7 @@ class AccessedPayload:
 
 # --- lookups ---------------------------------------------------------------------------------
 def _uuid(raw: Any, resource: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(str(raw))
-    except ValueError:
-        raise ObjectNotFound(resource, raw) from None
+    return parse_uuid(raw, f"{resource}_id")  # a malformed id is a 400 in both APIs (hkms_core.errors.parse_uuid)
 
 
 def _secret(principal: Principal, secret_id: Any, action: Action, event: str, region: str | None) -> Secret:

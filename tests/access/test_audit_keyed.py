@@ -14,17 +14,19 @@ from unittest import mock
 
 import pytest
 from django.core.management import call_command
-from django.db import connection
+from django.db import connection, transaction
 from django.utils import timezone
 
 from hkms_core.access.principal import Principal
 from hkms_core.audit import chain as formats
-from hkms_core.audit.keys import audit_key, audit_key_ensure, audit_key_rotate
+from hkms_core.audit import keysource
+from hkms_core.audit.keysource import AuditKeyMissing
 from hkms_core.audit.models import AuditChainHead, AuditEvent, AuditKey
 from hkms_core.audit.services import audit_record, audit_verify, event_hash
 from keys_app import crypto
 from keys_app.errors import RootKeyError
 from keys_app.services import material, root
+from keys_app.services.audit_key import SOURCE, audit_key, audit_key_ensure, audit_key_rotate
 
 pytestmark = pytest.mark.django_db(databases=["default", "kek", "dek"])
 
@@ -164,12 +166,22 @@ def test_legacy_events_before_the_key_are_covered_by_the_first_keyed_event(hiera
 
 def test_events_written_while_sealed_are_unkeyed_and_reported(keyed):
     _forget_keys()
-    with mock.patch("hkms_core.audit.keys._unwrap", side_effect=RootKeyError("sealed")):
+    with mock.patch("keys_app.services.audit_key._unwrap", side_effect=RootKeyError("sealed")):
         _events(2, start=6)
     _events(1, start=8)
     assert list(AuditEvent.objects.order_by("seq").values_list("hash_version", flat=True))[6:] == ["0", "0", "1.1"]
     result = audit_verify()
     assert result["status"] == "unauthenticated" and result["unkeyed_after_keyed"] == [[7, 8]]
+
+
+def test_without_a_key_source_nothing_keyed_is_audited(keyed):
+    """Fail closed: the foundation's audit log with no key source registered (keys_app not ready)."""
+    with mock.patch("hkms_core.audit.keysource._source", None):
+        with pytest.raises(AuditKeyMissing), transaction.atomic():  # the audited change rolls back with it
+            _events(1, start=6)
+        result = audit_verify()
+    assert result["status"] == "refused" and AuditEvent.objects.count() == 6
+    assert keysource.key_source() is SOURCE  # registered by KeysAppConfig.ready()
 
 
 def test_a_truncated_tail_is_detected_by_an_exported_anchor(keyed, capsys):

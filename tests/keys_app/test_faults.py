@@ -23,7 +23,7 @@ from hkms_site import checks
 from keys_app import crypto
 from keys_app.errors import (
     HierarchyError,
-    IntegrityError,
+    IntegrityCheckFailed,
     KeyDisabled,
     KeyMaterialUnavailable,
     NotInitialised,
@@ -178,7 +178,7 @@ def test_uninitialised_hierarchy_says_what_to_run(db):
 def test_tampered_secret_ciphertext(secret, sensitive):
     version = versions_of(secret)[1]
     SecretVersion.objects.filter(id=version.id).update(ciphertext=flip_byte(bytes(version.ciphertext), 20))
-    with pytest.raises(IntegrityError) as info:
+    with pytest.raises(IntegrityCheckFailed) as info:
         read(version)
     assert f"secret {secret.id} revision 2" in str(info.value)
     assert_reveals_nothing(info.value, sensitive)
@@ -188,7 +188,7 @@ def test_tampered_secret_ciphertext(secret, sensitive):
 def test_truncated_secret_ciphertext(secret, sensitive):
     version = versions_of(secret)[0]
     SecretVersion.objects.filter(id=version.id).update(ciphertext=bytes(version.ciphertext)[:10])
-    with pytest.raises(IntegrityError, match=str(secret.id)) as info:
+    with pytest.raises(IntegrityCheckFailed, match=str(secret.id)) as info:
         read(version)
     assert_reveals_nothing(info.value, sensitive)
 
@@ -198,7 +198,7 @@ def test_tampered_wrapped_kek(secret, project, sensitive):
     row = KekVersion.objects.using("kek").get(key_id=key_id, version=1)
     KekVersion.objects.using("kek").filter(id=row.id).update(wrapped_material=flip_byte(bytes(row.wrapped_material)))
     forget_everything()
-    with pytest.raises(IntegrityError) as info:
+    with pytest.raises(IntegrityCheckFailed) as info:
         read(versions_of(secret)[0])
     assert f"KEK version 1 of key {key_id}" in str(info.value)
     assert "root key version 1" in str(info.value)
@@ -210,7 +210,7 @@ def test_tampered_wrapped_dek(secret, sensitive):
     dek = Dek.objects.using("dek").get(id=version.dek_id)
     Dek.objects.using("dek").filter(id=dek.id).update(wrapped=flip_byte(bytes(dek.wrapped), 30))
     forget_everything()
-    with pytest.raises(IntegrityError) as info:
+    with pytest.raises(IntegrityCheckFailed) as info:
         read(version)
     assert f"DEK {dek.id}" in str(info.value)
     assert_reveals_nothing(info.value, sensitive)
@@ -221,7 +221,7 @@ def test_ciphertext_copied_to_another_secret_fails_naming_that_secret(make_secre
     other = make_secret(b"other-secret-payload", name="api-token")
     source, target = versions_of(secret)[0], versions_of(other)[0]
     SecretVersion.objects.filter(id=target.id).update(ciphertext=source.ciphertext)
-    with pytest.raises(IntegrityError) as info:
+    with pytest.raises(IntegrityCheckFailed) as info:
         read(target)
     assert f"secret {other.id} revision 1" in str(info.value)
     assert_reveals_nothing(info.value, [*sensitive, b"other-secret-payload"])
@@ -230,7 +230,7 @@ def test_ciphertext_copied_to_another_secret_fails_naming_that_secret(make_secre
 def test_ciphertext_copied_between_revisions_fails(secret, sensitive):
     first, second = versions_of(secret)
     SecretVersion.objects.filter(id=second.id).update(ciphertext=first.ciphertext)
-    with pytest.raises(IntegrityError) as info:
+    with pytest.raises(IntegrityCheckFailed) as info:
         read(second)
     assert f"secret {secret.id} revision 2" in str(info.value)
     assert_reveals_nothing(info.value, sensitive)
@@ -240,7 +240,7 @@ def test_ciphertext_moved_with_its_dek_reference_still_fails(secret, sensitive):
     """Moving both the ciphertext and the DEK id: the secret id and revision are bound too."""
     first, second = versions_of(secret)
     SecretVersion.objects.filter(id=second.id).update(ciphertext=first.ciphertext, dek_id=first.dek_id)
-    with pytest.raises(IntegrityError) as info:
+    with pytest.raises(IntegrityCheckFailed) as info:
         read(second)
     assert f"secret {secret.id} revision 2" in str(info.value)
     assert_reveals_nothing(info.value, sensitive)
@@ -251,7 +251,7 @@ def test_wrapped_dek_copied_to_another_row_fails(secret, sensitive):
     source = Dek.objects.using("dek").get(id=first.dek_id)
     Dek.objects.using("dek").filter(id=second.dek_id).update(wrapped=source.wrapped)
     forget_everything()
-    with pytest.raises(IntegrityError) as info:
+    with pytest.raises(IntegrityCheckFailed) as info:
         read(second)
     assert f"DEK {second.dek_id}" in str(info.value)
     assert_reveals_nothing(info.value, sensitive)
@@ -263,7 +263,7 @@ def test_wrapped_kek_copied_to_another_key_fails(secret, project, other_project,
     theirs = KekVersion.objects.using("kek").get(key_id=other_project.default_key_id, version=1)
     KekVersion.objects.using("kek").filter(id=mine.id).update(wrapped_material=theirs.wrapped_material)
     forget_everything()
-    with pytest.raises(IntegrityError) as info:
+    with pytest.raises(IntegrityCheckFailed) as info:
         read(versions_of(secret)[0])
     assert str(project.default_key_id) in str(info.value)
     assert_reveals_nothing(info.value, sensitive)
@@ -273,7 +273,7 @@ def test_dek_of_another_key_is_refused(secret, other_project, sensitive):
     version = versions_of(secret)[0]
     Dek.objects.using("dek").filter(id=version.dek_id).update(key_id=other_project.default_key_id)
     forget_everything()
-    with pytest.raises(IntegrityError) as info:
+    with pytest.raises(IntegrityCheckFailed) as info:
         read(version)
     assert f"DEK {version.dek_id}" in str(info.value)
     assert_reveals_nothing(info.value, sensitive)
@@ -331,7 +331,7 @@ def test_destroyed_kek_version_is_unavailable(secret, project, sensitive):
 
 
 def test_every_hierarchy_error_has_a_stable_code():
-    for cls in (RootKeyError, KeyMaterialUnavailable, IntegrityError, KeyDisabled, NotInitialised):
+    for cls in (RootKeyError, KeyMaterialUnavailable, IntegrityCheckFailed, KeyDisabled, NotInitialised):
         assert issubclass(cls, HierarchyError)
         assert cls.code and cls.code != HierarchyError.code
     assert str(crypto.InvalidCiphertext()) == "ciphertext could not be authenticated"

@@ -13,8 +13,7 @@ from hkms_core.access.principal import Principal
 from hkms_core.access.projects import project_get
 from hkms_core.access.roles import ROLE_NAMES
 from hkms_core.access.services import role_grant
-from hkms_core.errors import ObjectNotFound, ServiceError
-from keys_app.errors import HierarchyError
+from hkms_core.errors import HkmsError, ObjectNotFound
 from keys_app.services.projects import project_create
 
 
@@ -65,10 +64,8 @@ class Command(BaseCommand):
                     expires_in=expires_in,
                     description=options["description"],
                 )
-        except ServiceError as exc:
+        except HkmsError as exc:  # refused, or sealed / not initialised / root key unavailable
             raise CommandError(exc.message) from None
-        except HierarchyError as exc:  # sealed, not initialised, root key unavailable
-            raise CommandError(str(exc)) from None
         result = {
             "access_key": issued.api_key.access_key,
             "secret_key": issued.secret_key,

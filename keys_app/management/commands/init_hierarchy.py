@@ -5,10 +5,10 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import CommandError, CommandParser
 
-from hkms_core.audit.keys import audit_key_ensure
 from keys_app.management.base import HierarchyCommand
 from keys_app.management.shares import show_shares
 from keys_app.providers import RootKeyUnavailable
+from keys_app.services.audit_key import audit_key_ensure
 from keys_app.services.root import hierarchy_init, hierarchy_is_initialised, rek_current
 from keys_app.services.seal import shamir_provider
 
@@ -28,7 +28,7 @@ class Command(HierarchyCommand):
     def run(self, **options: Any) -> dict[str, Any]:
         result = self._init(**options)
         if not result.get("sealed"):
-            audit_key_ensure()  # key the audit chain (idempotent; see hkms_core.audit.keys)
+            audit_key_ensure()  # key the audit chain (idempotent; see keys_app.services.audit_key)
         return result
 
     def _init(self, **options: Any) -> dict[str, Any]:

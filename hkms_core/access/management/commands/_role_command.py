@@ -1,4 +1,8 @@
-"""Shared by grant_role and revoke_role: resolve the target object from the options."""
+"""Shared by grant_role and revoke_role: resolve the target object from the options.
+
+Secrets and keys are models of the apps above the foundation: their models come
+from the registry of grantable kinds (:mod:`hkms_core.access.kinds`).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,9 @@ from typing import Any
 
 from django.core.management.base import CommandError, CommandParser
 
+from hkms_core.access.kinds import kind_model
+from hkms_core.access.principal import Principal
+from hkms_core.access.projects import project_get
 from hkms_core.access.roles import ROLE_NAMES
 
 
@@ -20,19 +27,15 @@ def add_role_arguments(parser: CommandParser) -> None:
 
 
 def role_target(options: dict[str, Any]) -> Any:
-    from hkms_core.access.principal import Principal
-    from hkms_core.access.projects import project_get
-    from keys_app.models import Key
-    from secrets_app.models import Secret
-
     if options.get("project"):
         return project_get(principal=Principal.for_command(), project_id=options["project"])
-    model, raw, kind = (Secret, options["secret"], "secret") if options.get("secret") else (Key, options["key"], "key")
+    raw, kind = (options["secret"], "secret") if options.get("secret") else (options["key"], "key")
+    model = kind_model(kind)
     try:
         object_id = uuid.UUID(raw)
     except ValueError:
         raise CommandError(f"{raw!r} is not a {kind} id (a UUID)") from None
-    obj = model.objects.filter(id=object_id).first()
+    obj = model._default_manager.filter(id=object_id).first()
     if obj is None:
         raise CommandError(f"{kind} {object_id} does not exist")
     return obj

@@ -5,8 +5,8 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandParser
 
 from hkms_core.access.listing import projects_list
-from hkms_core.access.management.commands._listing import write_rows
 from hkms_core.access.principal import Principal
+from hkms_core.cli import write_rows
 
 
 class Command(BaseCommand):

@@ -5,9 +5,9 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from hkms_core.access.listing import role_grants_list
-from hkms_core.access.management.commands._listing import write_rows
 from hkms_core.access.principal import Principal
 from hkms_core.access.roles import ROLES
+from hkms_core.cli import write_rows
 from hkms_core.errors import ServiceError
 
 

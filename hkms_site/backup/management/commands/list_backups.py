@@ -4,7 +4,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from hkms_core.access.management.commands._listing import write_rows
+from hkms_core.cli import write_rows
 from hkms_site.backup.retention import backup_records
 
 

@@ -1,4 +1,4 @@
-"""Output for the listing commands: ``--json`` (one JSON array) or aligned columns."""
+"""Output of the listing commands (every app's): ``--json`` (one JSON array) or aligned columns."""
 
 from __future__ import annotations
 

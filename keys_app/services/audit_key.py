@@ -1,5 +1,9 @@
 """The audit key: a random 256-bit HMAC key per version, held in the key hierarchy.
 
+The audit log (``hkms_core.audit``) asks for it through the source this module
+registers (:data:`SOURCE`, see :mod:`hkms_core.audit.keysource`) in
+``KeysAppConfig.ready()``; the foundation never imports this app.
+
 Each version is stored on the kek database (:class:`~hkms_core.audit.models.AuditKey`)
 wrapped by a REK version through the root key provider, exactly like a KEK
 version named ``("audit", version)`` (key ids of real KEKs are UUIDs, so the
@@ -30,19 +34,16 @@ import hmac
 from django.db import IntegrityError as DbIntegrityError
 from django.db import transaction
 
+from hkms_core.audit.keysource import AuditKeyRefused, AuditKeyUnavailable
 from hkms_core.audit.models import AuditChainHead, AuditKey
 from keys_app import crypto
-from keys_app.errors import IntegrityError, KeyMaterialUnavailable, RootKeyError
+from keys_app.errors import IntegrityCheckFailed, KeyMaterialUnavailable, RootKeyError
 from keys_app.models import RootKeyVersion
 from keys_app.services import root
 from keys_app.services.material import key_cache
 
 _OWNER = "audit"
 _KEY_ID = "audit"
-
-
-class AuditKeyRefused(Exception):
-    """This audit key cannot verify the chain (unwrap failed, or not the key the chain was written with)."""
 
 
 def _unwrap(row_version: int) -> crypto.SecretBytes:
@@ -52,7 +53,7 @@ def _unwrap(row_version: int) -> crypto.SecretBytes:
         raise KeyMaterialUnavailable(f"audit key version {row_version} is not in the kek database")
     try:
         key = root.rek_unwrap(row.rek_version, bytes(row.wrapped), key_id=_KEY_ID, kek_version=row.version)
-    except (RootKeyError, IntegrityError):
+    except (RootKeyError, IntegrityCheckFailed):
         # A root key rotation may have re-wrapped the row (and retired its REK) since we read it.
         fresh = AuditKey.objects.using("kek").filter(version=row_version).first()
         if fresh is None or fresh.rek_version == row.rek_version:
@@ -60,7 +61,7 @@ def _unwrap(row_version: int) -> crypto.SecretBytes:
         row = fresh
         key = root.rek_unwrap(row.rek_version, bytes(row.wrapped), key_id=_KEY_ID, kek_version=row.version)
     if not hmac.compare_digest(crypto.key_check_value(key), bytes(row.check_value)):
-        raise IntegrityError(f"audit key version {row_version} does not match its check value")
+        raise IntegrityCheckFailed(f"audit key version {row_version} does not match its check value")
     return key
 
 
@@ -68,7 +69,7 @@ def audit_key(version: int) -> crypto.SecretBytes:
     """Audit key ``version``, unwrapped (cached).
 
     Raises :class:`~keys_app.errors.RootKeyError` when the root key is sealed or
-    unavailable, :class:`~keys_app.errors.IntegrityError` or
+    unavailable, :class:`~keys_app.errors.IntegrityCheckFailed` or
     :class:`~keys_app.errors.KeyMaterialUnavailable` when the kek row was altered or removed.
     """
     cache = key_cache()
@@ -88,7 +89,7 @@ def audit_key_for_verification(version: int, recorded: dict[str, str]) -> bytes:
     """
     try:
         key = audit_key(version)
-    except (RootKeyError, IntegrityError, KeyMaterialUnavailable) as exc:
+    except (RootKeyError, IntegrityCheckFailed, KeyMaterialUnavailable) as exc:
         raise AuditKeyRefused(f"cannot unwrap audit key version {version}: {exc}") from None
     expected = recorded.get(str(version))
     actual = crypto.key_check_value(key).hex()
@@ -172,3 +173,19 @@ def audit_keys_rewrap(*, target: RootKeyVersion) -> int:
                 .update(wrapped=wrapped, rek_version=target.version)
             )
     return moved
+
+
+class RootKeyAuditKeySource:
+    """The audit log's key source (:class:`hkms_core.audit.keysource.AuditKeySource`): REK-wrapped versions."""
+
+    def key(self, version: int) -> bytes:
+        try:
+            return audit_key(version).reveal()
+        except RootKeyError as exc:  # sealed or unreachable: the audit log writes unkeyed meanwhile
+            raise AuditKeyUnavailable(str(exc)) from None
+
+    def key_for_verification(self, version: int, recorded: dict[str, str]) -> bytes:
+        return audit_key_for_verification(version, recorded)
+
+
+SOURCE = RootKeyAuditKeySource()

@@ -4,10 +4,10 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from hkms_core.access.listing import keys_list
-from hkms_core.access.management.commands._listing import write_rows
 from hkms_core.access.principal import Principal
+from hkms_core.cli import write_rows
 from hkms_core.errors import ServiceError
+from keys_app.services.listing import keys_list
 
 
 class Command(BaseCommand):

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from hkms_core.audit.keys import audit_key_rotate
 from keys_app.management.base import HierarchyCommand
+from keys_app.services.audit_key import audit_key_rotate
 
 
 class Command(HierarchyCommand):
