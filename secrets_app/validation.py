@@ -132,3 +132,10 @@ def _json_object(data: bytes) -> dict[str, Any]:
 
 def crc32_of(data: bytes) -> int:
     return zlib.crc32(data)
+
+
+def revision_number(raw: str) -> int | None:
+    """``raw`` as a revision number (ASCII digits, 1 to 2**31 - 1), or None if it is not one."""
+    if raw.isascii() and raw.isdigit() and len(raw) <= 10 and 0 < int(raw) < 2**31:
+        return int(raw)
+    return None

@@ -253,7 +253,7 @@ def test_every_error_family_maps_to_a_scaleway_answer():
     from keys_app.errors import public_root_key_message
     from keys_app.services.jobs import JobBusy
     from keys_app.services.seal import ShareRefused
-    from secrets_app.services import Expired
+    from secrets_app.states import Expired
     from secrets_app.storage import SecretError
 
     expected = {

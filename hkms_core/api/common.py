@@ -1,11 +1,13 @@
 """Pieces of Scaleway's wire format shared by both APIs: regions, paging, durations,
-timestamps, base64, and the base view every endpoint derives from."""
+timestamps, base64, the base view every endpoint derives from, and the one view of the
+``POST …/{id}/<action>`` endpoints of both APIs (:func:`action_view`)."""
 
 from __future__ import annotations
 
 import base64
 import binascii
 import re
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -13,6 +15,7 @@ from typing import Any
 from django.conf import settings
 from django.db.models import QuerySet
 from rest_framework.request import Request
+from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from hkms_core.access.principal import Principal
@@ -114,3 +117,31 @@ class ScalewayView(APIView):
     @property
     def principal(self) -> Principal:
         return request_principal(self.request)
+
+
+class ActionView(ScalewayView):
+    """``POST …/{id}/<action>``: one service call on the object the URL names, its result rendered.
+
+    One subclass per action, made by :func:`action_view`.  The URL's keyword arguments
+    (``key_id``, ``secret_id``, ``revision``…) go to the service as they are, with the
+    region and the principal; the service checks, changes and audits."""
+
+    service: Callable[..., Any]
+    render: Callable[[Any], Any]
+
+    def post(self, request: Request, region: str, **ids: str) -> Response:
+        cls = type(self)
+        return Response(cls.render(cls.service(principal=self.principal, region=region, **ids)))
+
+
+def action_view(
+    name: str, service: Callable[..., Any], render: Callable[[Any], Any], schema: Callable[[Any], Any]
+) -> type[ActionView]:
+    """A subclass of :class:`ActionView` for ``service``; ``schema`` decorates its ``post``
+    (``extend_schema(...)``: operation id, summary, response)."""
+
+    def post(self: ActionView, request: Request, region: str, **ids: str) -> Response:
+        return ActionView.post(self, request, region, **ids)
+
+    attributes = {"service": staticmethod(service), "render": staticmethod(render), "post": schema(post)}
+    return type(name, (ActionView,), attributes)

@@ -16,13 +16,14 @@ that).  It carries no secret and is useless for any other action or user.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from django.core import signing
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed
 
-from hkms_site.console.views.common import page
+from hkms_site.console.views.common import denied, page, run_action
 
 MAX_AGE = 15 * 60
 _SALT = "hkms.console.confirm"
@@ -80,3 +81,28 @@ def confirm_page(request: HttpRequest, confirmation: Confirmation, scope: str = 
         "unconfirmed_post": request.method == "POST",
     }
     return page(request, "console/confirm.html", context, title=confirmation.title)
+
+
+def action_run(
+    request: HttpRequest,
+    *,
+    call: Callable[[], Any],
+    success: str,
+    fallback: str,
+    confirmation: Callable[[], Confirmation] | None = None,
+    may_act: Callable[[], bool] = lambda: False,
+    refused: str = "do that",
+) -> HttpResponse:
+    """The one flow of every console action button (keys, secrets, versions).
+
+    ``confirmation`` is given for actions that stop something working: a principal
+    who ``may_act`` gets its page until the POST carries the page's token; anyone
+    else's POST reaches the service, which refuses it and records the refusal, and
+    their GET is a 403 page (``refused`` names what they may not do).  Other actions
+    are POST only (405).  The service runs through ``run_action``.
+    """
+    if confirmation is not None and may_act() and not confirmed(request):
+        return confirm_page(request, confirmation())
+    if request.method != "POST":
+        return denied(request, refused) if confirmation is not None else HttpResponseNotAllowed(["POST"])
+    return run_action(request, call, success=success, fallback=fallback)

@@ -25,8 +25,8 @@ from hkms_core.access.roles import Action
 from hkms_core.access.services import authorize_audited
 from hkms_core.audit.services import audit_record
 from hkms_core.errors import Conflict
-from keys_app.models import Key, RotationJob
-from keys_app.services.jobs import job_running
+from keys_app.models import Key
+from keys_app.selectors import key_rewrap_in_progress
 from keys_app.services.rotation import deks_rewrap
 
 EVENT = "key.rewrap_deks"
@@ -38,9 +38,9 @@ def rewrap_start(*, principal: Principal, key: Key) -> str:
     Returns how it was started (``"process"`` or ``"inline"``).
     """
     authorize_audited(principal, Action.KEY_ADMIN, key, EVENT)
-    running = job_running(RotationJob.Kind.REWRAP_DEKS, f"key:{key.id}")
-    if running is not None and running.lease_until is not None and running.lease_until > timezone.now():
-        raise Conflict(f"a re-wrap of key {key.name} is already running ({running.processed}/{running.total})")
+    running = key_rewrap_in_progress(key, now=timezone.now())
+    if running is not None:
+        raise Conflict(f"a re-wrap of key {key.name} is already running ({running['processed']}/{running['total']})")
     runner = settings.HKMS_CONSOLE_JOB_RUNNER
     with transaction.atomic():
         audit_record(principal, EVENT, key, runner=runner)

@@ -16,7 +16,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from hkms_core.api.authentication import TOKEN_ONLY_AUTHENTICATION
-from hkms_core.api.common import ScalewayView, b64encode, paginate, timestamp
+from hkms_core.api.common import ActionView, ScalewayView, action_view, b64encode, paginate, timestamp
 from hkms_core.errors import InvalidArgument
 from keys_app.api import serializers as s
 from keys_app.services import keys as svc
@@ -114,25 +114,11 @@ class KeyView(ScalewayView):
         return Response(status=204)
 
 
-class _KeyActionView(ScalewayView):
+def _action(name: str, service: Any, summary: str) -> type[ActionView]:
     """``POST keys/{key_id}/<action>`` returning the key."""
-
-    service: Any = None
-
-    def post(self, request: Request, region: str, key_id: str) -> Response:
-        service = type(self).service
-        return Response(_key(service(principal=self.principal, key_id=key_id, region=region)))
-
-
-def _action(name: str, service: Any, summary: str) -> type[_KeyActionView]:
-    def post(self: _KeyActionView, request: Request, region: str, key_id: str) -> Response:
-        return _KeyActionView.post(self, request, region, key_id)
-
     operation_id = service.__name__.removeprefix("key_") + "_key"
-    post = extend_schema(tags=_TAG, operation_id=operation_id, summary=summary, request=None, responses=s.KeyOutput)(
-        post
-    )
-    return type(name, (_KeyActionView,), {"service": staticmethod(service), "post": post})
+    schema = extend_schema(tags=_TAG, operation_id=operation_id, summary=summary, request=None, responses=s.KeyOutput)
+    return action_view(name, service, _key, schema)
 
 
 RotateKeyView = _action("RotateKeyView", svc.key_rotate, "Rotate a key")

@@ -56,6 +56,7 @@ from hkms_core.errors import (
     ServiceError,
     parse_uuid,
 )
+from hkms_core.lifecycle import DELETION_DELAY, ORDERINGS
 from hkms_core.queries import filter_json_list_contains
 from hkms_core.tenancy.models import Project
 from keys_app import asymmetric, crypto
@@ -72,8 +73,6 @@ from keys_app.services.material import (
 from keys_app.services.projects import key_is_a_project_default
 from keys_app.services.rotation import deks_rewrap, kek_rotate, kek_rotate_cas, key_exposure_report
 
-#: A deleted key can be restored for this long; after that it is gone (and purged).
-DELETION_DELAY = timedelta(days=7)
 MIN_ROTATION_PERIOD = timedelta(hours=24)
 MAX_ROTATION_PERIOD = timedelta(hours=876_000)  # 100 years
 MAX_ENCRYPT_PLAINTEXT = 65_535
@@ -83,14 +82,6 @@ MAX_NAME = 255
 MAX_DESCRIPTION = 4096
 MAX_TAGS = 64
 MAX_TAG = 128
-ORDERINGS = {
-    "name_asc": ("name", "id"),
-    "name_desc": ("-name", "-id"),
-    "created_at_asc": ("created_at", "id"),
-    "created_at_desc": ("-created_at", "-id"),
-    "updated_at_asc": ("updated_at", "id"),
-    "updated_at_desc": ("-updated_at", "-id"),
-}
 
 
 @dataclass(frozen=True)

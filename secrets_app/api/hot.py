@@ -182,9 +182,8 @@ def _query(vendor: str, kind: str) -> str:
 def _revision(raw: str) -> tuple[str, int | None] | None:
     if raw in ("latest", "latest_enabled"):
         return raw, None
-    if raw.isascii() and raw.isdigit() and len(raw) <= 10 and 0 < int(raw) < 2**31:
-        return "number", int(raw)
-    return None
+    number = validation.revision_number(raw)
+    return ("number", number) if number is not None else None
 
 
 def _uuid_param(value: uuid.UUID) -> Any:

@@ -11,17 +11,31 @@ from rest_framework import serializers as drf
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from hkms_core import lifecycle
 from hkms_core.api.authentication import TOKEN_ONLY_AUTHENTICATION
-from hkms_core.api.common import ScalewayView, b64decode_field, b64encode, page_params, paginate, parse_duration
+from hkms_core.api.common import (
+    ActionView,
+    ScalewayView,
+    action_view,
+    b64decode_field,
+    b64encode,
+    page_params,
+    paginate,
+    parse_duration,
+)
 from hkms_core.errors import InvalidArgument
-from secrets_app import services
+from secrets_app import selectors
 from secrets_app.api import serializers as s
 from secrets_app.models import SecretType, VersionStatus
-from secrets_app.services import EphemeralPolicy, SecretFilter
+from secrets_app.selectors import SecretFilter
+from secrets_app.services import access as access_services
+from secrets_app.services import secrets as secret_services
+from secrets_app.services import versions as version_services
+from secrets_app.services.secrets import EphemeralPolicy
 from secrets_app.validation import MAX_PAYLOAD_BYTES
 
 TAG = ["Secret Manager v1beta1"]
-ORDER_BY = list(services.ORDERINGS)
+ORDER_BY = list(lifecycle.ORDERINGS)
 TYPES = ["unknown_type", *SecretType.values]
 
 
@@ -125,7 +139,7 @@ class SecretsView(ScalewayView):
             type=params.get("type") if params.get("type") not in (None, "", "unknown_type") else None,
             scheduled_for_deletion=bool(_bool_param(params, "scheduled_for_deletion")),
         )
-        qs = services.secret_list(
+        qs = selectors.secret_list(
             principal=self.principal,
             region=region,
             filters=filters,
@@ -143,7 +157,7 @@ class SecretsView(ScalewayView):
     )
     def post(self, request: Request, region: str) -> Response:
         body = _body(s.CreateSecretRequest, request.data)
-        secret = services.secret_create(
+        secret = secret_services.secret_create(
             principal=self.principal,
             region=region,
             project_id=body["project_id"],
@@ -162,7 +176,9 @@ class SecretsView(ScalewayView):
 class SecretView(ScalewayView):
     @extend_schema(tags=TAG, operation_id="get_secret", summary="Get a secret's metadata", responses=s.SecretSerializer)
     def get(self, request: Request, region: str, secret_id: str) -> Response:
-        return Response(_secret(services.secret_get(principal=self.principal, secret_id=secret_id, region=region)))
+        return Response(
+            _secret(secret_services.secret_get(principal=self.principal, secret_id=secret_id, region=region))
+        )
 
     @extend_schema(
         tags=TAG,
@@ -173,7 +189,7 @@ class SecretView(ScalewayView):
     )
     def patch(self, request: Request, region: str, secret_id: str) -> Response:
         body = _body(s.UpdateSecretRequest, request.data)
-        secret = services.secret_update(
+        secret = secret_services.secret_update(
             principal=self.principal,
             secret_id=secret_id,
             region=region,
@@ -189,38 +205,26 @@ class SecretView(ScalewayView):
         tags=TAG, operation_id="delete_secret", summary="Delete a secret (scheduled for 7 days)", responses={204: None}
     )
     def delete(self, request: Request, region: str, secret_id: str) -> Response:
-        services.secret_delete(principal=self.principal, secret_id=secret_id, region=region)
+        secret_services.secret_delete(principal=self.principal, secret_id=secret_id, region=region)
         return Response(status=204)
 
 
-class _SecretActionView(ScalewayView):
-    """POST …/secrets/{id}/{protect|unprotect|restore}: one subclass per action (see ``_secret_action``)."""
-
-    service: Any = None
-
-    def post(self, request: Request, region: str, secret_id: str) -> Response:
-        service = type(self).service
-        return Response(_secret(service(principal=self.principal, secret_id=secret_id, region=region)))
-
-
-def _secret_action(name: str, service: Any, operation_id: str, summary: str) -> type[_SecretActionView]:
-    def post(self: _SecretActionView, request: Request, region: str, secret_id: str) -> Response:
-        return _SecretActionView.post(self, request, region, secret_id)
-
-    post = extend_schema(
+def _secret_action(name: str, service: Any, operation_id: str, summary: str) -> type[ActionView]:
+    """POST …/secrets/{id}/{protect|unprotect|restore}, returning the secret."""
+    schema = extend_schema(
         tags=TAG, operation_id=operation_id, summary=summary, request=None, responses=s.SecretSerializer
-    )(post)
-    return type(name, (_SecretActionView,), {"service": staticmethod(service), "post": post})
+    )
+    return action_view(name, service, _secret, schema)
 
 
 ProtectSecretView = _secret_action(
-    "ProtectSecretView", services.secret_protect, "protect_secret", "Protect a secret (it cannot be deleted)"
+    "ProtectSecretView", secret_services.secret_protect, "protect_secret", "Protect a secret (it cannot be deleted)"
 )
 UnprotectSecretView = _secret_action(
-    "UnprotectSecretView", services.secret_unprotect, "unprotect_secret", "Remove a secret's protection"
+    "UnprotectSecretView", secret_services.secret_unprotect, "unprotect_secret", "Remove a secret's protection"
 )
 RestoreSecretView = _secret_action(
-    "RestoreSecretView", services.secret_restore, "restore_secret", "Restore a secret scheduled for deletion"
+    "RestoreSecretView", secret_services.secret_restore, "restore_secret", "Restore a secret scheduled for deletion"
 )
 
 
@@ -234,7 +238,9 @@ class AddSecretOwnerView(ScalewayView):
     )
     def post(self, request: Request, region: str, secret_id: str) -> Response:
         body = _body(s.AddSecretOwnerRequest, request.data)
-        services.secret_add_owner(principal=self.principal, secret_id=secret_id, product=body["product"], region=region)
+        secret_services.secret_add_owner(
+            principal=self.principal, secret_id=secret_id, product=body["product"], region=region
+        )
         return Response(status=204)
 
 
@@ -248,7 +254,7 @@ class BrowseSecretsView(ScalewayView):
     )
     def get(self, request: Request, region: str) -> Response:
         params = request.query_params
-        current, items = services.secret_browse(
+        current, items = selectors.secret_browse(
             principal=self.principal,
             region=region,
             project_id=params.get("project_id") or None,
@@ -264,7 +270,7 @@ class BrowseSecretsView(ScalewayView):
         )
 
 
-def _browse_item(item: services.BrowseItem) -> dict[str, Any]:
+def _browse_item(item: selectors.BrowseItem) -> dict[str, Any]:
     from hkms_core.api.common import timestamp
     from secrets_app.api.serializers import ephemeral_policy_json
 
@@ -296,7 +302,7 @@ class SecretVersionsView(ScalewayView):
         responses=s.ListSecretVersionsSerializer,
     )
     def get(self, request: Request, region: str, secret_id: str) -> Response:
-        qs = services.secret_version_list(
+        qs = version_services.secret_version_list(
             principal=self.principal,
             secret_id=secret_id,
             region=region,
@@ -316,7 +322,7 @@ class SecretVersionsView(ScalewayView):
     def post(self, request: Request, region: str, secret_id: str) -> Response:
         body = _body(s.CreateSecretVersionRequest, request.data)
         data = b64decode_field(body["data"], "data", max_bytes=MAX_PAYLOAD_BYTES)
-        version = services.secret_version_create(
+        version = version_services.secret_version_create(
             principal=self.principal,
             secret_id=secret_id,
             region=region,
@@ -338,7 +344,7 @@ class SecretVersionView(ScalewayView):
     def get(self, request: Request, region: str, secret_id: str, revision: str) -> Response:
         return Response(
             _version(
-                services.secret_version_get(
+                version_services.secret_version_get(
                     principal=self.principal, secret_id=secret_id, revision=revision, region=region
                 )
             )
@@ -354,7 +360,7 @@ class SecretVersionView(ScalewayView):
     def patch(self, request: Request, region: str, secret_id: str, revision: str) -> Response:
         body = _body(s.UpdateSecretVersionRequest, request.data)
         props = body.get("ephemeral_properties") or {}
-        version = services.secret_version_update(
+        version = version_services.secret_version_update(
             principal=self.principal,
             secret_id=secret_id,
             revision=revision,
@@ -373,46 +379,35 @@ class SecretVersionView(ScalewayView):
         responses={204: None},
     )
     def delete(self, request: Request, region: str, secret_id: str, revision: str) -> Response:
-        services.secret_version_delete(principal=self.principal, secret_id=secret_id, revision=revision, region=region)
+        version_services.secret_version_delete(
+            principal=self.principal, secret_id=secret_id, revision=revision, region=region
+        )
         return Response(status=204)
 
 
-class _SecretVersionActionView(ScalewayView):
-    """POST …/versions/{revision}/{enable|disable|restore}: one subclass per action."""
-
-    service: Any = None
-
-    def post(self, request: Request, region: str, secret_id: str, revision: str) -> Response:
-        service = type(self).service
-        version = service(principal=self.principal, secret_id=secret_id, revision=revision, region=region)
-        return Response(_version(version))
-
-
-def _version_action(name: str, service: Any, operation_id: str, summary: str) -> type[_SecretVersionActionView]:
-    def post(self: _SecretVersionActionView, request: Request, region: str, secret_id: str, revision: str) -> Response:
-        return _SecretVersionActionView.post(self, request, region, secret_id, revision)
-
-    post = extend_schema(
+def _version_action(name: str, service: Any, operation_id: str, summary: str) -> type[ActionView]:
+    """POST …/versions/{revision}/{enable|disable|restore}, returning the version."""
+    schema = extend_schema(
         tags=TAG, operation_id=operation_id, summary=summary, request=None, responses=s.SecretVersionSerializer
-    )(post)
-    return type(name, (_SecretVersionActionView,), {"service": staticmethod(service), "post": post})
+    )
+    return action_view(name, service, _version, schema)
 
 
 EnableSecretVersionView = _version_action(
-    "EnableSecretVersionView", services.secret_version_enable, "enable_secret_version", "Enable a version"
+    "EnableSecretVersionView", version_services.secret_version_enable, "enable_secret_version", "Enable a version"
 )
 DisableSecretVersionView = _version_action(
-    "DisableSecretVersionView", services.secret_version_disable, "disable_secret_version", "Disable a version"
+    "DisableSecretVersionView", version_services.secret_version_disable, "disable_secret_version", "Disable a version"
 )
 RestoreSecretVersionView = _version_action(
     "RestoreSecretVersionView",
-    services.secret_version_restore,
+    version_services.secret_version_restore,
     "restore_secret_version",
     "Restore a version scheduled for deletion",
 )
 
 
-def _access_response(payload: services.AccessedPayload) -> Response:
+def _access_response(payload: access_services.AccessedPayload) -> Response:
     response = Response(
         {
             "secret_id": str(payload.secret_id),
@@ -440,7 +435,7 @@ class AccessSecretVersionView(ScalewayView):
     )
     def get(self, request: Request, region: str, secret_id: str, revision: str) -> Response:
         return _access_response(
-            services.secret_version_access(
+            access_services.secret_version_access(
                 principal=self.principal, secret_id=secret_id, revision=revision, region=region
             )
         )
@@ -460,7 +455,7 @@ class AccessSecretVersionByPathView(ScalewayView):
     def get(self, request: Request, region: str, revision: str) -> Response:
         params = request.query_params
         return _access_response(
-            services.secret_version_access_by_path(
+            access_services.secret_version_access_by_path(
                 principal=self.principal,
                 project_id=params.get("project_id") or "",
                 region=region,
@@ -480,7 +475,7 @@ class TagsView(ScalewayView):
         responses=s.ListTagsSerializer,
     )
     def get(self, request: Request, region: str) -> Response:
-        found = services.secret_tags(
+        found = selectors.secret_tags(
             principal=self.principal, region=region, project_id=request.query_params.get("project_id") or None
         )
         page, page_size = page_params(request.query_params)
@@ -496,7 +491,7 @@ class SecretTypesView(ScalewayView):
         responses=s.ListSecretTypesSerializer,
     )
     def get(self, request: Request, region: str) -> Response:
-        found = services.secret_types(
+        found = selectors.secret_types(
             principal=self.principal, region=region, project_id=request.query_params.get("project_id") or None
         )
         page, page_size = page_params(request.query_params)

@@ -29,11 +29,18 @@ from hkms_core.access.principal import Principal
 from hkms_core.access.roles import ROLES, ROLES_FOR_MODEL, Action
 from hkms_core.access.services import role_grant
 from hkms_core.errors import ObjectNotFound, PermissionDenied
-from secrets_app.services import EphemeralPolicy
+from secrets_app.services.secrets import EphemeralPolicy
 
 pytestmark = pytest.mark.django_db(databases=["default", "kek", "dek"])
 
-SERVICE_MODULES = ("secrets_app.services", "keys_app.services.keys")
+SECRET_SERVICE_MODULES = (
+    "secrets_app.services.secrets",
+    "secrets_app.services.versions",
+    "secrets_app.services.access",
+    "secrets_app.services.expiry",
+    "secrets_app.selectors",
+)
+SERVICE_MODULES = (*SECRET_SERVICE_MODULES, "keys_app.services.keys")
 SYSTEM = Principal.for_command()
 
 #: Public functions with a ``principal`` that are not actions of their own.
@@ -42,6 +49,9 @@ EXEMPT = {
     "secret_set_protected": "shared body of secret_protect / secret_unprotect (covered by their rows)",
     "secret_version_set_enabled": "shared body of secret_version_enable / _disable (covered by their rows)",
     "project_ids_readable": "console helper over project_ids_with, no object",
+    "projects_visible": "console selector over access.visible, no object",
+    "secrets_overview": "dashboard counts over access.visible, no object",
+    "secret_counts_by_project": "projects page counts over secrets_visible, no object",
     "secret_versions_expire": "operator-only command (test_operator_only_services_refuse_users)",
     "keys_rotate_due": "operator-only command (test_operator_only_services_refuse_users)",
     "keys_purge_deleted": "operator-only command (test_operator_only_services_refuse_users)",
@@ -73,11 +83,18 @@ class Row:
     listing: Callable[[Principal, World], bool] | None = None  # for selectors: "is the target listed?"
 
 
+def _secret_service(name: str) -> Any:
+    """The secret service ``name``, from whichever module of SECRET_SERVICE_MODULES owns it."""
+    for module_name in SECRET_SERVICE_MODULES:
+        module = importlib.import_module(module_name)
+        if hasattr(module, name):
+            return getattr(module, name)
+    raise AttributeError(name)
+
+
 def _s(name: str, **kw: Any) -> Callable[[Principal, World], Any]:
     def call(p: Principal, w: World) -> Any:
-        from secrets_app import services
-
-        return getattr(services, name)(principal=p, secret_id=w.secret.id, **kw)
+        return _secret_service(name)(principal=p, secret_id=w.secret.id, **kw)
 
     return call
 
@@ -93,7 +110,7 @@ def _k(name: str, target: str = "key", **kw: Any) -> Callable[[Principal, World]
 
 
 def _secret_create(p: Principal, w: World) -> Any:
-    from secrets_app.services import secret_create
+    from secrets_app.services.secrets import secret_create
 
     return secret_create(principal=p, project_id=w.project.id, name="created-in-matrix")
 
@@ -105,7 +122,7 @@ def _key_create(p: Principal, w: World) -> Any:
 
 
 def _by_path(p: Principal, w: World) -> Any:
-    from secrets_app.services import secret_version_access_by_path
+    from secrets_app.services.access import secret_version_access_by_path
 
     return secret_version_access_by_path(
         principal=p, project_id=w.project.id, secret_path="/", secret_name=w.secret.name, revision="latest"
@@ -113,7 +130,7 @@ def _by_path(p: Principal, w: World) -> Any:
 
 
 def _listed_secret(p: Principal, w: World) -> bool:
-    from secrets_app.services import secret_list
+    from secrets_app.selectors import secret_list
 
     return w.secret in list(secret_list(principal=p))
 
@@ -125,19 +142,19 @@ def _listed_key(p: Principal, w: World) -> bool:
 
 
 def _browse(p: Principal, w: World) -> bool:
-    from secrets_app.services import secret_browse
+    from secrets_app.selectors import secret_browse
 
     return any(i.secret == w.secret for i in secret_browse(principal=p, region=None, project_id=None, prefix="/")[1])
 
 
 def _tags(p: Principal, w: World) -> bool:
-    from secrets_app.services import secret_tags
+    from secrets_app.selectors import secret_tags
 
     return "matrix-tag" in secret_tags(principal=p, region=None)
 
 
 def _types(p: Principal, w: World) -> bool:
-    from secrets_app.services import secret_types
+    from secrets_app.selectors import secret_types
 
     return "opaque" in secret_types(principal=p, region=None)
 
@@ -207,13 +224,13 @@ PREPARE: dict[str, Callable[[World], None]] = {}
 
 
 def _prepare_restore_secret(w: World) -> None:
-    from secrets_app.services import secret_delete
+    from secrets_app.services.secrets import secret_delete
 
     secret_delete(principal=SYSTEM, secret_id=w.secret.id)
 
 
 def _prepare_restore_version(w: World) -> None:
-    from secrets_app.services import secret_version_delete
+    from secrets_app.services.versions import secret_version_delete
 
     secret_version_delete(principal=SYSTEM, secret_id=w.secret.id, revision="1")
 
@@ -251,7 +268,8 @@ PREPARE.update(
 def _world() -> World:
     from keys_app.services.keys import key_create, key_encrypt, key_import_key_material, key_sign, key_wrap
     from keys_app.services.projects import project_create
-    from secrets_app.services import secret_create, secret_version_create
+    from secrets_app.services.secrets import secret_create
+    from secrets_app.services.versions import secret_version_create
 
     organization = uuid.uuid4()  # project names are unique per organisation: each world has its own
     project = project_create(principal=SYSTEM, name="alpha", organization_id=organization)
@@ -381,14 +399,14 @@ def _past() -> Any:
 
 
 def _expire(p: Principal, s: Any) -> Any:
-    from secrets_app.services import secret_versions_expire
+    from secrets_app.services.expiry import secret_versions_expire
 
     return secret_versions_expire(principal=SYSTEM)
 
 
 def _read_once(revision: str) -> Callable[[Principal, Any], Any]:
     def call(p: Principal, s: Any) -> Any:
-        from secrets_app.services import secret_version_access
+        from secrets_app.services.access import secret_version_access
 
         return secret_version_access(principal=SYSTEM, secret_id=s.id, revision=revision)
 
@@ -396,17 +414,15 @@ def _read_once(revision: str) -> Callable[[Principal, Any], Any]:
 
 
 def _add_version(p: Principal, s: Any) -> Any:
-    from secrets_app.services import secret_version_create
+    from secrets_app.services.versions import secret_version_create
 
     return secret_version_create(principal=SYSTEM, secret_id=s.id, data=b"new")
 
 
 def _sv(name: str, **kw: Any) -> Callable[[Principal, Any], Any]:
     def call(p: Principal, s: Any) -> Any:
-        from secrets_app import services
-
         args = {k: (v() if callable(v) else v) for k, v in kw.items()}
-        return getattr(services, name)(principal=p, secret_id=s.id, **args)
+        return _secret_service(name)(principal=p, secret_id=s.id, **args)
 
     return call
 
@@ -442,7 +458,8 @@ DESTRUCTION_ROUTES: dict[str, list[tuple[str, Callable[[Principal, Any], Any]]]]
 def _destruction_target(project: Any) -> Any:
     from datetime import timedelta
 
-    from secrets_app.services import secret_create, secret_version_create, secret_version_update
+    from secrets_app.services.secrets import secret_create
+    from secrets_app.services.versions import secret_version_create, secret_version_update
 
     secret = secret_create(principal=SYSTEM, project_id=project.id, name="target")
     secret_version_create(principal=SYSTEM, secret_id=secret.id, data=b"payload")
@@ -495,7 +512,8 @@ def test_no_destruction_without_the_delete_permission(hierarchy, role, route):
 def test_a_writer_may_still_set_disable_policies(hierarchy):
     from keys_app.services.projects import project_create
     from secrets_app.models import SecretVersion, VersionStatus
-    from secrets_app.services import secret_create, secret_update, secret_version_update
+    from secrets_app.services.secrets import secret_create, secret_update
+    from secrets_app.services.versions import secret_version_update
 
     project = project_create(principal=SYSTEM, name="alpha")
     secret = _destruction_target(project)
@@ -578,7 +596,7 @@ def test_superuser_does_not_grant_itself_but_an_operator_may(hierarchy):
 
 def test_secret_admin_on_one_secret_cannot_grant_itself_reader(hierarchy):
     from keys_app.services.projects import project_create
-    from secrets_app.services import secret_create
+    from secrets_app.services.secrets import secret_create
 
     project = project_create(principal=SYSTEM, name="alpha")
     secret = secret_create(principal=SYSTEM, project_id=project.id, name="s")

@@ -32,7 +32,8 @@ from keys_app.models import Key
 from keys_app.services.keys import key_create, key_encrypt
 from keys_app.services.projects import project_create
 from secrets_app.models import Secret
-from secrets_app.services import EphemeralPolicy, secret_create, secret_version_create
+from secrets_app.services.secrets import EphemeralPolicy, secret_create
+from secrets_app.services.versions import secret_version_create
 
 pytestmark = [pytest.mark.usefixtures("clear_throttles"), pytest.mark.django_db(databases=["default", "kek", "dek"])]
 SM = "/secret-manager/v1beta1/regions"

@@ -17,9 +17,12 @@ from hkms_core.access.principal import Principal
 from keys_app.models import Key, KeyState
 from keys_app.services import keys as key_services
 from keys_app.services.projects import project_create
-from secrets_app import services
 from secrets_app.models import SecretVersion, VersionStatus
-from secrets_app.services import EphemeralPolicy
+from secrets_app.services import access as access_services
+from secrets_app.services import expiry as expiry_services
+from secrets_app.services import secrets as secret_services
+from secrets_app.services import versions as version_services
+from secrets_app.services.secrets import EphemeralPolicy
 
 pytestmark = pytest.mark.django_db(databases=["default", "kek", "dek"])
 SYSTEM = Principal.for_command()
@@ -30,34 +33,34 @@ def _status(secret, revision=1):
 
 
 def _secret(project, protected, **kw):
-    secret = services.secret_create(principal=SYSTEM, project_id=project.id, name=f"s-{protected}", **kw)
-    services.secret_version_create(principal=SYSTEM, secret_id=secret.id, data=b"payload")
+    secret = secret_services.secret_create(principal=SYSTEM, project_id=project.id, name=f"s-{protected}", **kw)
+    version_services.secret_version_create(principal=SYSTEM, secret_id=secret.id, data=b"payload")
     if protected:
-        services.secret_protect(principal=SYSTEM, secret_id=secret.id)
+        secret_services.secret_protect(principal=SYSTEM, secret_id=secret.id)
     return secret
 
 
 def _expiry_delete(secret):
-    services.secret_version_update(
+    version_services.secret_version_update(
         principal=SYSTEM,
         secret_id=secret.id,
         revision="1",
         expires_at=timezone.now() - timedelta(seconds=1),
         ephemeral_action="delete",
     )
-    services.secret_versions_expire(principal=SYSTEM)
+    expiry_services.secret_versions_expire(principal=SYSTEM)
 
 
 def _read_once_delete(secret):
-    services.secret_version_update(
+    version_services.secret_version_update(
         principal=SYSTEM, secret_id=secret.id, revision="1", expires_once_accessed=True, ephemeral_action="delete"
     )
-    services.secret_version_access(principal=SYSTEM, secret_id=secret.id, revision="1")
+    access_services.secret_version_access(principal=SYSTEM, secret_id=secret.id, revision="1")
 
 
 def _window_passed(secret):
-    services.secret_version_delete(principal=SYSTEM, secret_id=secret.id, revision="1")
-    services.secret_versions_expire(principal=SYSTEM, now=timezone.now() + timedelta(days=8))
+    version_services.secret_version_delete(principal=SYSTEM, secret_id=secret.id, revision="1")
+    expiry_services.secret_versions_expire(principal=SYSTEM, now=timezone.now() + timedelta(days=8))
 
 
 ROUTES = {
@@ -73,7 +76,7 @@ def test_protection_blocks_every_route_to_destruction(hierarchy, route, protecte
     project = project_create(principal=SYSTEM, name="alpha")
     secret = _secret(project, protected=False)
     if protected:
-        services.secret_protect(principal=SYSTEM, secret_id=secret.id)
+        secret_services.secret_protect(principal=SYSTEM, secret_id=secret.id)
     ROUTES[route](secret)
     status = _status(secret)
     if not protected:
@@ -81,34 +84,38 @@ def test_protection_blocks_every_route_to_destruction(hierarchy, route, protecte
         return
     assert status in (VersionStatus.DISABLED, VersionStatus.SCHEDULED_FOR_DELETION), status
     if status == VersionStatus.SCHEDULED_FOR_DELETION:
-        services.secret_version_restore(principal=SYSTEM, secret_id=secret.id, revision="1")
+        version_services.secret_version_restore(principal=SYSTEM, secret_id=secret.id, revision="1")
     else:
-        services.secret_version_enable(principal=SYSTEM, secret_id=secret.id, revision="1")
+        version_services.secret_version_enable(principal=SYSTEM, secret_id=secret.id, revision="1")
 
 
 def test_ephemeral_version_delete_on_a_protected_secret_only_schedules(hierarchy):
     project = project_create(principal=SYSTEM, name="alpha")
     policy = EphemeralPolicy(time_to_live=timedelta(hours=1), action="delete")
     open_secret = _secret(project, protected=False, ephemeral_policy=policy)
-    services.secret_version_delete(principal=SYSTEM, secret_id=open_secret.id, revision="1")
+    version_services.secret_version_delete(principal=SYSTEM, secret_id=open_secret.id, revision="1")
     assert _status(open_secret) == VersionStatus.DELETED  # ephemeral: destroyed at once
-    guarded = services.secret_create(principal=SYSTEM, project_id=project.id, name="guarded", ephemeral_policy=policy)
-    services.secret_version_create(principal=SYSTEM, secret_id=guarded.id, data=b"payload")
-    services.secret_protect(principal=SYSTEM, secret_id=guarded.id)
-    services.secret_version_delete(principal=SYSTEM, secret_id=guarded.id, revision="1")
+    guarded = secret_services.secret_create(
+        principal=SYSTEM, project_id=project.id, name="guarded", ephemeral_policy=policy
+    )
+    version_services.secret_version_create(principal=SYSTEM, secret_id=guarded.id, data=b"payload")
+    secret_services.secret_protect(principal=SYSTEM, secret_id=guarded.id)
+    version_services.secret_version_delete(principal=SYSTEM, secret_id=guarded.id, revision="1")
     assert _status(guarded) == VersionStatus.SCHEDULED_FOR_DELETION
-    services.secret_version_restore(principal=SYSTEM, secret_id=guarded.id, revision="1")
-    assert services.secret_version_access(principal=SYSTEM, secret_id=guarded.id, revision="1").data == b"payload"
+    version_services.secret_version_restore(principal=SYSTEM, secret_id=guarded.id, revision="1")
+    assert (
+        access_services.secret_version_access(principal=SYSTEM, secret_id=guarded.id, revision="1").data == b"payload"
+    )
 
 
 def test_a_secret_protected_after_its_deletion_was_scheduled_is_not_destroyed(hierarchy):
     project = project_create(principal=SYSTEM, name="alpha")
     secret = _secret(project, protected=False)
-    services.secret_delete(principal=SYSTEM, secret_id=secret.id)
-    services.secret_protect(principal=SYSTEM, secret_id=secret.id)
-    counts = services.secret_versions_expire(principal=SYSTEM, now=timezone.now() + timedelta(days=8))
+    secret_services.secret_delete(principal=SYSTEM, secret_id=secret.id)
+    secret_services.secret_protect(principal=SYSTEM, secret_id=secret.id)
+    counts = expiry_services.secret_versions_expire(principal=SYSTEM, now=timezone.now() + timedelta(days=8))
     assert counts["secrets_destroyed"] == counts["versions_destroyed"] == 0
-    services.secret_restore(principal=SYSTEM, secret_id=secret.id)
+    secret_services.secret_restore(principal=SYSTEM, secret_id=secret.id)
     assert _status(secret) == VersionStatus.ENABLED
 
 

@@ -24,8 +24,9 @@ from hkms_core.access.principal import Principal
 from hkms_core.access.services import role_grant
 from hkms_core.audit.models import AuditEvent
 from keys_app.services.keys import key_create, key_disable
-from secrets_app import services, storage
+from secrets_app import storage
 from secrets_app.models import Secret, SecretVersion
+from secrets_app.services import access as access_services
 
 pytestmark = [pytest.mark.usefixtures("clear_throttles"), pytest.mark.django_db(databases=["default", "kek", "dek"])]
 BASE = "/secret-manager/v1beta1/regions/fr-par"
@@ -445,7 +446,9 @@ def test_two_readers_of_an_expires_once_accessed_version_one_gets_it(api, projec
         data = real_payload(version)
         if not outcomes:
             outcomes.append(None)
-            outcomes[0] = services.secret_version_access(principal=Principal.for_command(), secret_id=sid, revision=1)
+            outcomes[0] = access_services.secret_version_access(
+                principal=Principal.for_command(), secret_id=sid, revision=1
+            )
         return data
 
     monkeypatch.setattr(storage, "secret_version_payload", first_reader_wins_meanwhile)

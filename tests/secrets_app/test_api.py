@@ -602,14 +602,15 @@ def test_access_makes_at_most_one_query_per_key_database_and_none_when_cached(ap
 
 def test_access_cost_on_default_does_not_grow_with_versions_or_grants(project):
     owner = Principal.for_command()
-    from secrets_app import services
+    from secrets_app.services import secrets as secret_services
+    from secrets_app.services import versions as version_services
 
-    few = services.secret_create(principal=owner, project_id=project.id, name="few")
-    many = services.secret_create(principal=owner, project_id=project.id, name="many")
-    services.secret_version_create(principal=owner, secret_id=few.id, data=b"one")
+    few = secret_services.secret_create(principal=owner, project_id=project.id, name="few")
+    many = secret_services.secret_create(principal=owner, project_id=project.id, name="many")
+    version_services.secret_version_create(principal=owner, secret_id=few.id, data=b"one")
     for n in range(20):
-        services.secret_version_create(principal=owner, secret_id=many.id, data=b"v%d" % n)
-    others = [services.secret_create(principal=owner, project_id=project.id, name=f"o{n}") for n in range(10)]
+        version_services.secret_version_create(principal=owner, secret_id=many.id, data=b"v%d" % n)
+    others = [secret_services.secret_create(principal=owner, project_id=project.id, name=f"o{n}") for n in range(10)]
     one_grant = client_for(project, "secret_reader", "one-grant")
     ten_grants = client_for(project, "secret_reader", "ten-grants")
     for other in others[:9]:

@@ -17,7 +17,8 @@ from rest_framework.test import APIClient
 from hkms_core.access.apikeys import api_key_create
 from hkms_core.access.principal import Principal
 from hkms_core.access.services import role_grant
-from secrets_app import services
+from secrets_app.services import secrets as secret_services
+from secrets_app.services import versions as version_services
 
 pytestmark = pytest.mark.django_db(databases=["default", "kek", "dek"])
 
@@ -151,8 +152,8 @@ def world(project):
     role_grant(principal=operator, user=user, role="project_admin", obj=project)
     client = APIClient()
     client.credentials(HTTP_X_AUTH_TOKEN=api_key_create(principal=operator, user=user, project=project).secret_key)
-    secret = services.secret_create(principal=operator, project_id=project.id, name="target", path="/apps")
-    services.secret_version_create(principal=operator, secret_id=secret.id, data=b"payload")
+    secret = secret_services.secret_create(principal=operator, project_id=project.id, name="target", path="/apps")
+    version_services.secret_version_create(principal=operator, secret_id=secret.id, data=b"payload")
     yield client, str(project.id), str(secret.id)
     cache.clear()
 

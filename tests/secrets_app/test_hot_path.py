@@ -129,7 +129,7 @@ def test_no_event_no_payload(api, secret, served, caplog):
 def test_a_failed_audit_append_is_answered_as_the_general_path_answers_it(settings, api, secret, served, error):
     with (
         mock.patch.object(hot, "audit_record_committed", side_effect=error),
-        mock.patch("secrets_app.services.audit_record_committed", side_effect=error),
+        mock.patch("secrets_app.services.access.audit_record_committed", side_effect=error),
     ):
         fast = api.get(by_id(secret["id"]))
         assert served[-1] is True and fast.status_code in (500, 503) and b"data" not in fast.content

@@ -24,9 +24,16 @@ from keys_app.errors import KeyDisabled
 from keys_app.models import Dek
 from keys_app.services.keys import key_create, key_disable, key_enable
 from keys_app.services.rotation import deks_rotate
-from secrets_app import services, storage
+from secrets_app import selectors, storage
 from secrets_app.models import Secret, SecretVersion, VersionStatus
-from secrets_app.services import EphemeralPolicy, Expired, SecretFilter
+from secrets_app.selectors import SecretFilter
+from secrets_app.services import access as access_services
+from secrets_app.services import expiry as expiry_services
+from secrets_app.services import lookups
+from secrets_app.services import secrets as secret_services
+from secrets_app.services import versions as version_services
+from secrets_app.services.secrets import EphemeralPolicy
+from secrets_app.states import Expired
 from secrets_app.validation import MAX_PAYLOAD_BYTES
 
 pytestmark = pytest.mark.django_db(databases=["default", "kek", "dek"])
@@ -47,9 +54,9 @@ def admin(principal_with):
 @pytest.fixture
 def new_secret(admin, project):
     def make(name: str = "db-password", *payloads: bytes, **fields):
-        secret = services.secret_create(principal=admin, project_id=project.id, name=name, **fields)
+        secret = secret_services.secret_create(principal=admin, project_id=project.id, name=name, **fields)
         for payload in payloads:
-            services.secret_version_create(principal=admin, secret_id=secret.id, data=payload)
+            version_services.secret_version_create(principal=admin, secret_id=secret.id, data=payload)
         secret.refresh_from_db()
         return secret
 
@@ -57,7 +64,9 @@ def new_secret(admin, project):
 
 
 def access(principal, secret, revision="latest_enabled", **kwargs) -> bytes:
-    return services.secret_version_access(principal=principal, secret_id=secret.id, revision=revision, **kwargs).data
+    return access_services.secret_version_access(
+        principal=principal, secret_id=secret.id, revision=revision, **kwargs
+    ).data
 
 
 def statuses(secret) -> list[str]:
@@ -79,28 +88,30 @@ def test_versions_are_numbered_and_latest_selectors_resolve(admin, new_secret):
         b"three",
         b"three",
     ]
-    payload = services.secret_version_access(principal=admin, secret_id=secret.id, revision="2")
+    payload = access_services.secret_version_access(principal=admin, secret_id=secret.id, revision="2")
     assert payload.revision == 2 and payload.type == "opaque" and payload.data_crc32 == zlib.crc32(b"two")
     assert "two" not in repr(payload)
 
 
 def test_latest_enabled_skips_a_disabled_newest_version(admin, new_secret):
     secret = new_secret("s", b"one", b"two")
-    services.secret_version_disable(principal=admin, secret_id=secret.id, revision="2")
+    version_services.secret_version_disable(principal=admin, secret_id=secret.id, revision="2")
     assert access(admin, secret, "latest_enabled") == b"one"
-    assert services.secret_version_get(principal=admin, secret_id=secret.id, revision="latest").revision == 2
+    assert version_services.secret_version_get(principal=admin, secret_id=secret.id, revision="latest").revision == 2
     with pytest.raises(PreconditionFailed):
         access(admin, secret, "latest")  # the newest is disabled
-    services.secret_version_disable(principal=admin, secret_id=secret.id, revision="1")
+    version_services.secret_version_disable(principal=admin, secret_id=secret.id, revision="1")
     with pytest.raises(ObjectNotFound):
         access(admin, secret, "latest_enabled")  # no enabled version left
-    services.secret_version_enable(principal=admin, secret_id=secret.id, revision="2")
+    version_services.secret_version_enable(principal=admin, secret_id=secret.id, revision="2")
     assert access(admin, secret, "latest_enabled") == b"two"
 
 
 def test_disable_previous_disables_every_older_enabled_version(admin, new_secret):
     secret = new_secret("s", b"one", b"two")
-    version = services.secret_version_create(principal=admin, secret_id=secret.id, data=b"three", disable_previous=True)
+    version = version_services.secret_version_create(
+        principal=admin, secret_id=secret.id, data=b"three", disable_previous=True
+    )
     assert version.revision == 3 and version.secret.version_count == 3
     assert statuses(secret) == ["disabled", "disabled", "enabled"]
     assert access(admin, secret) == b"three"
@@ -110,20 +121,20 @@ def test_disable_previous_disables_every_older_enabled_version(admin, new_secret
 def test_bad_revisions_are_invalid_arguments(admin, new_secret, revision):
     secret = new_secret("s", b"one")
     with pytest.raises(InvalidArgument):
-        services.secret_version_get(principal=admin, secret_id=secret.id, revision=revision)
+        version_services.secret_version_get(principal=admin, secret_id=secret.id, revision=revision)
 
 
 def test_a_missing_revision_is_not_found(admin, new_secret):
     secret = new_secret("s", b"one")
     with pytest.raises(ObjectNotFound):
-        services.secret_version_get(principal=admin, secret_id=secret.id, revision="2")
+        version_services.secret_version_get(principal=admin, secret_id=secret.id, revision="2")
 
 
 # --- ephemeral policies -----------------------------------------------------------------------
 @pytest.mark.parametrize("action", ["disable", "delete"])
 def test_expires_once_accessed_serves_one_read(admin, new_secret, action):
     secret = new_secret("once", ephemeral_policy=EphemeralPolicy(expires_once_accessed=True, action=action))
-    version = services.secret_version_create(principal=admin, secret_id=secret.id, data=b"one-time")
+    version = version_services.secret_version_create(principal=admin, secret_id=secret.id, data=b"one-time")
     dek_id = version.dek_id
     assert version.expires_once_accessed and version.ephemeral_action == action
     assert access(admin, secret, "1") == b"one-time"
@@ -141,14 +152,14 @@ def test_expires_once_accessed_serves_one_read(admin, new_secret, action):
 def test_time_to_live_is_enforced_at_access_time_with_an_injected_clock(admin, new_secret):
     secret = new_secret("ttl", ephemeral_policy=EphemeralPolicy(time_to_live=timedelta(hours=1), action="disable"))
     t0 = timezone.now()
-    version = services.secret_version_create(principal=admin, secret_id=secret.id, data=b"short-lived", now=t0)
+    version = version_services.secret_version_create(principal=admin, secret_id=secret.id, data=b"short-lived", now=t0)
     assert version.expires_at == t0 + timedelta(hours=1)
     assert access(admin, secret, "1", now=t0 + timedelta(minutes=59)) == b"short-lived"
     with pytest.raises(Expired):
         access(admin, secret, "1", now=t0 + timedelta(hours=1))
     # Enforced before the expire command runs; the command then applies the action for good.
     assert statuses(secret) == ["enabled"]
-    counts = services.secret_versions_expire(principal=Principal.for_command(), now=t0 + timedelta(hours=2))
+    counts = expiry_services.secret_versions_expire(principal=Principal.for_command(), now=t0 + timedelta(hours=2))
     assert counts == {"versions_disabled": 1, "versions_destroyed": 0, "secrets_destroyed": 0}
     assert statuses(secret) == ["disabled"]
 
@@ -158,13 +169,15 @@ def test_time_to_live_with_delete_action_is_destroyed_by_expire(admin, new_secre
         "ttl-del", ephemeral_policy=EphemeralPolicy(time_to_live=timedelta(seconds=30), action="delete")
     )
     t0 = timezone.now()
-    version = services.secret_version_create(principal=admin, secret_id=secret.id, data=b"x", now=t0)
+    version = version_services.secret_version_create(principal=admin, secret_id=secret.id, data=b"x", now=t0)
     operator = Principal.for_command()
     assert (
-        services.secret_versions_expire(principal=operator, now=t0 + timedelta(seconds=29))["versions_destroyed"] == 0
+        expiry_services.secret_versions_expire(principal=operator, now=t0 + timedelta(seconds=29))["versions_destroyed"]
+        == 0
     )
     assert (
-        services.secret_versions_expire(principal=operator, now=t0 + timedelta(seconds=31))["versions_destroyed"] == 1
+        expiry_services.secret_versions_expire(principal=operator, now=t0 + timedelta(seconds=31))["versions_destroyed"]
+        == 1
     )
     assert statuses(secret) == ["deleted"] and not dek_exists(version.dek_id)
 
@@ -172,18 +185,18 @@ def test_time_to_live_with_delete_action_is_destroyed_by_expire(admin, new_secre
 def test_an_expiry_set_on_one_version_without_an_action_disables_it(admin, new_secret):
     secret = new_secret("plain", b"one")
     t0 = timezone.now()
-    services.secret_version_update(
+    version_services.secret_version_update(
         principal=admin, secret_id=secret.id, revision="1", expires_at=t0 + timedelta(minutes=5)
     )
     with pytest.raises(Expired):
         access(admin, secret, "1", now=t0 + timedelta(minutes=6))
-    counts = services.secret_versions_expire(principal=Principal.for_command(), now=t0 + timedelta(minutes=6))
+    counts = expiry_services.secret_versions_expire(principal=Principal.for_command(), now=t0 + timedelta(minutes=6))
     assert counts == {"versions_disabled": 1, "versions_destroyed": 0, "secrets_destroyed": 0}
     assert statuses(secret) == ["disabled"]  # not destroyed: no delete action was asked for
-    services.secret_version_update(
+    version_services.secret_version_update(
         principal=admin, secret_id=secret.id, revision="1", expires_at=t0 + timedelta(days=30)
     )
-    services.secret_version_enable(principal=admin, secret_id=secret.id, revision="1")
+    version_services.secret_version_enable(principal=admin, secret_id=secret.id, revision="1")
     assert access(admin, secret, "1") == b"one"
 
 
@@ -199,7 +212,7 @@ def test_an_expiry_set_on_one_version_without_an_action_disables_it(admin, new_s
 )
 def test_bad_ephemeral_policies_are_refused(admin, project, policy, field):
     with pytest.raises(InvalidArgument) as info:
-        services.secret_create(principal=admin, project_id=project.id, name="e", ephemeral_policy=policy)
+        secret_services.secret_create(principal=admin, project_id=project.id, name="e", ephemeral_policy=policy)
     assert info.value.field == field
 
 
@@ -207,13 +220,13 @@ def test_deleting_an_ephemeral_secret_or_version_destroys_at_once(admin, new_sec
     policy = EphemeralPolicy(time_to_live=timedelta(hours=1), action="disable")
     secret = new_secret("eph", b"one", b"two", ephemeral_policy=policy)
     versions = list(SecretVersion.objects.filter(secret=secret).order_by("revision"))
-    deleted = services.secret_version_delete(principal=admin, secret_id=secret.id, revision="1")
+    deleted = version_services.secret_version_delete(principal=admin, secret_id=secret.id, revision="1")
     assert deleted.status == VersionStatus.DELETED and not dek_exists(versions[0].dek_id)
     reader = principal_with("secret_reader", obj=secret)
-    services.secret_delete(principal=admin, secret_id=secret.id)
+    secret_services.secret_delete(principal=admin, secret_id=secret.id)
     assert not Secret.objects.filter(id=secret.id).exists() and not dek_exists(versions[1].dek_id)
     with pytest.raises(ObjectNotFound):
-        services.secret_get(principal=admin, secret_id=secret.id)
+        secret_services.secret_get(principal=admin, secret_id=secret.id)
     # the grants on a destroyed secret go with it: nothing is left for a reused id to inherit
     assert not RoleGrant.objects.filter(object_pk=str(secret.id)).exists()
     assert not UserObjectPermission.objects.filter(object_pk=str(secret.id)).exists()
@@ -224,16 +237,16 @@ def test_deleting_an_ephemeral_secret_or_version_destroys_at_once(admin, new_sec
 def test_crc32_is_checked_on_create_stored_and_returned(admin, new_secret):
     secret = new_secret("crc")
     with pytest.raises(InvalidArgument) as info:
-        services.secret_version_create(principal=admin, secret_id=secret.id, data=b"abc", data_crc32=123)
+        version_services.secret_version_create(principal=admin, secret_id=secret.id, data=b"abc", data_crc32=123)
     assert info.value.field == "data_crc32" and SecretVersion.objects.filter(secret=secret).count() == 0
-    version = services.secret_version_create(
+    version = version_services.secret_version_create(
         principal=admin, secret_id=secret.id, data=b"abc", data_crc32=zlib.crc32(b"abc")
     )
     assert version.data_crc32 == zlib.crc32(b"abc")
-    services.secret_version_create(principal=admin, secret_id=secret.id, data=b"no crc given")
-    assert services.secret_version_access(principal=admin, secret_id=secret.id, revision="2").data_crc32 == zlib.crc32(
-        b"no crc given"
-    )
+    version_services.secret_version_create(principal=admin, secret_id=secret.id, data=b"no crc given")
+    assert access_services.secret_version_access(
+        principal=admin, secret_id=secret.id, revision="2"
+    ).data_crc32 == zlib.crc32(b"no crc given")
 
 
 GOOD = {
@@ -259,8 +272,8 @@ BAD = {
 def test_each_type_accepts_its_shape(admin, new_secret, type_):
     secret = new_secret(f"t-{type_}", type=type_)
     for n, payload in enumerate(GOOD[type_], start=1):
-        services.secret_version_create(principal=admin, secret_id=secret.id, data=payload)
-        accessed = services.secret_version_access(principal=admin, secret_id=secret.id, revision=str(n))
+        version_services.secret_version_create(principal=admin, secret_id=secret.id, data=payload)
+        accessed = access_services.secret_version_access(principal=admin, secret_id=secret.id, revision=str(n))
         assert accessed.data == payload and accessed.type == type_
 
 
@@ -268,22 +281,22 @@ def test_each_type_accepts_its_shape(admin, new_secret, type_):
 def test_a_version_must_match_its_secrets_type(admin, new_secret, type_, payload):
     secret = new_secret(f"t-{type_}", type=type_)
     with pytest.raises(InvalidArgument) as info:
-        services.secret_version_create(principal=admin, secret_id=secret.id, data=payload)
+        version_services.secret_version_create(principal=admin, secret_id=secret.id, data=payload)
     assert info.value.field == "data"
     assert payload.decode(errors="replace") not in info.value.message
 
 
 def test_unknown_type_is_refused(admin, project):
     with pytest.raises(InvalidArgument):
-        services.secret_create(principal=admin, project_id=project.id, name="x", type="password")
+        secret_services.secret_create(principal=admin, project_id=project.id, name="x", type="password")
 
 
 def test_payload_size_limit_is_64_kib(admin, new_secret):
     secret = new_secret("big")
-    services.secret_version_create(principal=admin, secret_id=secret.id, data=b"x" * MAX_PAYLOAD_BYTES)
+    version_services.secret_version_create(principal=admin, secret_id=secret.id, data=b"x" * MAX_PAYLOAD_BYTES)
     for data in (b"x" * (MAX_PAYLOAD_BYTES + 1), b""):
         with pytest.raises(InvalidArgument):
-            services.secret_version_create(principal=admin, secret_id=secret.id, data=data)
+            version_services.secret_version_create(principal=admin, secret_id=secret.id, data=data)
     assert MAX_PAYLOAD_BYTES == 65536 and secret.versions.count() == 1
 
 
@@ -299,7 +312,7 @@ def test_payload_size_limit_is_64_kib(admin, new_secret):
     ],
 )
 def test_valid_paths_are_normalised(admin, project, raw, stored):
-    secret = services.secret_create(principal=admin, project_id=project.id, name="p", path=raw)
+    secret = secret_services.secret_create(principal=admin, project_id=project.id, name="p", path=raw)
     assert secret.path == stored
 
 
@@ -309,70 +322,70 @@ def test_valid_paths_are_normalised(admin, project, raw, stored):
 )
 def test_invalid_paths_are_refused(admin, project, raw):
     with pytest.raises(InvalidArgument) as info:
-        services.secret_create(principal=admin, project_id=project.id, name="p", path=raw)
+        secret_services.secret_create(principal=admin, project_id=project.id, name="p", path=raw)
     assert info.value.field == "path"
 
 
 @pytest.mark.parametrize("name", ["", "a/b", ".", "..", "a b", "n" * 256, "é", None, "x\n"])
 def test_invalid_names_are_refused(admin, project, name):
     with pytest.raises(InvalidArgument) as info:
-        services.secret_create(principal=admin, project_id=project.id, name=name)
+        secret_services.secret_create(principal=admin, project_id=project.id, name=name)
     assert info.value.field == "name"
 
 
 def test_names_are_unique_per_project_and_path(admin, project, other_project, principal_with, new_secret):
     new_secret("api-key", path="/prod")
     with pytest.raises(Conflict):
-        services.secret_create(principal=admin, project_id=project.id, name="api-key", path="/prod/")
-    services.secret_create(principal=admin, project_id=project.id, name="api-key", path="/staging")
+        secret_services.secret_create(principal=admin, project_id=project.id, name="api-key", path="/prod/")
+    secret_services.secret_create(principal=admin, project_id=project.id, name="api-key", path="/staging")
     other_admin = principal_with("project_admin", obj=other_project)
-    services.secret_create(principal=other_admin, project_id=other_project.id, name="api-key", path="/prod")
+    secret_services.secret_create(principal=other_admin, project_id=other_project.id, name="api-key", path="/prod")
 
 
 def test_moving_a_secret_by_path(admin, project, new_secret):
     secret = new_secret("token", b"v1", path="/old")
-    moved = services.secret_update(principal=admin, secret_id=secret.id, path="/new/place")
+    moved = secret_services.secret_update(principal=admin, secret_id=secret.id, path="/new/place")
     assert moved.path == "/new/place"
-    by_path = services.secret_version_access_by_path(
+    by_path = access_services.secret_version_access_by_path(
         principal=admin, project_id=project.id, secret_path="/new/place", secret_name="token", revision="1"
     )
     assert by_path.data == b"v1"
     with pytest.raises(ObjectNotFound):
-        services.secret_version_access_by_path(
+        access_services.secret_version_access_by_path(
             principal=admin, project_id=project.id, secret_path="/old", secret_name="token", revision="1"
         )
     new_secret("token", path="/taken")
     with pytest.raises(Conflict):
-        services.secret_update(principal=admin, secret_id=secret.id, path="/taken")
+        secret_services.secret_update(principal=admin, secret_id=secret.id, path="/taken")
     with pytest.raises(InvalidArgument):
-        services.secret_update(principal=admin, secret_id=secret.id, path="relative")
+        secret_services.secret_update(principal=admin, secret_id=secret.id, path="relative")
     assert Secret.objects.get(id=secret.id).path == "/new/place"
 
 
 def test_update_changes_only_the_given_fields(admin, new_secret):
     secret = new_secret("s", b"one", tags=["a"], description="first")
-    updated = services.secret_update(principal=admin, secret_id=secret.id, description="second")
+    updated = secret_services.secret_update(principal=admin, secret_id=secret.id, description="second")
     assert updated.description == "second" and updated.tags == ["a"] and updated.name == "s"
-    updated = services.secret_update(principal=admin, secret_id=secret.id, name="renamed", tags=["b", "b", "c"])
+    updated = secret_services.secret_update(principal=admin, secret_id=secret.id, name="renamed", tags=["b", "b", "c"])
     assert (updated.name, updated.tags, updated.version_count) == ("renamed", ["b", "c"], 1)
 
 
 def test_updating_metadata_does_not_undo_a_concurrent_version(admin, new_secret, monkeypatch):
     """A metadata update saves only its own fields: a version added meanwhile keeps its count."""
     secret = new_secret("s", b"one")
-    original = services._secret
+    original = secret_services.secret_authorized
 
     def read_then_someone_adds_a_version(*args, **kwargs):
         found = original(*args, **kwargs)
         storage.secret_version_create(secret=Secret.objects.get(id=secret.id), data=b"two")  # concurrent writer
         return found
 
-    monkeypatch.setattr(services, "_secret", read_then_someone_adds_a_version)
-    services.secret_update(principal=admin, secret_id=secret.id, description="edited")
+    monkeypatch.setattr(secret_services, "secret_authorized", read_then_someone_adds_a_version)
+    secret_services.secret_update(principal=admin, secret_id=secret.id, description="edited")
     monkeypatch.undo()
     fresh = Secret.objects.get(id=secret.id)
     assert (fresh.version_count, fresh.description) == (2, "edited")
-    services.secret_version_create(principal=admin, secret_id=secret.id, data=b"three")
+    version_services.secret_version_create(principal=admin, secret_id=secret.id, data=b"three")
     assert access(admin, secret) == b"three"
 
 
@@ -381,7 +394,7 @@ def test_updating_a_version_keeps_a_concurrent_dek_rotation_and_status(admin, ne
     changed meanwhile is kept, and the payload stays readable."""
     secret = new_secret("s", b"one")
     before = SecretVersion.objects.get(secret=secret)
-    original = services.version_resolve
+    original = lookups.version_resolve
 
     def resolve_then_rotate_and_disable(*args, **kwargs):
         found = original(*args, **kwargs)
@@ -389,9 +402,9 @@ def test_updating_a_version_keeps_a_concurrent_dek_rotation_and_status(admin, ne
         SecretVersion.objects.filter(id=found.id).update(status=VersionStatus.DISABLED)
         return found
 
-    monkeypatch.setattr(services, "version_resolve", resolve_then_rotate_and_disable)
+    monkeypatch.setattr(version_services, "version_resolve", resolve_then_rotate_and_disable)
     expires = timezone.now() + timedelta(days=1)
-    updated = services.secret_version_update(
+    updated = version_services.secret_version_update(
         principal=admin,
         secret_id=secret.id,
         revision="1",
@@ -404,7 +417,7 @@ def test_updating_a_version_keeps_a_concurrent_dek_rotation_and_status(admin, ne
     fresh = SecretVersion.objects.get(id=before.id)
     assert fresh.status == VersionStatus.DISABLED and fresh.dek_id != before.dek_id and not dek_exists(before.dek_id)
     assert (fresh.description, fresh.ephemeral_action) == ("d", "disable")
-    services.secret_version_enable(principal=admin, secret_id=secret.id, revision="1")
+    version_services.secret_version_enable(principal=admin, secret_id=secret.id, revision="1")
     assert access(admin, secret, "1") == b"one"
 
 
@@ -412,58 +425,60 @@ def test_updating_a_version_keeps_a_concurrent_dek_rotation_and_status(admin, ne
 def test_a_protected_secret_cannot_be_deleted_but_its_versions_can(admin, new_secret):
     secret = new_secret("keep", b"one", b"two", protected=True)
     with pytest.raises(PreconditionFailed) as info:
-        services.secret_delete(principal=admin, secret_id=secret.id)
+        secret_services.secret_delete(principal=admin, secret_id=secret.id)
     assert info.value.status == 412 and info.value.type == "precondition_failed"
-    version = services.secret_version_delete(principal=admin, secret_id=secret.id, revision="1")
+    version = version_services.secret_version_delete(principal=admin, secret_id=secret.id, revision="1")
     assert version.status == VersionStatus.SCHEDULED_FOR_DELETION
-    services.secret_unprotect(principal=admin, secret_id=secret.id)
-    services.secret_delete(principal=admin, secret_id=secret.id)
-    assert services.secret_get(principal=admin, secret_id=secret.id).deletion_requested_at is not None
+    secret_services.secret_unprotect(principal=admin, secret_id=secret.id)
+    secret_services.secret_delete(principal=admin, secret_id=secret.id)
+    assert secret_services.secret_get(principal=admin, secret_id=secret.id).deletion_requested_at is not None
 
 
 def test_a_deleted_secret_is_restorable_within_seven_days(admin, project, new_secret):
     secret = new_secret("s", b"one", b"two")
-    services.secret_version_disable(principal=admin, secret_id=secret.id, revision="1")
-    services.secret_delete(principal=admin, secret_id=secret.id)
+    version_services.secret_version_disable(principal=admin, secret_id=secret.id, revision="1")
+    secret_services.secret_delete(principal=admin, secret_id=secret.id)
     assert statuses(secret) == ["scheduled_for_deletion"] * 2
-    assert services.secret_get(principal=admin, secret_id=secret.id).name == "s"  # metadata readable
+    assert secret_services.secret_get(principal=admin, secret_id=secret.id).name == "s"  # metadata readable
     with pytest.raises(PreconditionFailed):
         access(admin, secret, "2")  # payload not
     with pytest.raises(PreconditionFailed):
-        services.secret_delete(principal=admin, secret_id=secret.id)
+        secret_services.secret_delete(principal=admin, secret_id=secret.id)
     with pytest.raises(PreconditionFailed):
-        services.secret_version_create(principal=admin, secret_id=secret.id, data=b"three")
-    listed = services.secret_list(principal=admin, filters=SecretFilter(scheduled_for_deletion=True))
+        version_services.secret_version_create(principal=admin, secret_id=secret.id, data=b"three")
+    listed = selectors.secret_list(principal=admin, filters=SecretFilter(scheduled_for_deletion=True))
     assert [s.id for s in listed] == [secret.id]
-    assert not services.secret_list(principal=admin).filter(id=secret.id).exists()
+    assert not selectors.secret_list(principal=admin).filter(id=secret.id).exists()
     # Six days later nothing is destroyed yet.
-    counts = services.secret_versions_expire(principal=Principal.for_command(), now=timezone.now() + timedelta(days=6))
+    counts = expiry_services.secret_versions_expire(
+        principal=Principal.for_command(), now=timezone.now() + timedelta(days=6)
+    )
     assert counts["versions_destroyed"] == counts["secrets_destroyed"] == 0
-    restored = services.secret_restore(principal=admin, secret_id=secret.id)
+    restored = secret_services.secret_restore(principal=admin, secret_id=secret.id)
     assert restored.deletion_requested_at is None and statuses(secret) == ["disabled", "enabled"]
     assert access(admin, secret) == b"two"
     with pytest.raises(PreconditionFailed):
-        services.secret_restore(principal=admin, secret_id=secret.id)
+        secret_services.secret_restore(principal=admin, secret_id=secret.id)
 
 
 def test_a_secret_deleted_more_than_seven_days_ago_is_crypto_shredded(admin, new_secret):
     secret = new_secret("s", b"one", b"two")
     dek_ids = list(SecretVersion.objects.filter(secret=secret).values_list("dek_id", flat=True))
     assert all(dek_exists(d) for d in dek_ids)
-    services.secret_delete(principal=admin, secret_id=secret.id)
+    secret_services.secret_delete(principal=admin, secret_id=secret.id)
     operator = Principal.for_command()
     later = timezone.now() + timedelta(days=7, seconds=1)
-    assert services.secret_versions_expire(principal=operator, now=later, dry_run=True) == {
+    assert expiry_services.secret_versions_expire(principal=operator, now=later, dry_run=True) == {
         "versions_disabled": 0,
         "versions_destroyed": 2,
         "secrets_destroyed": 1,
     }
     assert all(dek_exists(d) for d in dek_ids)  # a dry run changes nothing
-    services.secret_versions_expire(principal=operator, now=later)
+    expiry_services.secret_versions_expire(principal=operator, now=later)
     assert not any(dek_exists(d) for d in dek_ids)  # the DEK rows are gone from the dek database
     assert not Secret.objects.filter(id=secret.id).exists()
     assert not SecretVersion.objects.filter(secret_id=secret.id).exists()
-    assert services.secret_versions_expire(principal=operator, now=later) == {
+    assert expiry_services.secret_versions_expire(principal=operator, now=later) == {
         "versions_disabled": 0,
         "versions_destroyed": 0,
         "secrets_destroyed": 0,
@@ -477,12 +492,12 @@ def test_a_secret_deleted_more_than_seven_days_ago_is_crypto_shredded(admin, new
 def test_a_deleted_version_is_restorable_then_shredded_after_seven_days(admin, new_secret):
     secret = new_secret("s", b"one", b"two")
     first = SecretVersion.objects.get(secret=secret, revision=1)
-    services.secret_version_delete(principal=admin, secret_id=secret.id, revision="1")
+    version_services.secret_version_delete(principal=admin, secret_id=secret.id, revision="1")
     with pytest.raises(PreconditionFailed):
         access(admin, secret, "1")
-    restored = services.secret_version_restore(principal=admin, secret_id=secret.id, revision="1")
+    restored = version_services.secret_version_restore(principal=admin, secret_id=secret.id, revision="1")
     assert restored.status == VersionStatus.ENABLED and access(admin, secret, "1") == b"one"
-    services.secret_version_delete(principal=admin, secret_id=secret.id, revision="1")
+    version_services.secret_version_delete(principal=admin, secret_id=secret.id, revision="1")
     out = StringIO()
     backdate_deletions(days=8)  # a future --now is refused without --dry-run
     call_command("expire_secret_versions", "--yes", "--json", stdout=out)
@@ -497,12 +512,12 @@ def test_a_deleted_version_is_restorable_then_shredded_after_seven_days(admin, n
     assert first.deleted_at is not None and not dek_exists(restored.dek_id)
     assert access(admin, secret, "2") == b"two"  # the rest of the secret is untouched
     with pytest.raises(PreconditionFailed):
-        services.secret_version_restore(principal=admin, secret_id=secret.id, revision="1")
+        version_services.secret_version_restore(principal=admin, secret_id=secret.id, revision="1")
 
 
 def test_expire_command_dry_run_text_and_errors(admin, new_secret):
     secret = new_secret("s", b"one")
-    services.secret_delete(principal=admin, secret_id=secret.id)
+    secret_services.secret_delete(principal=admin, secret_id=secret.id)
     out = StringIO()
     later = (timezone.now() + timedelta(days=8)).isoformat()
     call_command("expire_secret_versions", "--dry-run", "--now", later, stdout=out)
@@ -519,7 +534,7 @@ def test_expire_command_dry_run_text_and_errors(admin, new_secret):
 
 def test_expire_refuses_a_future_now_and_destruction_without_confirmation(admin, new_secret):
     secret = new_secret("s", b"one")
-    services.secret_delete(principal=admin, secret_id=secret.id)
+    secret_services.secret_delete(principal=admin, secret_id=secret.id)
     later = (timezone.now() + timedelta(days=8)).isoformat()
     with pytest.raises(CommandError) as info:
         call_command("expire_secret_versions", "--now", later, "--yes")
@@ -552,45 +567,46 @@ def backdate_deletions(*, days: int) -> None:
 
 def test_only_operators_may_expire(admin):
     with pytest.raises(ObjectNotFound):
-        services.secret_versions_expire(principal=admin)
+        expiry_services.secret_versions_expire(principal=admin)
 
 
 # --- keys -------------------------------------------------------------------------------------
 def test_a_secret_uses_the_project_default_key_or_a_named_key_of_its_project(admin, project, other_project):
-    default = services.secret_create(principal=admin, project_id=project.id, name="d")
+    default = secret_services.secret_create(principal=admin, project_id=project.id, name="d")
     assert default.key_id == project.default_key_id
     key = key_create(principal=admin, project_id=project.id, name="customer-key")
-    named = services.secret_create(principal=admin, project_id=project.id, name="n", key_id=str(key.id))
+    named = secret_services.secret_create(principal=admin, project_id=project.id, name="n", key_id=str(key.id))
     assert named.key_id == key.id
-    version = services.secret_version_create(principal=admin, secret_id=named.id, data=b"under my key")
+    version = version_services.secret_version_create(principal=admin, secret_id=named.id, data=b"under my key")
     assert Dek.objects.using("dek").get(id=version.dek_id).key_id == key.id
     for foreign in (other_project.default_key_id, "8a4c2a5e-0000-4000-8000-000000000000"):
         with pytest.raises(InvalidArgument) as info:
-            services.secret_create(principal=admin, project_id=project.id, name="f", key_id=str(foreign))
+            secret_services.secret_create(principal=admin, project_id=project.id, name="f", key_id=str(foreign))
         assert info.value.field == "key_id"
     with pytest.raises(InvalidArgument):
-        services.secret_create(principal=admin, project_id=project.id, name="f", key_id="not-a-uuid")
+        secret_services.secret_create(principal=admin, project_id=project.id, name="f", key_id="not-a-uuid")
 
 
 def test_naming_a_key_takes_the_key_user_role(project, principal_with):
     writer = principal_with("secret_writer")
     key = key_create(principal=Principal.for_command(), project_id=project.id, name="k")
     with pytest.raises(InvalidArgument) as hidden:  # the writer cannot even see the key: as if it did not exist
-        services.secret_create(principal=writer, project_id=project.id, name="n", key_id=str(key.id))
+        secret_services.secret_create(principal=writer, project_id=project.id, name="n", key_id=str(key.id))
     with pytest.raises(InvalidArgument) as missing:
-        services.secret_create(principal=writer, project_id=project.id, name="n", key_id=str(uuid.uuid4()))
+        secret_services.secret_create(principal=writer, project_id=project.id, name="n", key_id=str(uuid.uuid4()))
     assert hidden.value.as_scaleway() == missing.value.as_scaleway()
     key_viewer = principal_with("auditor")  # sees keys
     role_grant(principal=Principal.for_command(), user=key_viewer.user, role="secret_writer", obj=project)
     key_viewer = Principal(user=key_viewer.user)
     with pytest.raises(PermissionDenied):  # sees the key (auditor) but may not use it
-        services.secret_create(principal=key_viewer, project_id=project.id, name="n", key_id=str(key.id))
+        secret_services.secret_create(principal=key_viewer, project_id=project.id, name="n", key_id=str(key.id))
     role_grant(principal=Principal.for_command(), user=key_viewer.user, role="key_user", obj=key)
     key_user = Principal(user=key_viewer.user)
     assert (
-        services.secret_create(principal=key_user, project_id=project.id, name="n", key_id=str(key.id)).key_id == key.id
+        secret_services.secret_create(principal=key_user, project_id=project.id, name="n", key_id=str(key.id)).key_id
+        == key.id
     )
-    services.secret_create(principal=writer, project_id=project.id, name="m")
+    secret_services.secret_create(principal=writer, project_id=project.id, name="m")
 
 
 def test_a_disabled_key_stops_access_until_it_is_enabled_again(admin, project, new_secret):
@@ -602,8 +618,8 @@ def test_a_disabled_key_stops_access_until_it_is_enabled_again(admin, project, n
         access(admin, secret)
     assert str(key.id) in str(info.value) and "disabled" in str(info.value)
     with pytest.raises(KeyDisabled):
-        services.secret_version_create(principal=admin, secret_id=secret.id, data=b"two")
-    assert services.secret_get(principal=admin, secret_id=secret.id).name == "s"  # metadata still readable
+        version_services.secret_version_create(principal=admin, secret_id=secret.id, data=b"two")
+    assert secret_services.secret_get(principal=admin, secret_id=secret.id).name == "s"  # metadata still readable
     key_enable(principal=admin, key_id=key.id)
     assert access(admin, secret) == b"one"
 
@@ -616,41 +632,41 @@ def test_roles_decide_and_strangers_see_nothing(project, other_project, principa
     auditor = principal_with("auditor")
     assert access(reader, secret) == b"one"
     with pytest.raises(PermissionDenied):
-        services.secret_version_create(principal=reader, secret_id=secret.id, data=b"x")
-    services.secret_version_create(principal=writer, secret_id=secret.id, data=b"two")
+        version_services.secret_version_create(principal=reader, secret_id=secret.id, data=b"x")
+    version_services.secret_version_create(principal=writer, secret_id=secret.id, data=b"two")
     with pytest.raises(PermissionDenied):
         access(writer, secret)
     with pytest.raises(PermissionDenied):
-        services.secret_delete(principal=writer, secret_id=secret.id)
-    assert services.secret_get(principal=auditor, secret_id=secret.id).id == secret.id
+        secret_services.secret_delete(principal=writer, secret_id=secret.id)
+    assert secret_services.secret_get(principal=auditor, secret_id=secret.id).id == secret.id
     with pytest.raises(PermissionDenied):
         access(auditor, secret)
     for nobody in (stranger, foreign):
         for call in (
-            lambda p: services.secret_get(principal=p, secret_id=secret.id),
+            lambda p: secret_services.secret_get(principal=p, secret_id=secret.id),
             lambda p: access(p, secret),
-            lambda p: services.secret_version_list(principal=p, secret_id=secret.id),
-            lambda p: services.secret_delete(principal=p, secret_id=secret.id),
-            lambda p: services.secret_create(principal=p, project_id=project.id, name="intruder"),
-            lambda p: services.secret_version_access_by_path(
+            lambda p: version_services.secret_version_list(principal=p, secret_id=secret.id),
+            lambda p: secret_services.secret_delete(principal=p, secret_id=secret.id),
+            lambda p: secret_services.secret_create(principal=p, project_id=project.id, name="intruder"),
+            lambda p: access_services.secret_version_access_by_path(
                 principal=p, project_id=project.id, secret_path="/", secret_name="s", revision="1"
             ),
         ):
             with pytest.raises(ObjectNotFound):
                 call(nobody)
-        assert list(services.secret_list(principal=nobody)) == [] or all(
-            s.project_id == other_project.id for s in services.secret_list(principal=nobody)
+        assert list(selectors.secret_list(principal=nobody)) == [] or all(
+            s.project_id == other_project.id for s in selectors.secret_list(principal=nobody)
         )
     grant_secret_only = principal_with("secret_reader", obj=secret)
     assert access(grant_secret_only, secret) == b"two"
-    assert [s.id for s in services.secret_list(principal=grant_secret_only)] == [secret.id]
+    assert [s.id for s in selectors.secret_list(principal=grant_secret_only)] == [secret.id]
 
 
 def test_a_secret_in_another_region_is_not_found(admin, new_secret):
     secret = new_secret("s", b"one", region="nl-ams")
-    assert services.secret_get(principal=admin, secret_id=secret.id, region="nl-ams").region == "nl-ams"
+    assert secret_services.secret_get(principal=admin, secret_id=secret.id, region="nl-ams").region == "nl-ams"
     with pytest.raises(ObjectNotFound):
-        services.secret_get(principal=admin, secret_id=secret.id, region="fr-par")
+        secret_services.secret_get(principal=admin, secret_id=secret.id, region="fr-par")
 
 
 def test_reads_changes_and_denials_are_audited_without_payloads(admin, project, principal_with, new_secret):
@@ -658,13 +674,13 @@ def test_reads_changes_and_denials_are_audited_without_payloads(admin, project, 
     start = AuditEvent.objects.count()
     secret = new_secret("audited", payload)
     assert access(admin, secret) == payload
-    services.secret_get(principal=admin, secret_id=secret.id)  # metadata reads are not audited
+    secret_services.secret_get(principal=admin, secret_id=secret.id)  # metadata reads are not audited
     stranger, reader = principal_with(None, name="stranger"), principal_with("secret_reader", name="reader")
     with pytest.raises(ObjectNotFound):
         access(stranger, secret)
     with pytest.raises(PermissionDenied):
-        services.secret_version_create(principal=reader, secret_id=secret.id, data=payload)
-    services.secret_version_disable(principal=admin, secret_id=secret.id, revision="1")
+        version_services.secret_version_create(principal=reader, secret_id=secret.id, data=payload)
+    version_services.secret_version_disable(principal=admin, secret_id=secret.id, revision="1")
     events = list(AuditEvent.objects.filter(object_id=str(secret.id)).order_by("seq"))
     assert [(e.action, e.outcome, e.actor) for e in events] == [
         ("secret.create", "allowed", "owner"),
@@ -688,7 +704,7 @@ def test_tag_filter_matches_whole_tags_exactly_on_every_engine(admin, new_secret
     odd = new_secret("odd", b"3", tags=["x' OR '1'='1"])
 
     def names(*tags: str) -> list[str]:
-        listed = services.secret_list(principal=admin, filters=SecretFilter(tags=tags))
+        listed = selectors.secret_list(principal=admin, filters=SecretFilter(tags=tags))
         return sorted(s.name for s in listed)
 
     assert names("prod") == ["web"]
@@ -698,4 +714,4 @@ def test_tag_filter_matches_whole_tags_exactly_on_every_engine(admin, new_secret
     assert names("prod", "production") == []
     assert names('say "hi"') == ["web"] and names("hi") == []
     assert names("x' OR '1'='1") == ["odd"] and names("x") == []
-    assert {web.id, odd.id} <= {s.id for s in services.secret_list(principal=admin)}
+    assert {web.id, odd.id} <= {s.id for s in selectors.secret_list(principal=admin)}

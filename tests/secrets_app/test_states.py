@@ -14,14 +14,19 @@ from django.core.management import call_command
 from django.db.models import Q
 from django.utils import timezone
 
+from hkms_core import lifecycle
 from hkms_core.access.principal import Principal
-from hkms_core.errors import PreconditionFailed
+from hkms_core.errors import ObjectNotFound, PreconditionFailed
 from keys_app.errors import KeyDisabled, KeyMaterialUnavailable
 from keys_app.models import Dek
 from keys_app.services.keys import key_create, key_disable
 from keys_app.services.rotation import deks_rotate
-from secrets_app import services, states, storage
+from secrets_app import states, storage
 from secrets_app.models import Secret, SecretVersion, VersionStatus
+from secrets_app.services import access as access_services
+from secrets_app.services import expiry as expiry_services
+from secrets_app.services import secrets as secret_services
+from secrets_app.services import versions as version_services
 
 pytestmark = pytest.mark.django_db(databases=["default", "kek", "dek"])
 
@@ -33,9 +38,9 @@ def admin(principal_with):
 
 @pytest.fixture
 def secret(admin, project):
-    secret = services.secret_create(principal=admin, project_id=project.id, name="db")
+    secret = secret_services.secret_create(principal=admin, project_id=project.id, name="db")
     for payload in (b"one", b"two"):
-        services.secret_version_create(principal=admin, secret_id=secret.id, data=payload)
+        version_services.secret_version_create(principal=admin, secret_id=secret.id, data=payload)
     return secret
 
 
@@ -45,10 +50,10 @@ def status(secret, revision=1) -> str:
 
 def read(admin, secret, revision="1", by_path=False):
     if by_path:
-        return services.secret_version_access_by_path(
+        return access_services.secret_version_access_by_path(
             principal=admin, project_id=secret.project_id, secret_path="/", secret_name=secret.name, revision=revision
         )
-    return services.secret_version_access(principal=admin, secret_id=secret.id, revision=revision)
+    return access_services.secret_version_access(principal=admin, secret_id=secret.id, revision=revision)
 
 
 # --- transitions are compare-and-set ------------------------------------------------------------------
@@ -56,7 +61,7 @@ def test_an_enable_that_read_enabled_before_a_deletion_cannot_undo_it(admin, sec
     """The old enable read the status, then wrote it back: a deletion in between was lost.
     The transition is now a CAS on the row's status, whatever the caller read before."""
     stale = SecretVersion.objects.get(secret=secret, revision=1)  # read: enabled
-    services.secret_version_delete(principal=admin, secret_id=secret.id, revision="1")  # commits meanwhile
+    version_services.secret_version_delete(principal=admin, secret_id=secret.id, revision="1")  # commits meanwhile
     assert stale.status == VersionStatus.ENABLED
     moved = storage.secret_version_transition(stale, from_statuses=states.FROM["enable"], status=VersionStatus.ENABLED)
     assert moved is False and status(secret) == VersionStatus.SCHEDULED_FOR_DELETION
@@ -64,7 +69,7 @@ def test_an_enable_that_read_enabled_before_a_deletion_cannot_undo_it(admin, sec
 
 def test_enable_is_refused_while_the_secret_is_scheduled_even_if_a_row_says_enabled(admin, secret):
     Secret.objects.filter(id=secret.id).update(deletion_requested_at=timezone.now())
-    for action in (services.secret_version_enable, services.secret_version_disable):
+    for action in (version_services.secret_version_enable, version_services.secret_version_disable):
         with pytest.raises(PreconditionFailed) as info:
             action(principal=admin, secret_id=secret.id, revision="1")
         assert info.value.details["precondition"] == "scheduled_for_deletion"
@@ -72,38 +77,38 @@ def test_enable_is_refused_while_the_secret_is_scheduled_even_if_a_row_says_enab
 
 
 def test_a_second_delete_fails_and_keeps_the_first_status(admin, secret):
-    services.secret_version_disable(principal=admin, secret_id=secret.id, revision="1")
-    services.secret_version_delete(principal=admin, secret_id=secret.id, revision="1")
+    version_services.secret_version_disable(principal=admin, secret_id=secret.id, revision="1")
+    version_services.secret_version_delete(principal=admin, secret_id=secret.id, revision="1")
     with pytest.raises(PreconditionFailed):
-        services.secret_version_delete(principal=admin, secret_id=secret.id, revision="1")
+        version_services.secret_version_delete(principal=admin, secret_id=secret.id, revision="1")
     version = SecretVersion.objects.get(secret=secret, revision=1)
     assert version.status_before_deletion == VersionStatus.DISABLED  # not overwritten by the second
-    services.secret_version_restore(principal=admin, secret_id=secret.id, revision="1")
+    version_services.secret_version_restore(principal=admin, secret_id=secret.id, revision="1")
     assert status(secret) == VersionStatus.DISABLED
 
 
 def test_restoring_a_secret_brings_back_only_what_its_deletion_scheduled(admin, secret):
-    services.secret_version_delete(principal=admin, secret_id=secret.id, revision="1")
+    version_services.secret_version_delete(principal=admin, secret_id=secret.id, revision="1")
     SecretVersion.objects.filter(secret=secret, revision=1).update(
         deletion_requested_at=timezone.now() - timedelta(hours=1)
     )
-    services.secret_delete(principal=admin, secret_id=secret.id)
+    secret_services.secret_delete(principal=admin, secret_id=secret.id)
     assert [status(secret, r) for r in (1, 2)] == [VersionStatus.SCHEDULED_FOR_DELETION] * 2
-    services.secret_restore(principal=admin, secret_id=secret.id)
+    secret_services.secret_restore(principal=admin, secret_id=secret.id)
     assert [status(secret, r) for r in (1, 2)] == [VersionStatus.SCHEDULED_FOR_DELETION, VersionStatus.ENABLED]
 
 
 def test_a_deletion_whose_window_passed_cannot_be_restored(admin, secret):
-    services.secret_version_delete(principal=admin, secret_id=secret.id, revision="1")
-    past = timezone.now() - services.DELETION_DELAY - timedelta(seconds=1)
+    version_services.secret_version_delete(principal=admin, secret_id=secret.id, revision="1")
+    past = timezone.now() - lifecycle.DELETION_DELAY - timedelta(seconds=1)
     SecretVersion.objects.filter(secret=secret, revision=1).update(deletion_requested_at=past)
     with pytest.raises(PreconditionFailed) as info:
-        services.secret_version_restore(principal=admin, secret_id=secret.id, revision="1")
+        version_services.secret_version_restore(principal=admin, secret_id=secret.id, revision="1")
     assert info.value.details["precondition"] == "deletion_final"
-    services.secret_delete(principal=admin, secret_id=secret.id)
+    secret_services.secret_delete(principal=admin, secret_id=secret.id)
     Secret.objects.filter(id=secret.id).update(deletion_requested_at=past)
     with pytest.raises(PreconditionFailed):
-        services.secret_restore(principal=admin, secret_id=secret.id)
+        secret_services.secret_restore(principal=admin, secret_id=secret.id)
 
 
 def test_no_version_is_added_to_a_secret_scheduled_for_deletion_and_its_dek_goes(secret):
@@ -116,9 +121,9 @@ def test_no_version_is_added_to_a_secret_scheduled_for_deletion_and_its_dek_goes
 
 
 def test_expiry_does_not_destroy_a_version_restored_after_it_was_listed(admin, secret):
-    services.secret_version_delete(principal=admin, secret_id=secret.id, revision="1")
+    version_services.secret_version_delete(principal=admin, secret_id=secret.id, revision="1")
     version = SecretVersion.objects.get(secret=secret, revision=1)
-    services.secret_version_restore(principal=admin, secret_id=secret.id, revision="1")  # after the listing
+    version_services.secret_version_restore(principal=admin, secret_id=secret.id, revision="1")  # after the listing
     due = Q(status=VersionStatus.SCHEDULED_FOR_DELETION)
     assert storage.secret_version_destroy(version, only_if=due) is False
     assert status(secret) == VersionStatus.ENABLED and read(admin, secret).data == b"one"
@@ -133,15 +138,15 @@ def test_reads_refuse_a_secret_scheduled_for_deletion_whatever_the_version_row_s
         read(admin, secret)
     assert info.value.details["precondition"] == VersionStatus.SCHEDULED_FOR_DELETION
     if by_path:  # the by-path lookup does not find a secret scheduled for deletion at all
-        with pytest.raises((PreconditionFailed, services.ObjectNotFound)):
+        with pytest.raises((PreconditionFailed, ObjectNotFound)):
             read(admin, secret, by_path=True)
 
 
 @pytest.mark.parametrize("revision", ["1", "latest", "latest_enabled"])
 def test_the_hot_path_refuses_a_disabled_or_deleted_key_like_the_general_path(admin, project, revision):
     key = key_create(principal=admin, project_id=project.id, name="k", unprotected=True)
-    secret = services.secret_create(principal=admin, project_id=project.id, name="k-secret", key_id=key.id)
-    services.secret_version_create(principal=admin, secret_id=secret.id, data=b"payload")
+    secret = secret_services.secret_create(principal=admin, project_id=project.id, name="k-secret", key_id=key.id)
+    version_services.secret_version_create(principal=admin, secret_id=secret.id, data=b"payload")
     assert read(admin, secret, revision).data == b"payload"  # DEK now cached in this process
     key_disable(principal=admin, key_id=key.id)
     with pytest.raises(KeyDisabled):
@@ -179,13 +184,15 @@ def test_destroy_with_a_stale_version_deletes_the_dek_a_rotation_put_in_place(ad
 
 
 def test_expiry_destroys_with_the_event_in_the_transaction_and_reruns_cleanly(admin, secret):
-    services.secret_version_delete(principal=admin, secret_id=secret.id, revision="2")
+    version_services.secret_version_delete(principal=admin, secret_id=secret.id, revision="2")
     # The window has passed (a future --now is refused without --dry-run): move the deletion back.
     SecretVersion.objects.filter(secret=secret, revision=2).update(
-        deletion_requested_at=timezone.now() - services.DELETION_DELAY - timedelta(minutes=1)
+        deletion_requested_at=timezone.now() - lifecycle.DELETION_DELAY - timedelta(minutes=1)
     )
     call_command("expire_secret_versions", "--yes")
     assert status(secret, 2) == VersionStatus.DELETED
-    counts = services.secret_versions_expire(principal=Principal.for_command(), now=timezone.now() + timedelta(days=8))
+    counts = expiry_services.secret_versions_expire(
+        principal=Principal.for_command(), now=timezone.now() + timedelta(days=8)
+    )
     assert counts == {"versions_disabled": 0, "versions_destroyed": 0, "secrets_destroyed": 0}
     assert read(admin, secret).data == b"one"

@@ -15,8 +15,9 @@ from hkms_core.errors import ObjectNotFound, PermissionDenied, ServiceError
 from hkms_site.console.confirm import Confirmation, confirm_page, confirmed
 from hkms_site.console.forms import ApiKeyCreateForm, attach_service_error
 from hkms_site.console.principal import console_principal
-from hkms_site.console.selectors import api_key_usage, projects_visible
+from hkms_site.console.selectors import api_key_usage
 from hkms_site.console.views.common import not_found, page
+from secrets_app.selectors import projects_visible
 
 
 def api_keys(request: HttpRequest) -> HttpResponse:

@@ -7,26 +7,26 @@ from collections.abc import Callable
 from typing import Any
 
 from django.contrib import messages
-from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods
 
 from hkms_core.access.principal import Principal
 from hkms_core.access.roles import Action
-from hkms_core.access.services import can, visible
+from hkms_core.access.services import can
 from hkms_core.errors import ObjectNotFound, PermissionDenied, ServiceError
-from hkms_core.tenancy.models import Project
-from hkms_site.console.confirm import Confirmation, confirm_page, confirmed
+from hkms_core.lifecycle import DELETION_DELAY
+from hkms_site.console.confirm import Confirmation, action_run
 from hkms_site.console.forms import KeyCreateForm, RotationPolicyForm, attach_service_error
 from hkms_site.console.jobs import rewrap_start
 from hkms_site.console.principal import console_principal
-from hkms_site.console.selectors import job_for_key, key_dependents, key_versions, principal_can_grant
-from hkms_site.console.views.common import denied, not_found, page, run_action
+from hkms_site.console.selectors import principal_can_grant
+from hkms_site.console.views.common import denied, not_found, page
 from keys_app import asymmetric
-from keys_app.models import Key, RotationJob
+from keys_app.models import Key
+from keys_app.selectors import key_rewrap_job, key_versions
 from keys_app.services import keys as key_services
-from keys_app.services.projects import key_is_a_project_default
-from secrets_app.models import Secret
+from secrets_app.selectors import key_dependents, projects_visible
 
 KEY_OPERATIONS: dict[str, Callable[..., Key]] = {
     "rotate": key_services.key_rotate,
@@ -53,6 +53,18 @@ KEY_ACTIONS = (
     "rewrap",
     "delete_key_material",
 )
+#: The message each action leaves on the key's page.
+KEY_DONE = {
+    "rotate": "Key rotated: new DEKs use the new version.",
+    "enable": "Key enabled.",
+    "disable": "Key disabled: its secrets cannot be read until it is enabled again.",
+    "protect": "Key protected.",
+    "unprotect": "Key unprotected.",
+    "delete": "Key scheduled for deletion.",
+    "restore": "Key restored.",
+    "delete_key_material": "Key material deleted: the key waits for new material.",
+    "rewrap": "DEK re-wrap started: progress below.",
+}
 #: Actions that stop something working: they go through a confirmation page (``console.confirm``).
 KEY_CONFIRMED = ("disable", "delete", "delete_key_material")
 
@@ -84,7 +96,7 @@ def key_list(request: HttpRequest) -> HttpResponse:
 
 
 def _administered_projects(principal: Principal) -> Any:
-    return visible(principal, Project.objects.all(), Action.KEY_ADMIN).order_by("name")
+    return projects_visible(principal, Action.KEY_ADMIN)
 
 
 def key_create(request: HttpRequest) -> HttpResponse:
@@ -128,15 +140,16 @@ def key_detail(request: HttpRequest, key_id: Any) -> HttpResponse:
     principal = console_principal(request)
     key = _visible_key(principal, key_id)
     versions = key_versions(key)
-    job = job_for_key(key)
+    job = key_rewrap_job(key)
+    dependents = key_dependents(key)
     context = {
         "key": key,
         "versions": versions,
         "deks_on_older": sum(v["deks"] for v in versions if not v["primary"]),
-        "secrets_count": Secret.objects.filter(key_id=key.id).count(),
-        "is_default_key": key_is_a_project_default(key.id),
+        "secrets_count": dependents["secrets"],
+        "is_default_key": bool(dependents["default_of"]),
         "job": job,
-        "job_running": job is not None and job.state == RotationJob.State.RUNNING,
+        "job_running": job is not None and job["running"],
         "can": {"admin": can(principal, Action.KEY_ADMIN, key), "grant": principal_can_grant(principal)},
         "urls": {a: reverse("admin:key_action", args=[key.id, a]) for a in KEY_ACTIONS},
     }
@@ -151,32 +164,25 @@ def key_action(request: HttpRequest, key_id: Any, action: str) -> HttpResponse:
     detail = reverse("admin:key_detail", args=[key.id])
     if action not in KEY_ACTIONS:
         raise not_found()
-    # Only someone allowed to act sees the confirmation; anyone else's POST reaches the service,
-    # which refuses it and records the refusal.
-    if action in KEY_CONFIRMED and can(principal, Action.KEY_ADMIN, key) and not confirmed(request):
-        return confirm_page(request, _key_confirmation(key, action, detail))
-    if request.method != "POST":
-        return denied(request, "change this key") if action in KEY_CONFIRMED else HttpResponseNotAllowed(["POST"])
     if action == "rewrap":
-        return run_action(
-            request,
-            lambda: rewrap_start(principal=principal, key=key),
-            success="DEK re-wrap started: progress below.",
-            fallback=detail,
-        )
-    done = {
-        "rotate": "Key rotated: new DEKs use the new version.",
-        "enable": "Key enabled.",
-        "disable": "Key disabled: its secrets cannot be read until it is enabled again.",
-        "protect": "Key protected.",
-        "unprotect": "Key unprotected.",
-        "delete": "Key scheduled for deletion.",
-        "restore": "Key restored.",
-        "delete_key_material": "Key material deleted: the key waits for new material.",
-    }
-    operation = KEY_OPERATIONS[action]
-    return run_action(
-        request, lambda: operation(principal=principal, key_id=key.id), success=done[action], fallback=detail
+
+        def call() -> Any:
+            return rewrap_start(principal=principal, key=key)
+
+    else:
+        operation = KEY_OPERATIONS[action]
+
+        def call() -> Any:
+            return operation(principal=principal, key_id=key.id)
+
+    return action_run(
+        request,
+        call=call,
+        success=KEY_DONE[action],
+        fallback=detail,
+        confirmation=(lambda: _key_confirmation(key, action, detail)) if action in KEY_CONFIRMED else None,
+        may_act=lambda: can(principal, Action.KEY_ADMIN, key),
+        refused="change this key",
     )
 
 
@@ -195,7 +201,7 @@ def _key_confirmation(key: Key, action: str, detail: str) -> Confirmation:
         "delete": [
             f"{reads} cannot be read from now on.",
             "Encrypt, decrypt and data-key calls with this key fail.",
-            f"After {key_services.DELETION_DELAY.days} days the deletion is final and the key material is destroyed: "
+            f"After {DELETION_DELAY.days} days the deletion is final and the key material is destroyed: "
             "those secrets are crypto-shredded.",
         ],
         "delete_key_material": [
@@ -207,7 +213,7 @@ def _key_confirmation(key: Key, action: str, detail: str) -> Confirmation:
         consequences.append(f"It is the default key of project {', '.join(d['default_of'])}: new secrets there use it.")
     reversible = {
         "disable": "Reversible: enable the key again.",
-        "delete": f"Reversible for {key_services.DELETION_DELAY.days} days: restore the key.",
+        "delete": f"Reversible for {DELETION_DELAY.days} days: restore the key.",
         "delete_key_material": "Not reversible.",
     }[action]
     title = {

@@ -4,38 +4,25 @@ with its default key, through ``keys_app.services.projects.project_create``."""
 from __future__ import annotations
 
 from django.contrib import messages
-from django.db.models import Count
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
 
-from hkms_core.access.roles import Action
-from hkms_core.access.services import visible
 from hkms_core.errors import PermissionDenied, ServiceError
 from hkms_site.console.forms import ProjectCreateForm, attach_service_error
 from hkms_site.console.principal import console_principal
-from hkms_site.console.selectors import principal_can_grant, projects_visible
+from hkms_site.console.selectors import principal_can_grant
 from hkms_site.console.views.common import denied, page
-from keys_app.models import Key
+from keys_app.selectors import key_counts_by_project
 from keys_app.services.projects import project_create, project_default_keys
-from secrets_app.services import secrets_visible
+from secrets_app.selectors import projects_visible, secret_counts_by_project
 
 
 def project_list(request: HttpRequest) -> HttpResponse:
     principal = console_principal(request)
     projects = list(projects_visible(principal))
     default_keys = project_default_keys(projects)
-    secrets = dict(
-        secrets_visible(principal=principal)
-        .values_list("project_id")
-        .annotate(n=Count("id"))
-        .values_list("project_id", "n")
-    )
-    keys = dict(
-        visible(principal, Key.objects.all(), Action.KEY_VIEW)
-        .values_list("project_id")
-        .annotate(n=Count("id"))
-        .values_list("project_id", "n")
-    )
+    secrets = secret_counts_by_project(principal)
+    keys = key_counts_by_project(principal)
     rows = [
         {
             "project": p,

@@ -14,7 +14,7 @@ from typing import Any
 
 from django.contrib import messages
 from django.core.paginator import Paginator
-from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
@@ -22,10 +22,10 @@ from django.views.decorators.http import require_http_methods
 
 from hkms_core.access.principal import Principal
 from hkms_core.access.roles import Action
-from hkms_core.access.services import can, visible
+from hkms_core.access.services import can
 from hkms_core.errors import ObjectNotFound, PermissionDenied, ServiceError
-from hkms_core.tenancy.models import Project
-from hkms_site.console.confirm import Confirmation, confirm_page, confirmed
+from hkms_core.lifecycle import DELETION_DELAY
+from hkms_site.console.confirm import Confirmation, action_run
 from hkms_site.console.forms import (
     VERSION_FIELD_MAP,
     VERSION_FORMS,
@@ -37,26 +37,28 @@ from hkms_site.console.forms import (
     forget_secret_input,
 )
 from hkms_site.console.principal import console_principal
-from hkms_site.console.selectors import (
+from hkms_site.console.selectors import normalise_path, principal_can_grant
+from hkms_site.console.views.common import denied, not_found, page
+from keys_app.errors import HierarchyError
+from keys_app.selectors import keys_usable_for_secrets
+from secrets_app.models import Secret, SecretType
+from secrets_app.selectors import (
     SecretFilter,
-    normalise_path,
-    principal_can_grant,
     projects_visible,
-    secret_folders,
-    secrets_filtered,
+    secret_browse,
+    secret_dependents,
     version_successor,
 )
-from hkms_site.console.views.common import denied, not_found, page, run_action
-from keys_app.errors import HierarchyError
-from keys_app.models import Key
-from secrets_app import services as secret_services
-from secrets_app.models import Secret, SecretType
+from secrets_app.selectors import secret_list as secrets_listed
+from secrets_app.services import access as access_services
+from secrets_app.services import secrets as secret_services
+from secrets_app.services import versions as version_services
 
 VERSION_OPERATIONS: dict[str, Callable[..., Any]] = {
-    "enable": secret_services.secret_version_enable,
-    "disable": secret_services.secret_version_disable,
-    "delete": secret_services.secret_version_delete,
-    "restore": secret_services.secret_version_restore,
+    "enable": version_services.secret_version_enable,
+    "disable": version_services.secret_version_disable,
+    "delete": version_services.secret_version_delete,
+    "restore": version_services.secret_version_restore,
 }
 SECRET_OPERATIONS: dict[str, Callable[..., Any]] = {
     "protect": secret_services.secret_protect,
@@ -81,25 +83,29 @@ def _visible_secret(principal: Principal, secret_id: Any) -> Secret:
 
 
 def _writable_projects(principal: Principal) -> Any:
-    return visible(principal, Project.objects.all(), Action.SECRET_WRITE).order_by("name")
+    return projects_visible(principal, Action.SECRET_WRITE)
 
 
 # --- list and folders --------------------------------------------------------------------
 def secret_list(request: HttpRequest) -> HttpResponse:
+    """Browse folders (``secret_browse``) or, with a search, every matching secret below the folder.
+
+    Listed in the API's order (``name_asc``: by name, ties by id).  Without a status filter
+    the secrets scheduled for deletion are listed with the others."""
     principal = console_principal(request)
     form = SecretFilterForm(request.GET or None, projects=projects_visible(principal))
     data = form.cleaned_data if form.is_valid() else {}
     searching = any(data.get(k) for k in ("q", "tags", "type", "status"))
+    path = normalise_path(data.get("path", "") or "/")
     f = SecretFilter(
-        q=data.get("q", ""),
+        text=data.get("q", ""),
         project_id=data.get("project", ""),
-        path=data.get("path", "") or "/",
+        path=path,
         recursive=searching,
         tags=form.tag_list() if data else (),
         type=data.get("type", ""),
-        status=data.get("status", ""),
+        **_STATUS_FILTERS.get(data.get("status", ""), {"scheduled_for_deletion": None}),
     )
-    path = normalise_path(f.path)
     query = request.GET.copy()
     query.pop("page", None)
 
@@ -112,10 +118,15 @@ def secret_list(request: HttpRequest) -> HttpResponse:
     crumbs = [{"name": "/", "query": with_path("/")}] + [
         {"name": part, "query": with_path("/" + "/".join(parts[: i + 1]) + "/")} for i, part in enumerate(parts)
     ]
-    folders = [] if searching else [{**d, "query": with_path(d["path"])} for d in secret_folders(principal, f)]
+    try:
+        secrets = secrets_listed(principal=principal, filters=f, order_by="name_asc").select_related("key")
+        folders = [] if searching else _folders(principal, f, path, with_path)
+    except ServiceError as exc:  # a filter the service refuses (a malformed path, a NUL): say so, list nothing
+        messages.error(request, exc.message)
+        secrets, folders = Secret.objects.none(), []
     context = {
         "form": form,
-        "page_obj": Paginator(secrets_filtered(principal, f), 50).get_page(request.GET.get("page")),
+        "page_obj": Paginator(secrets, 50).get_page(request.GET.get("page")),
         "query": query.urlencode(),
         "path": path,
         "crumbs": crumbs,
@@ -123,6 +134,26 @@ def secret_list(request: HttpRequest) -> HttpResponse:
         "can_create": _writable_projects(principal).exists(),
     }
     return page(request, "console/secret_list.html", context, title="Secrets")
+
+
+#: The console's status filter as :class:`SecretFilter` fields.
+_STATUS_FILTERS: dict[str, dict[str, Any]] = {
+    "scheduled_for_deletion": {"scheduled_for_deletion": True},
+    "protected": {"protected": True},
+    Secret.Status.READY: {"status": Secret.Status.READY},
+    Secret.Status.LOCKED: {"status": Secret.Status.LOCKED},
+}
+
+
+def _folders(principal: Principal, f: SecretFilter, path: str, with_path: Callable[[str], str]) -> list[dict[str, Any]]:
+    """The sub-folders of ``path`` (``secret_browse``), each with its number of secrets and its link."""
+    _current, items = secret_browse(principal=principal, region=None, project_id=None, prefix=path, filters=f)
+    folders = []
+    for item in items:
+        if item.secret is None:
+            target = f"{path}{item.name}/"
+            folders.append({"path": target, "name": item.name, "count": str(item.count), "query": with_path(target)})
+    return folders
 
 
 # --- create ------------------------------------------------------------------------------
@@ -142,9 +173,7 @@ def secret_create(request: HttpRequest) -> HttpResponse:
     if not projects.exists():
         return denied(request, "create secrets")
     # Naming a key for a secret needs key_user on it; the project default needs nothing more.
-    keys = visible(principal, Key.objects.select_related("project"), Action.KEY_USE).filter(
-        usage="symmetric_encryption", state="enabled"
-    )
+    keys = keys_usable_for_secrets(principal)
     initial = {"path": request.GET.get("path", "/"), "type": request.GET.get("type", SecretType.OPAQUE)}
     form = SecretCreateForm(request.POST or None, projects=projects, keys=keys, initial=initial)
     chosen = str(request.POST.get("type") or initial["type"]) if request.method == "POST" else ""
@@ -171,7 +200,7 @@ def secret_create(request: HttpRequest) -> HttpResponse:
         else:
             detail = reverse("admin:secret_detail", args=[secret.id])
             try:
-                version = secret_services.secret_version_create(
+                version = version_services.secret_version_create(
                     principal=principal,
                     secret_id=secret.id,
                     data=value_form.payload(),
@@ -271,7 +300,7 @@ def secret_version_add(request: HttpRequest, secret_id: Any) -> HttpResponse:
     form = form_class(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
-            version = secret_services.secret_version_create(
+            version = version_services.secret_version_create(
                 principal=principal,
                 secret_id=secret.id,
                 data=form.payload(),
@@ -311,7 +340,7 @@ def secret_version_reveal(request: HttpRequest, secret_id: Any, revision: int) -
             return denied(request, "read this secret's payload")
         return page(request, "console/reveal_confirm.html", {"secret": secret, "version": version}, title="Reveal")
     try:
-        accessed = secret_services.secret_version_access(principal=principal, secret_id=secret.id, revision=revision)
+        accessed = access_services.secret_version_access(principal=principal, secret_id=secret.id, revision=revision)
     except ObjectNotFound as exc:
         raise not_found(exc) from None
     except PermissionDenied:
@@ -350,22 +379,23 @@ def secret_version_action(request: HttpRequest, secret_id: Any, revision: int, a
         raise not_found()
     detail = reverse("admin:secret_detail", args=[secret.id])
     needed = VERSION_CONFIRMED.get(action)
-    # Only someone allowed to act sees the confirmation; anyone else's POST reaches the service,
-    # which refuses it and records the refusal.
-    if needed is not None and can(principal, needed, secret) and not confirmed(request):
+
+    def confirmation() -> Confirmation:
         version = secret.versions.filter(revision=revision).first()
         if version is None:
             raise not_found(ObjectNotFound("secret_version", revision))
-        return confirm_page(request, _version_confirmation(secret, version.revision, version.status, action, detail))
-    if request.method != "POST":
-        return denied(request, "change this version") if needed else HttpResponseNotAllowed(["POST"])
+        return _version_confirmation(secret, version.revision, version.status, action, detail)
+
     operation = VERSION_OPERATIONS[action]
     verb = {"enable": "enabled", "disable": "disabled", "delete": "scheduled for deletion", "restore": "restored"}
-    return run_action(
+    return action_run(
         request,
-        lambda: operation(principal=principal, secret_id=secret.id, revision=revision),
+        call=lambda: operation(principal=principal, secret_id=secret.id, revision=revision),
         success=f"Version {revision} {verb[action]}.",
         fallback=detail,
+        confirmation=confirmation if needed is not None else None,
+        may_act=lambda: needed is not None and can(principal, needed, secret),
+        refused="change this version",
     )
 
 
@@ -383,7 +413,7 @@ def _version_confirmation(secret: Secret, revision: int, status: str, action: st
             consequences.append("It is the only enabled revision: reading latest_enabled fails until a new version.")
     if action == "delete":
         consequences.append(
-            f"After {secret_services.DELETION_DELAY.days} days the version is destroyed (its data key is shredded)."
+            f"After {DELETION_DELAY.days} days the version is destroyed (its data key is shredded)."
             if not secret.is_ephemeral
             else "This secret is ephemeral: the version is destroyed at once."
         )
@@ -400,7 +430,7 @@ def _version_confirmation(secret: Secret, revision: int, status: str, action: st
             else (
                 "Not reversible."
                 if secret.is_ephemeral
-                else f"Reversible for {secret_services.DELETION_DELAY.days} days: restore the version."
+                else f"Reversible for {DELETION_DELAY.days} days: restore the version."
             )
         ),
     )
@@ -415,10 +445,6 @@ def secret_action(request: HttpRequest, secret_id: Any, action: str) -> HttpResp
         raise not_found()
     detail = reverse("admin:secret_detail", args=[secret.id])
     needed = SECRET_CONFIRMED.get(action)
-    if needed is not None and can(principal, needed, secret) and not confirmed(request):
-        return confirm_page(request, _secret_confirmation(secret, detail))
-    if request.method != "POST":
-        return denied(request, "change this secret") if needed else HttpResponseNotAllowed(["POST"])
     operation = SECRET_OPERATIONS[action]
     verb = {
         "protect": "protected",
@@ -427,30 +453,30 @@ def secret_action(request: HttpRequest, secret_id: Any, action: str) -> HttpResp
         "restore": "restored",
     }
     # After a deletion the secret's page is still there (scheduled): back to it.
-    return run_action(
+    return action_run(
         request,
-        lambda: operation(principal=principal, secret_id=secret.id),
+        call=lambda: operation(principal=principal, secret_id=secret.id),
         success=f"Secret {secret.name} {verb[action]}.",
         fallback=detail,
+        confirmation=(lambda: _secret_confirmation(secret, detail)) if needed is not None else None,
+        may_act=lambda: needed is not None and can(principal, needed, secret),
+        refused="change this secret",
     )
 
 
 def _secret_confirmation(secret: Secret, detail: str) -> Confirmation:
-    live = secret.versions.exclude(status="deleted")
-    enabled = live.filter(status="enabled").count()
+    d = secret_dependents(secret)
     name = f"{secret.path.rstrip('/')}/{secret.name}"
     consequences = [
-        f"Applications reading {name} get an error: its {live.count()} version{'s' * (live.count() != 1)} "
-        f"({enabled} enabled) can no longer be read.",
+        f"Applications reading {name} get an error: its {d['versions']} version{'s' * (d['versions'] != 1)} "
+        f"({d['enabled_versions']} enabled) can no longer be read.",
     ]
     if secret.is_ephemeral:
         consequences.append("This secret is ephemeral: it is destroyed at once.")
         reversible = "Not reversible."
     else:
-        consequences.append(
-            f"After {secret_services.DELETION_DELAY.days} days every version is destroyed (data keys shredded)."
-        )
-        reversible = f"Reversible for {secret_services.DELETION_DELAY.days} days: restore the secret."
+        consequences.append(f"After {DELETION_DELAY.days} days every version is destroyed (data keys shredded).")
+        reversible = f"Reversible for {DELETION_DELAY.days} days: restore the secret."
     return Confirmation(
         title="Delete a secret",
         subject=f"{name} ({secret.project.name})",

@@ -10,7 +10,7 @@ from hkms_core.errors import ServiceError
 from keys_app.management.base import HierarchyCommand
 from keys_app.management.commands.run_due_rotations import parse_now
 from keys_app.management.confirm import add_yes_argument, confirm
-from secrets_app.services import secret_versions_expire
+from secrets_app.services.expiry import secret_versions_expire
 
 
 class Command(HierarchyCommand):
