@@ -241,8 +241,8 @@ def _seed(size: int, n_keys: int) -> list[Any]:
 def _check_payloads(size: int, full: bool) -> dict[str, Any]:
     """Read versions back through the service; compare with :func:`payload`."""
     from keys_app.services import material, root
-    from keys_app.services.inspection import hierarchy_verify
     from secrets_app.models import SecretVersion
+    from secrets_app.services.verification import hierarchy_verify
     from secrets_app.storage import secret_version_payload
 
     material.key_cache().clear()
@@ -310,7 +310,9 @@ def rotate_one(size: int, n_keys: int, data_dir: Path) -> dict[str, Any]:
     """Child process 2 (fresh, so seeding's memory is not in its peaks): the timed phases."""
     _setup_django(data_dir, migrate=False)
     from keys_app.models import Key
-    from keys_app.services.rotation import deks_rewrap, deks_rotate, kek_rotate, rek_rotate
+    from keys_app.services.rotation.kek import deks_rewrap, kek_rotate
+    from keys_app.services.rotation.rek import rek_rotate
+    from secrets_app.services.dek_rotation import deks_rotate
 
     use_rss = _reset_peak() and _vm_hwm_kib() is not None
     baseline_mib = _vm_rss_kib() / 1024

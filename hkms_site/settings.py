@@ -63,7 +63,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "guardian",
-    "hkms_site",
+    "hkms_site.apps.HkmsSiteConfig",
     "hkms_core.tenancy",  # the project (tenant), below access, keys and secrets
     "hkms_core.access",
     "hkms_core.audit",
@@ -81,7 +81,7 @@ MIDDLEWARE = [
     # request once where that is safe (hkms_core.outage).
     "hkms_core.outage.DatabaseOutageMiddleware",
     # A seal on any node seals this one within HKMS_SEAL_CHECK_SECONDS (shamir provider only).
-    "hkms_core.cluster.seal.ClusterSealMiddleware",
+    "keys_app.cluster_seal.ClusterSealMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "hkms_site.console.middleware.SecurityHeadersMiddleware",
@@ -218,7 +218,7 @@ HKMS_ROOT_KEY_OPTIONS: dict[str, dict[str, Any]] = {
     },
 }
 
-# Seconds between two reads of the cluster seal epoch per process (hkms_core.cluster.seal): the
+# Seconds between two reads of the cluster seal epoch per process (keys_app.cluster_seal): the
 # bound on how long a node keeps serving after `seal` ran on another node; 0 reads it every request.
 HKMS_SEAL_CHECK_SECONDS = env_int("HKMS_SEAL_CHECK_SECONDS", 1, minimum=0)
 

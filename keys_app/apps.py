@@ -9,7 +9,6 @@ class KeysAppConfig(AppConfig):
     def ready(self) -> None:
         from hkms_core.access.kinds import register_kind
         from hkms_core.audit.keysource import set_key_source
-        from hkms_site import checks  # noqa: F401  (registers system checks)
         from keys_app.models import Key
         from keys_app.services.audit_key import SOURCE
 

@@ -18,7 +18,7 @@ from hkms_core.access.principal import Principal
 from hkms_core.access.roles import Action
 from hkms_core.access.services import visible
 from keys_app.models import Dek, KekVersion, Key, KeyState, RotationJob
-from keys_app.services.inspection import hierarchy_status
+from keys_app.services.inspection import hierarchy_key_status
 from keys_app.services.jobs import job_running
 
 
@@ -45,8 +45,8 @@ def keys_due_for_rotation(principal: Principal, *, now: datetime) -> list[Key]:
 
 
 def hierarchy_overview(principal: Principal) -> dict[str, Any]:
-    """``hierarchy_status`` limited to the keys the principal may see (and their running jobs)."""
-    status = hierarchy_status()
+    """``hierarchy_key_status`` limited to the keys the principal may see (and their running jobs)."""
+    status = hierarchy_key_status()
     key_ids = {str(k) for k in visible(principal, Key.objects.all()).values_list("id", flat=True)}
     keys = [k for k in status["keys"] if k["id"] in key_ids]
     jobs = [

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from django.db import transaction
 from django.db.models import Q
@@ -61,7 +61,20 @@ def payload_seal(
     )
 
 
-def payload_open(*, material: crypto.SecretBytes, version: SecretVersion) -> bytes:
+class SealedPayload(Protocol):
+    """What opening a payload reads of a version (a ``SecretVersion`` or a row of its columns)."""
+
+    @property
+    def secret_id(self) -> uuid.UUID: ...
+    @property
+    def revision(self) -> int: ...
+    @property
+    def dek_id(self) -> uuid.UUID | None: ...
+    @property
+    def ciphertext(self) -> bytes | memoryview | None: ...
+
+
+def payload_open(*, material: crypto.SecretBytes, version: SealedPayload) -> bytes:
     if version.ciphertext is None:
         raise KeyMaterialUnavailable(f"secret {version.secret_id} revision {version.revision} has no payload")
     try:

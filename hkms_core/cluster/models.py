@@ -9,7 +9,7 @@ class SealEpoch(models.Model):
     """``epoch`` grows by one on every ``seal`` (any node, any route: command, API, console).
 
     Every node compares it with the epoch at which its own shamir keys were unsealed and
-    seals itself when they are older (:mod:`hkms_core.cluster.seal`), so one ``seal`` seals
+    seals itself when they are older (:mod:`keys_app.cluster_seal`), so one ``seal`` seals
     the whole cluster within ``HKMS_SEAL_CHECK_SECONDS``.
     """
 

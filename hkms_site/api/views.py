@@ -10,8 +10,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from hkms_core.access.custody import custody_seal, custody_status, custody_unseal
 from hkms_core.api.authentication import request_principal
+from keys_app.services.custody import custody_seal, custody_status, custody_unseal
 
 
 class WhoAmIView(APIView):

@@ -111,7 +111,7 @@ def backup_restore(
     """
     from hkms_core.audit.services import audit_record, audit_verify
     from keys_app.services import material, root
-    from keys_app.services.inspection import hierarchy_verify
+    from secrets_app.services.verification import hierarchy_verify
 
     say = progress or (lambda _message: None)
     if not archive.is_file():

@@ -1,12 +1,12 @@
 """Background DEK re-wraps started from the console.
 
-The console starts the very job the ``rewrap_deks`` command runs
-(:func:`keys_app.services.rotation.deks_rewrap`, resumable, recorded in a
-``RotationJob`` row on the kek database); the key page shows that row's
-progress.  By default it runs as a detached ``manage.py rewrap_deks --key …``
-process, so it outlives the request and the gunicorn worker; if it dies, the
-job's lease expires and starting it again (console or command) resumes it.
-``HKMS_CONSOLE_JOB_RUNNER=inline`` runs it within the request (tests).
+The console calls the very action the ``rewrap_deks --key`` command calls
+(:func:`keys_app.services.keys.scheduling.key_rewrap_deks`: ``KEY_ADMIN``, audited as
+``key.rewrap_deks``; the job is resumable, recorded in a ``RotationJob`` row on the kek
+database); the key page shows that row's progress.  By default the work runs as a
+detached ``manage.py rewrap_deks --key …`` process, so it outlives the request and the
+gunicorn worker; if it dies, the job's lease expires and starting it again (console or
+command) resumes it.  ``HKMS_CONSOLE_JOB_RUNNER=inline`` runs it within the request (tests).
 """
 
 from __future__ import annotations
@@ -17,19 +17,10 @@ import sys
 import threading
 
 from django.conf import settings
-from django.db import transaction
-from django.utils import timezone
 
 from hkms_core.access.principal import Principal
-from hkms_core.access.roles import Action
-from hkms_core.access.services import authorize_audited
-from hkms_core.audit.services import audit_record
-from hkms_core.errors import Conflict
 from keys_app.models import Key
-from keys_app.selectors import key_rewrap_in_progress
-from keys_app.services.rotation import deks_rewrap
-
-EVENT = "key.rewrap_deks"
+from keys_app.services.keys.scheduling import key_rewrap_deks
 
 
 def rewrap_start(*, principal: Principal, key: Key) -> str:
@@ -37,18 +28,10 @@ def rewrap_start(*, principal: Principal, key: Key) -> str:
 
     Returns how it was started (``"process"`` or ``"inline"``).
     """
-    authorize_audited(principal, Action.KEY_ADMIN, key, EVENT)
-    running = key_rewrap_in_progress(key, now=timezone.now())
-    if running is not None:
-        raise Conflict(f"a re-wrap of key {key.name} is already running ({running['processed']}/{running['total']})")
-    runner = settings.HKMS_CONSOLE_JOB_RUNNER
-    with transaction.atomic():
-        audit_record(principal, EVENT, key, runner=runner)
-    if runner == "inline":
-        deks_rewrap(key=key)
-    else:
-        _spawn(key)
-    return str(runner)
+    runner = str(settings.HKMS_CONSOLE_JOB_RUNNER)
+    start = None if runner == "inline" else _spawn
+    key_rewrap_deks(principal=principal, key=key, runner=runner, start=start, refuse_if_running=True)
+    return runner
 
 
 def _spawn(key: Key) -> None:

@@ -17,7 +17,7 @@ from hkms_core.api.common import b64decode_field, format_duration, parse_duratio
 from hkms_core.api.fields import StringField
 from hkms_core.errors import InvalidArgument
 from keys_app.models import Key
-from keys_app.services.keys import RotationPolicy
+from keys_app.services.keys.validation import RotationPolicy
 
 #: Generous bound on any base64 field (the services enforce the real limits).
 _MAX_B64_CHARS = 200_000

@@ -19,7 +19,28 @@ from hkms_core.api.authentication import TOKEN_ONLY_AUTHENTICATION
 from hkms_core.api.common import ActionView, ScalewayView, action_view, b64encode, paginate, timestamp
 from hkms_core.errors import InvalidArgument
 from keys_app.api import serializers as s
-from keys_app.services import keys as svc
+from keys_app.services.keys.key_material import key_delete_key_material, key_import_key_material
+from keys_app.services.keys.lifecycle import (
+    key_delete,
+    key_disable,
+    key_enable,
+    key_protect,
+    key_restore,
+    key_rotate,
+    key_unprotect,
+)
+from keys_app.services.keys.metadata import key_create, key_get, key_list, key_update
+from keys_app.services.keys.use import (
+    key_decrypt,
+    key_encrypt,
+    key_generate_data_key,
+    key_get_public_key,
+    key_list_algorithms,
+    key_sign,
+    key_unwrap,
+    key_verify,
+    key_wrap,
+)
 
 _TAG = ["Key Manager"]
 
@@ -47,7 +68,7 @@ class KeysView(ScalewayView):
     @extend_schema(tags=_TAG, operation_id="list_keys", summary="List keys", responses=s.ListKeysOutput)
     def get(self, request: Request, region: str) -> Response:
         params = request.query_params
-        keys = svc.key_list(
+        keys = key_list(
             principal=self.principal,
             region=region,
             project_id=params.get("project_id"),
@@ -68,7 +89,7 @@ class KeysView(ScalewayView):
         body = _body(s.CreateKeyInput, request)
         data = body.validated_data
         usage, algorithm = data.get("usage") or (None, None)
-        key = svc.key_create(
+        key = key_create(
             principal=self.principal,
             region=region,
             project_id=data.get("project_id"),
@@ -87,7 +108,7 @@ class KeysView(ScalewayView):
 class KeyView(ScalewayView):
     @extend_schema(tags=_TAG, operation_id="get_key", summary="Get key metadata", responses=s.KeyOutput)
     def get(self, request: Request, region: str, key_id: str) -> Response:
-        return Response(_key(svc.key_get(principal=self.principal, key_id=key_id, region=region)))
+        return Response(_key(key_get(principal=self.principal, key_id=key_id, region=region)))
 
     @extend_schema(
         tags=_TAG, operation_id="update_key", summary="Update a key", request=s.UpdateKeyInput, responses=s.KeyOutput
@@ -95,7 +116,7 @@ class KeyView(ScalewayView):
     def patch(self, request: Request, region: str, key_id: str) -> Response:
         body = _body(s.UpdateKeyInput, request)
         data = body.validated_data
-        key = svc.key_update(
+        key = key_update(
             principal=self.principal,
             key_id=key_id,
             region=region,
@@ -110,7 +131,7 @@ class KeyView(ScalewayView):
         tags=_TAG, operation_id="delete_key", summary="Delete a key (scheduled in 7 days)", responses={204: None}
     )
     def delete(self, request: Request, region: str, key_id: str) -> Response:
-        svc.key_delete(principal=self.principal, key_id=key_id, region=region)
+        key_delete(principal=self.principal, key_id=key_id, region=region)
         return Response(status=204)
 
 
@@ -121,12 +142,12 @@ def _action(name: str, service: Any, summary: str) -> type[ActionView]:
     return action_view(name, service, _key, schema)
 
 
-RotateKeyView = _action("RotateKeyView", svc.key_rotate, "Rotate a key")
-ProtectKeyView = _action("ProtectKeyView", svc.key_protect, "Apply key protection")
-UnprotectKeyView = _action("UnprotectKeyView", svc.key_unprotect, "Remove key protection")
-EnableKeyView = _action("EnableKeyView", svc.key_enable, "Enable a key")
-DisableKeyView = _action("DisableKeyView", svc.key_disable, "Disable a key")
-RestoreKeyView = _action("RestoreKeyView", svc.key_restore, "Restore a key scheduled for deletion")
+RotateKeyView = _action("RotateKeyView", key_rotate, "Rotate a key")
+ProtectKeyView = _action("ProtectKeyView", key_protect, "Apply key protection")
+UnprotectKeyView = _action("UnprotectKeyView", key_unprotect, "Remove key protection")
+EnableKeyView = _action("EnableKeyView", key_enable, "Enable a key")
+DisableKeyView = _action("DisableKeyView", key_disable, "Disable a key")
+RestoreKeyView = _action("RestoreKeyView", key_restore, "Restore a key scheduled for deletion")
 
 
 class DeleteKeyMaterialView(ScalewayView):
@@ -138,7 +159,7 @@ class DeleteKeyMaterialView(ScalewayView):
         responses={204: None},
     )
     def post(self, request: Request, region: str, key_id: str) -> Response:
-        svc.key_delete_key_material(principal=self.principal, key_id=key_id, region=region)
+        key_delete_key_material(principal=self.principal, key_id=key_id, region=region)
         return Response(status=204)
 
 
@@ -152,7 +173,7 @@ class ImportKeyMaterialView(ScalewayView):
     )
     def post(self, request: Request, region: str, key_id: str) -> Response:
         data = _body(s.ImportKeyMaterialInput, request).validated_data
-        key = svc.key_import_key_material(
+        key = key_import_key_material(
             principal=self.principal,
             key_id=key_id,
             region=region,
@@ -174,7 +195,7 @@ class GenerateDataKeyView(ScalewayView):
     )
     def post(self, request: Request, region: str, key_id: str) -> Response:
         data = _body(s.GenerateDataKeyInput, request).validated_data
-        result = svc.key_generate_data_key(
+        result = key_generate_data_key(
             principal=self.principal,
             key_id=key_id,
             region=region,
@@ -192,54 +213,90 @@ class GenerateDataKeyView(ScalewayView):
         )
 
 
-class EncryptView(ScalewayView):
-    authentication_classes = TOKEN_ONLY_AUTHENTICATION  # key use: X-Auth-Token only
+class _KeyCryptoView(ScalewayView):
+    """``POST keys/{key_id}/<encrypt|decrypt|wrap-key|unwrap-key>``: one body for the four.
 
-    @extend_schema(
-        tags=_TAG,
-        operation_id="encrypt",
-        summary="Encrypt a payload",
-        request=s.EncryptInput,
-        responses=s.EncryptOutput,
-    )
+    Encrypt and wrap take a plaintext and answer a ciphertext; decrypt and unwrap take a
+    ciphertext and answer a plaintext (decrypt also the plaintext re-encrypted under the
+    primary version, Scaleway's ``DecryptResponse.ciphertext``).  Key use: X-Auth-Token only.
+    """
+
+    authentication_classes = TOKEN_ONLY_AUTHENTICATION
+    service: Any = None
+    input_serializer: Any = None
+    given: str = "plaintext"  # the field sent: "plaintext" or "ciphertext"
+    answered: str = "ciphertext"  # the field answered
+    with_reencrypted: bool = False
+
     def post(self, request: Request, region: str, key_id: str) -> Response:
-        data = _body(s.EncryptInput, request).validated_data
-        result = svc.key_encrypt(
+        cls = type(self)
+        data = _body(cls.input_serializer, request).validated_data
+        result = cls.service(
             principal=self.principal,
             key_id=key_id,
             region=region,
-            plaintext=data["plaintext"],
             associated_data=data.get("associated_data"),
+            **{cls.given: data[cls.given]},
         )
-        return Response({"key_id": str(result.key.id), "ciphertext": b64encode(result.data)})
+        answer: dict[str, Any] = {"key_id": str(result.key.id), cls.answered: b64encode(result.data)}
+        if cls.with_reencrypted:
+            answer["ciphertext"] = b64encode(result.reencrypted) if result.reencrypted is not None else None
+        return Response(answer)
 
 
-class DecryptView(ScalewayView):
-    authentication_classes = TOKEN_ONLY_AUTHENTICATION  # key use: X-Auth-Token only
+def _crypto(
+    name: str,
+    service: Any,
+    operation_id: str,
+    summary: str,
+    request: Any,
+    response: Any,
+    *,
+    given: str,
+    with_reencrypted: bool = False,
+) -> type[_KeyCryptoView]:
+    def post(self: _KeyCryptoView, request: Request, region: str, key_id: str) -> Response:
+        return _KeyCryptoView.post(self, request, region, key_id)
 
-    @extend_schema(
-        tags=_TAG,
-        operation_id="decrypt",
-        summary="Decrypt a payload",
-        request=s.DecryptInput,
-        responses=s.DecryptOutput,
+    post = extend_schema(tags=_TAG, operation_id=operation_id, summary=summary, request=request, responses=response)(
+        post
     )
-    def post(self, request: Request, region: str, key_id: str) -> Response:
-        data = _body(s.DecryptInput, request).validated_data
-        result = svc.key_decrypt(
-            principal=self.principal,
-            key_id=key_id,
-            region=region,
-            ciphertext=data["ciphertext"],
-            associated_data=data.get("associated_data"),
-        )
-        return Response(
-            {
-                "key_id": str(result.key.id),
-                "plaintext": b64encode(result.data),
-                "ciphertext": b64encode(result.reencrypted) if result.reencrypted is not None else None,
-            }
-        )
+    attrs = {
+        "service": staticmethod(service),
+        "input_serializer": request,
+        "given": given,
+        "answered": "plaintext" if given == "ciphertext" else "ciphertext",
+        "with_reencrypted": with_reencrypted,
+        "post": post,
+    }
+    return type(name, (_KeyCryptoView,), attrs)
+
+
+EncryptView = _crypto(
+    "EncryptView", key_encrypt, "encrypt", "Encrypt a payload", s.EncryptInput, s.EncryptOutput, given="plaintext"
+)
+DecryptView = _crypto(
+    "DecryptView",
+    key_decrypt,
+    "decrypt",
+    "Decrypt a payload",
+    s.DecryptInput,
+    s.DecryptOutput,
+    given="ciphertext",
+    with_reencrypted=True,
+)
+WrapKeyView = _crypto(
+    "WrapKeyView", key_wrap, "wrap_key", "Wrap a key (ML-KEM)", s.WrapKeyInput, s.WrapKeyOutput, given="plaintext"
+)
+UnwrapKeyView = _crypto(
+    "UnwrapKeyView",
+    key_unwrap,
+    "unwrap_key",
+    "Unwrap a key (ML-KEM)",
+    s.UnwrapKeyInput,
+    s.UnwrapKeyOutput,
+    given="ciphertext",
+)
 
 
 class SignView(ScalewayView):
@@ -250,7 +307,7 @@ class SignView(ScalewayView):
     )
     def post(self, request: Request, region: str, key_id: str) -> Response:
         data = _body(s.SignInput, request).validated_data
-        result = svc.key_sign(principal=self.principal, key_id=key_id, region=region, digest=data["digest"])
+        result = key_sign(principal=self.principal, key_id=key_id, region=region, digest=data["digest"])
         return Response({"key_id": str(result.key.id), "signature": b64encode(result.data)})
 
 
@@ -266,7 +323,7 @@ class VerifyView(ScalewayView):
     )
     def post(self, request: Request, region: str, key_id: str) -> Response:
         data = _body(s.VerifyInput, request).validated_data
-        key, valid = svc.key_verify(
+        key, valid = key_verify(
             principal=self.principal,
             key_id=key_id,
             region=region,
@@ -284,51 +341,7 @@ class PublicKeyView(ScalewayView):
         responses=s.PublicKeyOutput,
     )
     def get(self, request: Request, region: str, key_id: str) -> Response:
-        return Response({"pem": svc.key_get_public_key(principal=self.principal, key_id=key_id, region=region)})
-
-
-class WrapKeyView(ScalewayView):
-    authentication_classes = TOKEN_ONLY_AUTHENTICATION  # key use: X-Auth-Token only
-
-    @extend_schema(
-        tags=_TAG,
-        operation_id="wrap_key",
-        summary="Wrap a key (ML-KEM)",
-        request=s.WrapKeyInput,
-        responses=s.WrapKeyOutput,
-    )
-    def post(self, request: Request, region: str, key_id: str) -> Response:
-        data = _body(s.WrapKeyInput, request).validated_data
-        result = svc.key_wrap(
-            principal=self.principal,
-            key_id=key_id,
-            region=region,
-            plaintext=data["plaintext"],
-            associated_data=data.get("associated_data"),
-        )
-        return Response({"key_id": str(result.key.id), "ciphertext": b64encode(result.data)})
-
-
-class UnwrapKeyView(ScalewayView):
-    authentication_classes = TOKEN_ONLY_AUTHENTICATION  # key use: X-Auth-Token only
-
-    @extend_schema(
-        tags=_TAG,
-        operation_id="unwrap_key",
-        summary="Unwrap a key (ML-KEM)",
-        request=s.UnwrapKeyInput,
-        responses=s.UnwrapKeyOutput,
-    )
-    def post(self, request: Request, region: str, key_id: str) -> Response:
-        data = _body(s.UnwrapKeyInput, request).validated_data
-        result = svc.key_unwrap(
-            principal=self.principal,
-            key_id=key_id,
-            region=region,
-            ciphertext=data["ciphertext"],
-            associated_data=data.get("associated_data"),
-        )
-        return Response({"key_id": str(result.key.id), "plaintext": b64encode(result.data)})
+        return Response({"pem": key_get_public_key(principal=self.principal, key_id=key_id, region=region)})
 
 
 class AlgorithmsView(ScalewayView):
@@ -336,7 +349,7 @@ class AlgorithmsView(ScalewayView):
         tags=_TAG, operation_id="list_algorithms", summary="List available algorithms", responses=s.ListAlgorithmsOutput
     )
     def get(self, request: Request, region: str) -> Response:
-        algorithms = svc.key_list_algorithms(usages=request.query_params.getlist("usages"))
+        algorithms = key_list_algorithms(usages=request.query_params.getlist("usages"))
         return Response(
             {"algorithms": [{"usage": a.usage, "name": a.name, "recommended": a.recommended} for a in algorithms]}
         )

@@ -10,24 +10,28 @@ why providers are looked up per REK version (see ``keys_app.services.root``).
   With ``keeper_socket`` set (the default for servers) the process talks to
   the seal keeper (:mod:`.shamir_keeper`); without, it holds the keys itself.
 
-Providers that can be sealed get a listener that drops this process's cached
-KEKs and DEKs and its record of verified REK versions on every seal.
+Providers that can be sealed get a listener that runs every callback registered
+with :func:`on_seal` (the services register theirs when imported: ``material``
+drops this process's cached KEKs and DEKs, ``root`` its record of verified REK
+versions).  The providers import no service: the services build on them.
 """
 
 from __future__ import annotations
 
 import contextlib
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from keys_app.providers.base import RootKeyProvider, RootKeyUnavailable, Sealed
 
-__all__ = ["RootKeyProvider", "RootKeyUnavailable", "Sealed", "get_provider", "reset_providers"]
+__all__ = ["RootKeyProvider", "RootKeyUnavailable", "Sealed", "get_provider", "on_seal", "reset_providers"]
 
 PROVIDER_NAMES = ("file", "shamir", "pkcs11")
 
 _lock = threading.Lock()
 _instances: dict[str, RootKeyProvider] = {}
+_seal_callbacks: list[Callable[[], None]] = []
 
 
 def _create(name: str, options: dict[str, Any]) -> RootKeyProvider:
@@ -50,12 +54,16 @@ def _create(name: str, options: dict[str, Any]) -> RootKeyProvider:
     raise RootKeyUnavailable(f"unknown root key provider {name!r}")
 
 
-def drop_unwrapped_keys() -> None:
-    """Forget every unwrapped key of this process (called on seal)."""
-    from keys_app.services import material, root
+def on_seal(callback: Callable[[], None]) -> None:
+    """Run ``callback`` whenever a provider of this process seals (registered once per callback)."""
+    if callback not in _seal_callbacks:
+        _seal_callbacks.append(callback)
 
-    material.key_cache().clear()
-    root.forget_verified_root_keys()
+
+def drop_unwrapped_keys() -> None:
+    """Forget every unwrapped key of this process (called on seal): run the :func:`on_seal` callbacks."""
+    for callback in list(_seal_callbacks):
+        callback()
 
 
 def get_provider(name: str | None = None) -> RootKeyProvider:

@@ -56,13 +56,11 @@ from keys_app.providers.shamir import (
     SECOND_SEAL_SWEEP,
     SealListener,
     ShamirRootKeyProvider,
-    ShareRefused,
     ShareSink,
     StoredCheckValues,
     _describe,
-    resolve_split,
-    validate_split,
 )
+from keys_app.providers.slip39 import ShareRefused, resolve_split, validate_split
 
 log = logging.getLogger("hkms.seal_keeper")
 MAX_LINE = 4 << 20

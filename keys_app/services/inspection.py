@@ -1,33 +1,33 @@
-"""Read-only views of the hierarchy: status counts and full verification."""
+"""Read-only views of the hierarchy's own levels (REK, KEK, DEK), and the repair of KEK leftovers.
+
+What the DEKs protect (secret versions) is verified one layer up, by
+``secrets_app.services.verification``, which builds the full ``hierarchy_status``
+and ``hierarchy_verify`` answers from these.
+"""
 
 from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import transaction
 from django.db.models import Count
-from django.utils import timezone
 
 from keys_app.errors import HierarchyError
 from keys_app.models import Dek, KekVersion, Key, RootKeyVersion, RotationJob
 from keys_app.providers import get_provider
 from keys_app.services import root
-from keys_app.services.jobs import job_advance, job_claim, job_finish
-from keys_app.services.material import dek_unwrap, deks_destroy, kek_material
-
-Progress = Callable[[int, int], None]
+from keys_app.services.material import kek_material
 
 
-def hierarchy_status() -> dict[str, Any]:
+def hierarchy_key_status() -> dict[str, Any]:
     """Counts per level and per key version, and what retired versions still wrap.
 
-    A fixed number of queries: one per database table, grouped.
+    A fixed number of queries: one per database table, grouped.  The counts of what
+    the DEKs protect (secret versions) are added by ``secrets_app.services.verification``.
     """
-    from secrets_app.models import SecretVersion
 
     rek_rows = root.rek_versions()
     kek_rows: list[dict[str, Any]] = [
@@ -76,7 +76,6 @@ def hierarchy_status() -> dict[str, Any]:
         provider = get_provider().describe()
     except HierarchyError as exc:
         provider = {"error": str(exc)}
-    status_counts = dict(SecretVersion.objects.values_list("status").annotate(n=Count("id")).order_by())
     return {
         "initialised": current is not None,
         "root": {
@@ -98,7 +97,6 @@ def hierarchy_status() -> dict[str, Any]:
         },
         "kek": {"keys": len(keys), "versions": len(kek_rows)},
         "dek": {"total": sum(dek_counts.values()), "wrapped_by_older_kek_versions": still_on_retired},
-        "secret_versions": {str(k): v for k, v in status_counts.items()},
         "keys": keys,
         "running_jobs": [
             {
@@ -115,24 +113,15 @@ def hierarchy_status() -> dict[str, Any]:
     }
 
 
-def hierarchy_verify(*, batch_size: int = 1000, progress: Progress | None = None) -> dict[str, Any]:
-    """Check that every REK version, KEK version, DEK and secret version opens.
+def hierarchy_verify_keys() -> tuple[list[str], dict[str, int]]:
+    """Check that every active REK version and every KEK version opens.
 
-    Returns ``{"ok": bool, "checked": {...}, "unreferenced_deks": n, "failures": [...]}``;
-    each failure names the object and the reason, never key or payload bytes.
-    ``ok`` is False on any failure *and* on unreferenced DEKs (a DEK that no
-    secret version references is either a leftover of an interrupted write or
-    a destroyed version's DEK that survived: crypto-shredding incomplete);
-    ``hierarchy_repair`` removes them.  A DEK counts as unreferenced only if it
-    was created before this check started and is still unreferenced when
-    re-checked at the end, so concurrent writes and rotations are not reported.
+    Returns ``(failures, checked)``: one line per failure naming the object and the reason
+    (never key bytes), and the counts ``rek_versions`` and ``kek_versions`` checked.  A KEK
+    version under a retired REK version is a failure (left by an interrupted creation).
     """
-    from secrets_app.models import SecretVersion
-    from secrets_app.storage import payload_open
-
-    started = timezone.now()
     failures: list[str] = []
-    checked = {"rek_versions": 0, "kek_versions": 0, "deks": 0, "secret_versions": 0}
+    checked = {"rek_versions": 0, "kek_versions": 0}
     retired_rek = set()
     for row in root.rek_versions():
         if row.state != RootKeyVersion.State.ACTIVE:
@@ -155,62 +144,7 @@ def hierarchy_verify(*, batch_size: int = 1000, progress: Progress | None = None
             checked["kek_versions"] += 1
         except HierarchyError as exc:
             failures.append(f"KEK version {kek.version} of key {kek.key_id}: {exc}")
-    referenced: set[uuid.UUID] = set()
-    total = SecretVersion.objects.filter(dek_id__isnull=False).count()
-    after: uuid.UUID | None = None
-    while True:
-        qs = SecretVersion.objects.filter(dek_id__isnull=False).select_related("secret").order_by("id")
-        if after is not None:
-            qs = qs.filter(id__gt=after)
-        batch = list(qs[:batch_size])
-        if not batch:
-            break
-        after = batch[-1].id
-        deks = Dek.objects.using("dek").in_bulk([v.dek_id for v in batch])
-        for version in batch:
-            referenced.add(version.dek_id)  # type: ignore[arg-type]
-            label = f"secret {version.secret_id} revision {version.revision}"
-            dek = deks.get(version.dek_id)
-            if dek is None:
-                failures.append(f"{label}: DEK {version.dek_id} is missing")
-                continue
-            if dek.key_id != version.secret.key_id:
-                failures.append(f"{label}: DEK {dek.id} belongs to key {dek.key_id}, not to the secret's key")
-                continue
-            try:
-                payload_open(material=dek_unwrap(dek), version=version)
-                checked["secret_versions"] += 1
-            except HierarchyError as exc:
-                failures.append(f"{label}: {exc}")
-        if progress:
-            progress(checked["secret_versions"] + len(failures), total)
-    candidates: list[uuid.UUID] = []
-    for dek in Dek.objects.using("dek").order_by("id").iterator(chunk_size=batch_size):
-        try:
-            dek_unwrap(dek)
-            checked["deks"] += 1
-        except HierarchyError as exc:
-            failures.append(f"DEK {dek.id}: {exc}")
-        if dek.id not in referenced and dek.created_at < started:
-            candidates.append(dek.id)
-    orphans = _still_unreferenced(candidates, batch_size)
-    for dek_id in orphans[:20]:
-        failures.append(f"DEK {dek_id} is referenced by no secret version (--repair destroys it)")
-    if len(orphans) > 20:
-        failures.append(f"... and {len(orphans) - 20} more unreferenced DEKs")
-    return {"ok": not failures, "checked": checked, "unreferenced_deks": len(orphans), "failures": failures}
-
-
-def _still_unreferenced(dek_ids: list[uuid.UUID], batch_size: int) -> list[uuid.UUID]:
-    """Those of ``dek_ids`` that no secret version references now (re-read in batches)."""
-    from secrets_app.models import SecretVersion
-
-    left: list[uuid.UUID] = []
-    for start in range(0, len(dek_ids), batch_size):
-        chunk = dek_ids[start : start + batch_size]
-        used = set(SecretVersion.objects.filter(dek_id__in=chunk).values_list("dek_id", flat=True))
-        left.extend(d for d in chunk if d not in used)
-    return left
+    return failures, checked
 
 
 #: How old an unreferenced DEK or KEK row must be before ``hierarchy_repair`` removes it when
@@ -218,64 +152,12 @@ def _still_unreferenced(dek_ids: list[uuid.UUID], batch_size: int) -> list[uuid.
 REPAIR_GRACE = timedelta(hours=1)
 
 
-def hierarchy_repair(*, grace: timedelta = REPAIR_GRACE, batch_size: int = 1000) -> dict[str, Any]:
-    """Destroy what verification reports as leftovers, never what a writer is still creating.
+def repair_kek_leftovers(cutoff: datetime) -> tuple[int, int]:
+    """Remove KEK versions under a retired REK version, created before ``cutoff``, that nothing references.
 
-    * **Unreferenced DEKs** (crypto-shredding a destroyed version's surviving
-      DEK, or a crashed write's leftover).  The repair claims an exclusive DEK
-      rotation job (scope ``repair``), so no ``rotate_deks`` runs meanwhile (it
-      is refused with "busy" while one runs).  A DEK is destroyed when no secret
-      version references it (re-read right before the delete) and either its
-      owner version exists (so the owner's creation finished: the DEK lost a
-      race or belongs to a destroyed version) or it is older than ``grace``
-      (its owner version may still be being created).
-    * **KEK versions under a retired REK version** (a creator died before its
-      fence), older than ``grace``, that nothing references: no key with that
-      id, or a version above the key's primary one.  Referenced ones are left
-      and reported (nothing can open them).
-
-    Returns the counts; the command records them in the audit log.
+    Referenced means: the key exists and the version is not above its primary one (those
+    are left, and counted: nothing can open them).  Returns ``(removed, referenced)``.
     """
-    from secrets_app.models import SecretVersion
-
-    job, _ = job_claim(RotationJob.Kind.ROTATE_DEKS, "repair", exclusive=True)
-    try:
-        cutoff = timezone.now() - grace
-        destroyed = 0
-        after: uuid.UUID | None = None
-        while True:
-            qs = Dek.objects.using("dek").order_by("id")
-            if after is not None:
-                qs = qs.filter(id__gt=after)
-            batch = list(qs.values_list("id", "owner_id", "created_at")[:batch_size])
-            if not batch:
-                break
-            after = batch[-1][0]
-            ids = [row[0] for row in batch]
-            used = set(SecretVersion.objects.filter(dek_id__in=ids).values_list("dek_id", flat=True))
-            owners = set(
-                SecretVersion.objects.filter(id__in=[row[1] for row in batch if row[1]]).values_list("id", flat=True)
-            )
-            doomed = [
-                dek_id
-                for dek_id, owner_id, created_at in batch
-                if dek_id not in used and (owner_id in owners or created_at < cutoff)
-            ]
-            if doomed:
-                destroyed += deks_destroy(doomed)
-            job_advance(job, processed=len(batch), cursor=str(after))
-        kek_removed, kek_referenced = _repair_kek_leftovers(cutoff)
-    finally:
-        job_finish(job)
-    return {
-        "deks_destroyed": destroyed,
-        "kek_leftovers_removed": kek_removed,
-        "kek_leftovers_referenced": kek_referenced,
-        "grace_seconds": int(grace.total_seconds()),
-    }
-
-
-def _repair_kek_leftovers(cutoff: datetime) -> tuple[int, int]:
     retired = list(
         RootKeyVersion.objects.using("kek").filter(state=RootKeyVersion.State.RETIRED).values_list("version", flat=True)
     )

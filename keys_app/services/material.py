@@ -27,6 +27,7 @@ from keys_app import crypto
 from keys_app.cache import KeyCache
 from keys_app.errors import IntegrityCheckFailed, KeyDisabled, KeyMaterialUnavailable, RootKeyError
 from keys_app.models import Dek, KekVersion, Key, KeyState, RootKeyVersion
+from keys_app.providers import on_seal
 from keys_app.services.root import rek_current, rek_unwrap, rek_wrap
 
 _cache: KeyCache | None = None
@@ -38,6 +39,13 @@ def key_cache() -> KeyCache:
     if _cache is None:
         _cache = KeyCache(settings.HKMS_KEY_CACHE_SIZE, settings.HKMS_KEY_CACHE_SECONDS)
     return _cache
+
+
+def _drop_cache_on_seal() -> None:
+    key_cache().clear()
+
+
+on_seal(_drop_cache_on_seal)
 
 
 def dek_context(dek_id: object, key_id: object, kek_version: int) -> bytes:
@@ -59,7 +67,7 @@ def kek_version_create(
     concurrent earlier attempt), it is adopted, after the same fence as a new row.
 
     **The REK fence ("publish, then validate").**  A root key rotation
-    (``rotation.rek_rotate``) first *commits* its new REK version, which makes it
+    (``rotation.rek.rek_rotate``) first *commits* its new REK version, which makes it
     current, then re-wraps every KEK row not under it, and retires an old
     version only after a scan that starts after that commit finds no row under
     it.  A creator here commits its row under the REK version ``v`` it read,

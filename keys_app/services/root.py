@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hmac
 import threading
+from collections.abc import Callable
 
 from django.db import transaction
 from django.utils import timezone
@@ -19,7 +20,7 @@ from django.utils import timezone
 from keys_app import crypto
 from keys_app.errors import IntegrityCheckFailed, NotInitialised, RootKeyError
 from keys_app.models import RootKeyVersion
-from keys_app.providers import RootKeyProvider, RootKeyUnavailable, get_provider
+from keys_app.providers import RootKeyProvider, RootKeyUnavailable, get_provider, on_seal
 
 _verified_lock = threading.Lock()
 _verified: set[tuple[str, int]] = set()
@@ -34,6 +35,25 @@ def forget_verified_root_keys() -> None:
     with _verified_lock:
         _verified.clear()
         _verified_rows.clear()
+
+
+on_seal(forget_verified_root_keys)
+
+#: Callables ``(rek_version) -> bool``: True while something outside the hierarchy still needs
+#: that REK version's material (a retained backup: ``hkms_site.backup`` registers its retention
+#: in its ``AppConfig.ready()``).  :func:`rek_retire` destroys the material only when none does.
+_retention_checks: list[Callable[[int], bool]] = []
+
+
+def register_rek_retention(check: Callable[[int], bool]) -> None:
+    """Keep a retired REK version's material while ``check(version)`` is True (registered once)."""
+    if check not in _retention_checks:
+        _retention_checks.append(check)
+
+
+def rek_version_retained(version: int) -> bool:
+    """Whether a registered retention (e.g. a retained backup) still needs REK ``version``."""
+    return any(check(version) for check in list(_retention_checks))
 
 
 def rek_versions() -> list[RootKeyVersion]:
@@ -143,11 +163,10 @@ def rek_retire(row: RootKeyVersion) -> None:
 
     Only called once no KEK version is wrapped by it (the caller checks).  The
     row is marked first so that a crash leaves a retired row whose material may
-    still exist; re-running destroys it (idempotent).  Material that a retained
-    backup needs is kept until ``forget_backup`` (``hkms_site.backup.retention``).
+    still exist; re-running destroys it (idempotent).  Material that a registered
+    retention needs (:func:`register_rek_retention`: a retained backup) is kept
+    until it no longer does (``forget_backup``).
     """
-    from hkms_site.backup.retention import rek_version_retained
-
     RootKeyVersion.objects.using("kek").filter(version=row.version).exclude(state=RootKeyVersion.State.RETIRED).update(
         state=RootKeyVersion.State.RETIRED, retired_at=timezone.now()
     )

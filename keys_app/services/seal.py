@@ -19,12 +19,14 @@ import logging
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from hkms_core.cluster.epoch import seal_epoch_bump
 from hkms_core.errors import invalid_arguments_body
 from keys_app.errors import HierarchyError, RootKeyError
 from keys_app.providers import get_provider
 from keys_app.providers.base import RootKeyUnavailable
-from keys_app.providers.shamir import ShareRefused as _ProviderShareRefused
-from keys_app.providers.shamir import ShareSink, check_value_params
+from keys_app.providers.shamir import ShareSink
+from keys_app.providers.slip39 import ShareRefused as _ProviderShareRefused
+from keys_app.providers.slip39 import check_value_params
 
 log = logging.getLogger("hkms.seal")
 
@@ -106,12 +108,10 @@ def seal() -> dict[str, Any]:
     """Forget the REK on every node: record a new cluster seal epoch, then seal this node.
 
     The epoch is committed first, so every other node seals itself within
-    ``HKMS_SEAL_CHECK_SECONDS`` of its next request (:mod:`hkms_core.cluster.seal`).  If the
+    ``HKMS_SEAL_CHECK_SECONDS`` of its next request (:mod:`keys_app.cluster_seal`).  If the
     database cannot be reached, this node is sealed all the same and the result says that
     the cluster was not told (``cluster_epoch`` is ``None``): seal the other nodes one by one.
     """
-    from hkms_core.cluster.seal import seal_epoch_bump
-
     try:
         epoch: int | None = seal_epoch_bump()
     except Exception as exc:  # sealing must not depend on the database

@@ -8,7 +8,7 @@ from django.contrib.auth import get_user_model
 from hkms_core.access.principal import Principal
 from hkms_core.access.services import role_grant
 from hkms_core.errors import InvalidArgument
-from keys_app.services.keys import key_create
+from keys_app.services.keys.metadata import key_create
 from secrets_app.services.secrets import secret_create
 
 pytestmark = pytest.mark.django_db(databases=["default", "kek", "dek"])

@@ -40,7 +40,10 @@ SECRET_SERVICE_MODULES = (
     "secrets_app.services.expiry",
     "secrets_app.selectors",
 )
-SERVICE_MODULES = (*SECRET_SERVICE_MODULES, "keys_app.services.keys")
+KEY_SERVICE_MODULES = tuple(
+    f"keys_app.services.keys.{name}" for name in ("metadata", "lifecycle", "use", "key_material", "scheduling")
+)
+SERVICE_MODULES = (*SECRET_SERVICE_MODULES, *KEY_SERVICE_MODULES)
 SYSTEM = Principal.for_command()
 
 #: Public functions with a ``principal`` that are not actions of their own.
@@ -55,6 +58,7 @@ EXEMPT = {
     "secret_versions_expire": "operator-only command (test_operator_only_services_refuse_users)",
     "keys_rotate_due": "operator-only command (test_operator_only_services_refuse_users)",
     "keys_purge_deleted": "operator-only command (test_operator_only_services_refuse_users)",
+    "key_rewrap_deks": "takes a Key, not an id (test_rewrap_from_the_console_runs_the_resumable_job)",
 }
 
 
@@ -101,10 +105,9 @@ def _s(name: str, **kw: Any) -> Callable[[Principal, World], Any]:
 
 def _k(name: str, target: str = "key", **kw: Any) -> Callable[[Principal, World], Any]:
     def call(p: Principal, w: World) -> Any:
-        from keys_app.services import keys
-
+        module = next(m for m in map(importlib.import_module, KEY_SERVICE_MODULES) if hasattr(m, name))
         args = {k: (v(w) if callable(v) else v) for k, v in kw.items()}
-        return getattr(keys, name)(principal=p, key_id=getattr(w, target).id, **args)
+        return getattr(module, name)(principal=p, key_id=getattr(w, target).id, **args)
 
     return call
 
@@ -116,7 +119,7 @@ def _secret_create(p: Principal, w: World) -> Any:
 
 
 def _key_create(p: Principal, w: World) -> Any:
-    from keys_app.services.keys import key_create
+    from keys_app.services.keys.metadata import key_create
 
     return key_create(principal=p, project_id=w.project.id, name="created-in-matrix")
 
@@ -136,7 +139,7 @@ def _listed_secret(p: Principal, w: World) -> bool:
 
 
 def _listed_key(p: Principal, w: World) -> bool:
-    from keys_app.services.keys import key_list
+    from keys_app.services.keys.metadata import key_list
 
     return w.key.id in {k.id for k in key_list(principal=p)}
 
@@ -160,7 +163,8 @@ def _types(p: Principal, w: World) -> bool:
 
 
 def _import(p: Principal, w: World) -> Any:
-    from keys_app.services.keys import key_create, key_import_key_material
+    from keys_app.services.keys.key_material import key_import_key_material
+    from keys_app.services.keys.metadata import key_create
 
     pending = key_create(principal=SYSTEM, project_id=w.project.id, name="external", origin="external")
     return key_import_key_material(principal=p, key_id=pending.id, key_material=bytes(32))
@@ -236,20 +240,20 @@ def _prepare_restore_version(w: World) -> None:
 
 
 def _prepare_restore_key(w: World) -> None:
-    from keys_app.services.keys import key_delete, key_unprotect
+    from keys_app.services.keys.lifecycle import key_delete, key_unprotect
 
     key_unprotect(principal=SYSTEM, key_id=w.key.id)
     key_delete(principal=SYSTEM, key_id=w.key.id)
 
 
 def _prepare_unprotected_key(w: World) -> None:
-    from keys_app.services.keys import key_unprotect
+    from keys_app.services.keys.lifecycle import key_unprotect
 
     key_unprotect(principal=SYSTEM, key_id=w.key.id)
 
 
 def _prepare_disabled_key(w: World) -> None:
-    from keys_app.services.keys import key_disable
+    from keys_app.services.keys.lifecycle import key_disable
 
     key_disable(principal=SYSTEM, key_id=w.key.id)
 
@@ -266,7 +270,9 @@ PREPARE.update(
 
 
 def _world() -> World:
-    from keys_app.services.keys import key_create, key_encrypt, key_import_key_material, key_sign, key_wrap
+    from keys_app.services.keys.key_material import key_import_key_material
+    from keys_app.services.keys.metadata import key_create
+    from keys_app.services.keys.use import key_encrypt, key_sign, key_wrap
     from keys_app.services.projects import project_create
     from secrets_app.services.secrets import secret_create
     from secrets_app.services.versions import secret_version_create

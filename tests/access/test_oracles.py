@@ -29,7 +29,8 @@ from hkms_core.access.principal import Principal
 from hkms_core.access.services import role_grant
 from hkms_core.audit.models import AuditEvent
 from keys_app.models import Key
-from keys_app.services.keys import key_create, key_encrypt
+from keys_app.services.keys.metadata import key_create
+from keys_app.services.keys.use import key_encrypt
 from keys_app.services.projects import project_create
 from secrets_app.models import Secret
 from secrets_app.services.secrets import EphemeralPolicy, secret_create

@@ -15,7 +15,9 @@ from django.utils import timezone
 
 from hkms_core.access.principal import Principal
 from keys_app.models import Key, KeyState
-from keys_app.services import keys as key_services
+from keys_app.services.keys.lifecycle import key_delete, key_protect, key_restore
+from keys_app.services.keys.metadata import key_create, key_get
+from keys_app.services.keys.scheduling import keys_purge_deleted
 from keys_app.services.projects import project_create
 from secrets_app.models import SecretVersion, VersionStatus
 from secrets_app.services import access as access_services
@@ -121,11 +123,11 @@ def test_a_secret_protected_after_its_deletion_was_scheduled_is_not_destroyed(hi
 
 def test_a_key_protected_after_its_deletion_was_scheduled_is_not_purged(hierarchy):
     project = project_create(principal=SYSTEM, name="alpha")
-    key = key_services.key_create(principal=SYSTEM, project_id=project.id, name="k", unprotected=True)
-    key_services.key_delete(principal=SYSTEM, key_id=key.id)
-    key_services.key_protect(principal=SYSTEM, key_id=key.id)
+    key = key_create(principal=SYSTEM, project_id=project.id, name="k", unprotected=True)
+    key_delete(principal=SYSTEM, key_id=key.id)
+    key_protect(principal=SYSTEM, key_id=key.id)
     later = timezone.now() + timedelta(days=8)
-    assert key_services.keys_purge_deleted(principal=SYSTEM, now=later)["purged"] == []
-    assert key_services.key_get(principal=SYSTEM, key_id=key.id, now=later).id == key.id
-    key_services.key_restore(principal=SYSTEM, key_id=key.id, now=later)
+    assert keys_purge_deleted(principal=SYSTEM, now=later)["purged"] == []
+    assert key_get(principal=SYSTEM, key_id=key.id, now=later).id == key.id
+    key_restore(principal=SYSTEM, key_id=key.id, now=later)
     assert Key.objects.get(id=key.id).state == KeyState.ENABLED

@@ -66,7 +66,7 @@ for i in range(3):
     s = secret_create(project=acme, name=f"service-{i}", path="/prod/services", tags=["prod", "svc"])
     secret_version_create(secret=s, data=b"x" * (i + 1))
 # A second project whose key was rotated once: its old DEKs still wait for a re-wrap.
-from keys_app.services.rotation import kek_rotate
+from keys_app.services.rotation.kek import kek_rotate
 billing = project_create(principal=op, name="billing")
 for i in range(6):
     s = secret_create(project=billing, name=f"invoice-signer-{i}", path="/billing")

@@ -181,7 +181,7 @@ def test_sealing_needs_its_confirmation(world, as_user, settings, monkeypatch):
     sealed: list[object] = []
 
     def status(principal):
-        if not principal.is_superuser:  # what access.custody does
+        if not principal.is_superuser:  # what keys_app.services.custody does
             raise ObjectNotFound("endpoint", "root_key.seal_status")
         return {"sealed": False, "threshold": 2}
 

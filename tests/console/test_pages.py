@@ -8,7 +8,7 @@ from django.urls import reverse
 from hkms_core.audit.models import AuditEvent
 from keys_app.models import Dek, KekVersion, Key, RotationJob
 from keys_app.services.material import key_create_with_material
-from keys_app.services.rotation import kek_rotate
+from keys_app.services.rotation.kek import kek_rotate
 from tests.console.conftest import confirm_post
 
 pytestmark = pytest.mark.django_db(databases=["default", "kek", "dek"])

@@ -263,7 +263,7 @@ def cmd_rotate_keks(args: list[str]) -> dict[str, Any]:
     """``rotate-keks``: a new primary KEK version for every key (what rotate_kek does per key)."""
     _setup()
     from keys_app.models import Key
-    from keys_app.services.rotation import kek_rotate
+    from keys_app.services.rotation.kek import kek_rotate
 
     rotated = [kek_rotate(key=key).primary_version for key in Key.objects.order_by("id")]
     return {"rotated": len(rotated)}
@@ -435,7 +435,9 @@ def cmd_rotate_while_reading(args: list[str]) -> dict[str, Any]:
     from django.db import connections
 
     from keys_app.models import Key
-    from keys_app.services.rotation import deks_rewrap, deks_rotate, kek_rotate, rek_rotate
+    from keys_app.services.rotation.kek import deks_rewrap, kek_rotate
+    from keys_app.services.rotation.rek import rek_rotate
+    from secrets_app.services.dek_rotation import deks_rotate
 
     expected = _load_expected(args[0])
     rounds = int(args[1])

@@ -51,17 +51,19 @@ def main(argv: list[str]) -> None:
     load_command_class(get_commands()[command[0]], command[0])  # import the command before the barrier
     hold = float(os.environ.get("HKMS_TEST_HOLD_AFTER_CLAIM", "0") or 0)
     if hold:
-        from keys_app.services import inspection, rotation
+        from keys_app.services.rotation import kek, rek
+        from secrets_app.services import dek_rotation, revocation, verification
 
-        real_claim = rotation.job_claim
+        modules = (rek, kek, dek_rotation, revocation, verification)
+        real_claim = rek.job_claim
 
         def claim_then_hold(*args: Any, **kwargs: Any) -> Any:
             claimed = real_claim(*args, **kwargs)
             time.sleep(hold)
             return claimed
 
-        rotation.job_claim = claim_then_hold  # type: ignore[assignment]
-        inspection.job_claim = claim_then_hold  # type: ignore[assignment]
+        for module in modules:
+            module.job_claim = claim_then_hold  # type: ignore[attr-defined]
     for alias in ("default", "kek", "dek"):
         connections[alias].ensure_connection()
     # The system checks take seconds on a loaded machine: run them before the barrier, not after.

@@ -22,8 +22,11 @@ import pytest
 from keys_app.models import KekVersion
 from keys_app.services import material, root
 from keys_app.services.projects import project_default_key
-from keys_app.services.rotation import deks_rewrap, deks_rotate, kek_rotate, key_revoke, rek_rotate
+from keys_app.services.rotation.kek import deks_rewrap, kek_rotate
+from keys_app.services.rotation.rek import rek_rotate
 from secrets_app.models import SecretVersion
+from secrets_app.services.dek_rotation import deks_rotate
+from secrets_app.services.revocation import key_revoke
 from secrets_app.storage import secret_version_payload
 from tests.keys_app.instance import instance
 

@@ -26,7 +26,7 @@ from django.conf import settings as django_settings
 
 from keys_app.models import RootKeyVersion
 from keys_app.providers.file import FileRootKeyProvider
-from keys_app.services.rotation import rek_rotate
+from keys_app.services.rotation.rek import rek_rotate
 from tests.keys_app.instance import instance, kill
 
 SEED = int(os.environ.get("HKMS_CRASH_SEED", random.randrange(2**32)))

@@ -35,8 +35,9 @@ from keys_app.services import material, root
 from keys_app.services.material import dek_unwrap, kek_material, key_set_state
 from keys_app.services.projects import project_create_with_default_key as project_create
 from keys_app.services.projects import project_default_key
-from keys_app.services.rotation import key_revoke, rek_rotate
+from keys_app.services.rotation.rek import rek_rotate
 from secrets_app.models import SecretVersion
+from secrets_app.services.revocation import key_revoke
 from secrets_app.storage import (
     secret_version_create,
     secret_version_destroy,

@@ -20,11 +20,13 @@ from django.db import connections
 
 from keys_app.models import Dek, KekVersion, Key, RootKeyVersion
 from keys_app.services import material, root
-from keys_app.services.inspection import hierarchy_verify
 from keys_app.services.material import kek_material, key_create_with_material
 from keys_app.services.projects import project_default_key
-from keys_app.services.rotation import kek_rotate, key_revoke, rek_rotate
+from keys_app.services.rotation.kek import kek_rotate
+from keys_app.services.rotation.rek import rek_rotate
 from secrets_app.models import SecretVersion
+from secrets_app.services.revocation import key_revoke
+from secrets_app.services.verification import hierarchy_verify
 from secrets_app.storage import secret_create, secret_version_create, secret_version_payload
 
 pytestmark = pytest.mark.django_db(transaction=True, databases=["default", "kek", "dek"])
@@ -156,7 +158,7 @@ def test_crashed_creator_leftover_is_not_reused_and_is_repaired(project, monkeyp
     thread.join(60)
     monkeypatch.undo()
     assert not hierarchy_verify()["ok"]
-    from keys_app.services.inspection import hierarchy_repair
+    from secrets_app.services.verification import hierarchy_repair
 
     repaired = hierarchy_repair(grace=timedelta(0))
     assert repaired["kek_leftovers_removed"] == 1

@@ -15,11 +15,11 @@ from django.utils import timezone
 from hkms_core.audit.models import AuditEvent
 from keys_app.models import Dek, Key, RotationJob, RotationLease
 from keys_app.services import jobs
-from keys_app.services.inspection import hierarchy_repair, hierarchy_verify
 from keys_app.services.jobs import EXIT_BUSY, JobBusy, LeaseLost, job_advance, job_claim, lease_owner
 from keys_app.services.material import dek_create
-from keys_app.services.rotation import deks_rotate
 from secrets_app.models import SecretVersion
+from secrets_app.services.dek_rotation import deks_rotate
+from secrets_app.services.verification import hierarchy_repair, hierarchy_verify
 from secrets_app.storage import secret_version_payload
 
 pytestmark = pytest.mark.django_db(databases=["default", "kek", "dek"])
@@ -128,15 +128,15 @@ def test_rotation_jobs_lists_and_releases_a_stuck_job_audited(hierarchy, capsys)
 def test_a_dek_rotation_whose_lease_was_taken_over_stops_before_moving_anything(make_secret, monkeypatch):
     secret = make_secret(b"one", b"two", b"three")
     before = dict(SecretVersion.objects.values_list("id", "dek_id"))
-    from keys_app.services import rotation
+    from secrets_app.services import dek_rotation
 
-    real_take = rotation.job_fence_take
+    real_take = dek_rotation.job_fence_take
 
     def take_then_lose(job):
         real_take(job)
         RotationLease.objects.filter(job_id=job.id).update(owner="newer:0:0:1:abcdefabcdef")
 
-    monkeypatch.setattr(rotation, "job_fence_take", take_then_lose)
+    monkeypatch.setattr(dek_rotation, "job_fence_take", take_then_lose)
     with pytest.raises(LeaseLost):
         deks_rotate(secret_id=secret.id, batch_size=2)
     assert dict(SecretVersion.objects.values_list("id", "dek_id")) == before

@@ -16,7 +16,10 @@ from hkms_core.access.principal import Principal
 from hkms_core.audit.models import AuditEvent
 from hkms_core.audit.services import audit_verify
 from keys_app.models import Dek, KekVersion, Key
-from keys_app.services import keys as svc
+from keys_app.services.keys.lifecycle import key_delete, key_disable
+from keys_app.services.keys.metadata import key_create
+from keys_app.services.keys.scheduling import keys_rotate_due
+from keys_app.services.keys.validation import RotationPolicy
 from secrets_app.models import SecretVersion
 from secrets_app.storage import secret_version_payload
 
@@ -30,10 +33,10 @@ def run(*args: str, capsys) -> dict:
 
 
 def make_key(project, t0, *, period=DAY, **fields) -> Key:
-    return svc.key_create(
+    return key_create(
         principal=Principal.for_command(),
         project_id=project.id,
-        rotation_policy=svc.RotationPolicy(period) if period else None,
+        rotation_policy=RotationPolicy(period) if period else None,
         now=t0,
         **fields,
     )
@@ -68,7 +71,7 @@ def test_rotates_due_keys_once_per_period_with_an_injected_clock(project, capsys
 def test_only_enabled_symmetric_generated_keys_rotate(project, capsys):
     t0 = timezone.now() - 2 * DAY
     disabled = make_key(project, t0)
-    svc.key_disable(principal=Principal.for_command(), key_id=disabled.id)
+    key_disable(principal=Principal.for_command(), key_id=disabled.id)
     external = make_key(project, t0, period=None, origin="external")
     Key.objects.filter(id=external.id).update(rotation_period=DAY, next_rotation_at=t0)
     assert run(capsys=capsys)["rotated"] == []
@@ -104,7 +107,7 @@ def test_concurrent_runs_rotate_each_due_key_exactly_once(project):
     def worker() -> None:
         try:
             barrier.wait(timeout=30)
-            results.append(svc.keys_rotate_due(principal=Principal.for_command()))
+            results.append(keys_rotate_due(principal=Principal.for_command()))
         except BaseException as exc:  # reported to the main thread
             failures.append(exc)
         finally:
@@ -132,7 +135,7 @@ def test_concurrent_runs_rotate_each_due_key_exactly_once(project):
 @pytest.mark.django_db(databases=ALL)
 def test_purge_deleted_keys_command(project, capsys):
     key = make_key(project, timezone.now(), period=None, unprotected=True)
-    svc.key_delete(principal=Principal.for_command(), key_id=key.id, now=timezone.now() - 8 * DAY)
+    key_delete(principal=Principal.for_command(), key_id=key.id, now=timezone.now() - 8 * DAY)
     call_command("purge_deleted_keys", "--dry-run", "--json")
     assert json.loads(capsys.readouterr().out)["keys"][0]["key_id"] == str(key.id)
     assert Key.objects.filter(id=key.id).exists()

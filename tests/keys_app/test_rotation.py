@@ -6,10 +6,13 @@ import pytest
 from django.db import connections
 
 from keys_app.models import Dek, KekVersion, RootKeyVersion
-from keys_app.services.inspection import hierarchy_status, hierarchy_verify
 from keys_app.services.projects import project_default_key
-from keys_app.services.rotation import deks_rewrap, deks_rotate, kek_rotate, key_revoke, rek_rotate
+from keys_app.services.rotation.kek import deks_rewrap, kek_rotate
+from keys_app.services.rotation.rek import rek_rotate
 from secrets_app.models import SecretVersion
+from secrets_app.services.dek_rotation import deks_rotate
+from secrets_app.services.revocation import key_revoke
+from secrets_app.services.verification import hierarchy_status, hierarchy_verify
 from secrets_app.storage import secret_version_payload
 
 pytestmark = pytest.mark.django_db(databases=["default", "kek", "dek"])

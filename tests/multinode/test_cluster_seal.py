@@ -16,7 +16,8 @@ from rest_framework.test import APIClient
 from hkms_core.access.apikeys import api_key_create
 from hkms_core.access.principal import Principal
 from hkms_core.access.services import role_grant
-from hkms_core.cluster.seal import cluster_seal_check, forget_seen_epoch, seal_epoch_bump, seal_epoch_current
+from hkms_core.cluster.epoch import seal_epoch_bump, seal_epoch_current
+from keys_app.cluster_seal import cluster_seal_check, forget_seen_epoch
 from keys_app.providers import get_provider, reset_providers
 from keys_app.providers.shamir import ShamirRootKeyProvider
 from keys_app.services import material, root

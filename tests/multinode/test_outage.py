@@ -175,7 +175,7 @@ def test_a_dropped_connection_is_replaced_and_safe_requests_are_rerun(project):
 
 def test_an_outage_outside_drf_on_an_api_path_is_json(project, unreachable, settings):
     """A middleware (here the cluster seal check) meets the outage before DRF does."""
-    from hkms_core.cluster.seal import forget_seen_epoch
+    from keys_app.cluster_seal import forget_seen_epoch
 
     api = api_client(project)
     settings.HKMS_ROOT_KEY_PROVIDER = "shamir"

@@ -102,7 +102,7 @@ def test_metrics_count_reads_denials_audit_caches_and_name_no_secret(client, set
 
 @pytest.mark.django_db(databases=["default", "kek", "dek"])
 def test_rotation_jobs_and_database_errors(client, settings, project, make_secret):
-    from keys_app.services.rotation import deks_rewrap, kek_rotate
+    from keys_app.services.rotation.kek import deks_rewrap, kek_rotate
 
     settings.HKMS_METRICS_TOKEN = TOKEN
     make_secret(b"x")

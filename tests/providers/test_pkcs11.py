@@ -18,9 +18,9 @@ from keys_app.providers import RootKeyUnavailable, get_provider, reset_providers
 from keys_app.providers.file import FileRootKeyProvider
 from keys_app.providers.pkcs11 import Pkcs11RootKeyProvider
 from keys_app.services import material, root
-from keys_app.services.inspection import hierarchy_verify
-from keys_app.services.rotation import rek_rotate
+from keys_app.services.rotation.rek import rek_rotate
 from secrets_app.models import SecretVersion
+from secrets_app.services.verification import hierarchy_verify
 from secrets_app.storage import secret_version_payload
 
 ALL = ["default", "kek", "dek"]

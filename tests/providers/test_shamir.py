@@ -18,9 +18,9 @@ from keys_app.models import RootKeyVersion
 from keys_app.providers import get_provider
 from keys_app.providers import shamir as shamir_module
 from keys_app.services import material, root
-from keys_app.services.inspection import hierarchy_verify
 from keys_app.services.seal import ShareRefused, seal, seal_status, unseal_reset, unseal_submit
 from secrets_app.models import Secret, SecretVersion
+from secrets_app.services.verification import hierarchy_verify
 from secrets_app.storage import secret_version_payload
 
 ALL = ["default", "kek", "dek"]

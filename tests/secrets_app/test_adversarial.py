@@ -23,7 +23,8 @@ from hkms_core.access.apikeys import api_key_create, api_key_revoke
 from hkms_core.access.principal import Principal
 from hkms_core.access.services import role_grant
 from hkms_core.audit.models import AuditEvent
-from keys_app.services.keys import key_create, key_disable
+from keys_app.services.keys.lifecycle import key_disable
+from keys_app.services.keys.metadata import key_create
 from secrets_app import storage
 from secrets_app.models import Secret, SecretVersion
 from secrets_app.services import access as access_services

@@ -21,7 +21,8 @@ from hkms_core.access.apikeys import api_key_create
 from hkms_core.access.principal import Principal
 from hkms_core.access.services import role_grant
 from keys_app.services import material
-from keys_app.services.keys import key_create, key_disable, key_enable
+from keys_app.services.keys.lifecycle import key_disable, key_enable
+from keys_app.services.keys.metadata import key_create
 from secrets_app.models import Secret
 
 pytestmark = [pytest.mark.usefixtures("clear_throttles"), pytest.mark.django_db(databases=["default", "kek", "dek"])]

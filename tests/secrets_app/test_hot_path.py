@@ -20,7 +20,7 @@ from hkms_core.access.principal import Principal
 from hkms_core.access.services import role_revoke
 from hkms_core.audit.models import AuditEvent
 from keys_app.services import material
-from keys_app.services.keys import key_disable
+from keys_app.services.keys.lifecycle import key_disable
 from secrets_app.api import hot
 from secrets_app.models import Secret, SecretVersion, VersionStatus
 from tests.secrets_app.test_api import BASE, add_version, client_for, create_secret, send

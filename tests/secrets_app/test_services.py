@@ -22,8 +22,8 @@ from hkms_core.audit.models import AuditEvent
 from hkms_core.errors import Conflict, InvalidArgument, ObjectNotFound, PermissionDenied, PreconditionFailed
 from keys_app.errors import KeyDisabled
 from keys_app.models import Dek
-from keys_app.services.keys import key_create, key_disable, key_enable
-from keys_app.services.rotation import deks_rotate
+from keys_app.services.keys.lifecycle import key_disable, key_enable
+from keys_app.services.keys.metadata import key_create
 from secrets_app import selectors, storage
 from secrets_app.models import Secret, SecretVersion, VersionStatus
 from secrets_app.selectors import SecretFilter
@@ -32,6 +32,7 @@ from secrets_app.services import expiry as expiry_services
 from secrets_app.services import lookups
 from secrets_app.services import secrets as secret_services
 from secrets_app.services import versions as version_services
+from secrets_app.services.dek_rotation import deks_rotate
 from secrets_app.services.secrets import EphemeralPolicy
 from secrets_app.states import Expired
 from secrets_app.validation import MAX_PAYLOAD_BYTES

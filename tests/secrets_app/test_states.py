@@ -19,14 +19,15 @@ from hkms_core.access.principal import Principal
 from hkms_core.errors import ObjectNotFound, PreconditionFailed
 from keys_app.errors import KeyDisabled, KeyMaterialUnavailable
 from keys_app.models import Dek
-from keys_app.services.keys import key_create, key_disable
-from keys_app.services.rotation import deks_rotate
+from keys_app.services.keys.lifecycle import key_disable
+from keys_app.services.keys.metadata import key_create
 from secrets_app import states, storage
 from secrets_app.models import Secret, SecretVersion, VersionStatus
 from secrets_app.services import access as access_services
 from secrets_app.services import expiry as expiry_services
 from secrets_app.services import secrets as secret_services
 from secrets_app.services import versions as version_services
+from secrets_app.services.dek_rotation import deks_rotate
 
 pytestmark = pytest.mark.django_db(databases=["default", "kek", "dek"])
 

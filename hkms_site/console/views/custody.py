@@ -1,7 +1,7 @@
 """Root key custody page (superusers): what the provider in use is, and for ``shamir``
 its seal status, unseal one share at a time, and seal (behind a confirmation page).
 
-Everything that changes state goes through ``hkms_core.access.custody``
+Everything that changes state goes through ``keys_app.services.custody``
 (superuser check, audit).  Shares are typed into a password field, posted
 once, and never echoed back.  The ``file`` and ``pkcs11`` providers cannot be
 sealed: the page says so instead of showing the seal keeper's error.
@@ -18,12 +18,12 @@ from django.urls import reverse
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_http_methods
 
-from hkms_core.access.custody import custody_seal, custody_status, custody_unseal
 from hkms_core.errors import ObjectNotFound, ServiceError
 from hkms_site.console.confirm import Confirmation, confirm_page, confirmed
 from hkms_site.console.principal import console_principal
 from hkms_site.console.views.common import not_found, page
 from keys_app.errors import HierarchyError
+from keys_app.services.custody import custody_seal, custody_status, custody_unseal
 
 SEALABLE = ("shamir",)
 _ABOUT = {

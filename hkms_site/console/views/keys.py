@@ -25,18 +25,30 @@ from hkms_site.console.views.common import denied, not_found, page
 from keys_app import asymmetric
 from keys_app.models import Key
 from keys_app.selectors import key_rewrap_job, key_versions
-from keys_app.services import keys as key_services
+from keys_app.services.keys import metadata
+from keys_app.services.keys.key_material import key_delete_key_material
+from keys_app.services.keys.lifecycle import (
+    key_delete,
+    key_disable,
+    key_enable,
+    key_protect,
+    key_restore,
+    key_rotate,
+    key_unprotect,
+)
+from keys_app.services.keys.metadata import key_get, key_update
+from keys_app.services.keys.validation import RotationPolicy
 from secrets_app.selectors import key_dependents, projects_visible
 
 KEY_OPERATIONS: dict[str, Callable[..., Key]] = {
-    "rotate": key_services.key_rotate,
-    "enable": key_services.key_enable,
-    "disable": key_services.key_disable,
-    "protect": key_services.key_protect,
-    "unprotect": key_services.key_unprotect,
-    "delete": key_services.key_delete,
-    "restore": key_services.key_restore,
-    "delete_key_material": key_services.key_delete_key_material,
+    "rotate": key_rotate,
+    "enable": key_enable,
+    "disable": key_disable,
+    "protect": key_protect,
+    "unprotect": key_unprotect,
+    "delete": key_delete,
+    "restore": key_restore,
+    "delete_key_material": key_delete_key_material,
 }
 _POLICY_FIELDS = {
     "rotation_policy.rotation_period": "rotation_period_hours",
@@ -72,7 +84,7 @@ KEY_CONFIRMED = ("disable", "delete", "delete_key_material")
 def _visible_key(principal: Principal, key_id: Any) -> Key:
     """``key_get``: 404 for a key the principal may not see, or whose deletion is final."""
     try:
-        return key_services.key_get(principal=principal, key_id=key_id)
+        return key_get(principal=principal, key_id=key_id)
     except ObjectNotFound as exc:
         raise not_found(exc) from None
 
@@ -81,8 +93,8 @@ def key_list(request: HttpRequest) -> HttpResponse:
     principal = console_principal(request)
     name = request.GET.get("name", "")
     try:
-        keys = key_services.key_list(principal=principal, name=name)
-        scheduled = key_services.key_list(principal=principal, name=name, scheduled_for_deletion=True)
+        keys = metadata.key_list(principal=principal, name=name)
+        scheduled = metadata.key_list(principal=principal, name=name, scheduled_for_deletion=True)
     except ServiceError as exc:  # a filter the service refuses (a NUL character): say so, list nothing
         messages.error(request, exc.message)
         keys = scheduled = Key.objects.none()
@@ -115,7 +127,7 @@ def key_create(request: HttpRequest) -> HttpResponse:
         chosen = asymmetric.ALGORITHMS[form.cleaned_data["algorithm"]]
         period = form.rotation_period()
         try:
-            key = key_services.key_create(
+            key = metadata.key_create(
                 principal=principal,
                 project_id=form.cleaned_data["project"],
                 name=form.cleaned_data["name"],
@@ -123,7 +135,7 @@ def key_create(request: HttpRequest) -> HttpResponse:
                 usage=chosen.usage,
                 algorithm=chosen.name,
                 unprotected=not form.cleaned_data["protected"],
-                rotation_policy=key_services.RotationPolicy(period) if period else None,
+                rotation_policy=RotationPolicy(period) if period else None,
             )
         except PermissionDenied:
             form.add_error("project", "You may not create keys in this project.")
@@ -248,9 +260,9 @@ def key_policy(request: HttpRequest, key_id: Any) -> HttpResponse:
     }
     form = RotationPolicyForm(request.POST or None, initial=initial)
     if request.method == "POST" and form.is_valid():
-        policy = key_services.RotationPolicy(form.rotation_period(), form.cleaned_data.get("next_rotation_at"))
+        policy = RotationPolicy(form.rotation_period(), form.cleaned_data.get("next_rotation_at"))
         try:
-            key_services.key_update(principal=principal, key_id=key.id, rotation_policy=policy)
+            key_update(principal=principal, key_id=key.id, rotation_policy=policy)
         except PermissionDenied:
             return denied(request, "change this key's rotation policy")
         except ServiceError as exc:

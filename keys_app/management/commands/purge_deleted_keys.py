@@ -8,7 +8,7 @@ from hkms_core.access.principal import Principal
 from keys_app.management.base import HierarchyCommand
 from keys_app.management.commands.run_due_rotations import parse_now
 from keys_app.management.confirm import add_yes_argument, confirm
-from keys_app.services.keys import keys_purge_deleted
+from keys_app.services.keys.scheduling import keys_purge_deleted
 
 
 class Command(HierarchyCommand):

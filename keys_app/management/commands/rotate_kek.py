@@ -5,7 +5,7 @@ from typing import Any
 from django.core.management.base import CommandParser
 
 from keys_app.management.base import HierarchyCommand, key_by_id
-from keys_app.services.rotation import kek_rotate
+from keys_app.services.rotation.kek import kek_rotate
 
 
 class Command(HierarchyCommand):

@@ -9,7 +9,7 @@ from keys_app.management.base import HierarchyCommand
 from keys_app.management.shares import ShareReader, show_shares
 from keys_app.models import RootKeyVersion
 from keys_app.providers import RootKeyUnavailable
-from keys_app.services.rotation import rek_rotate
+from keys_app.services.rotation.rek import rek_rotate
 from keys_app.services.seal import shamir_authorize, shamir_provider, shamir_threshold
 
 

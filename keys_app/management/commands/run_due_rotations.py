@@ -9,7 +9,7 @@ from django.utils.dateparse import parse_datetime
 
 from hkms_core.access.principal import Principal
 from keys_app.management.base import HierarchyCommand
-from keys_app.services.keys import keys_rotate_due
+from keys_app.services.keys.scheduling import keys_rotate_due
 
 
 def parse_now(raw: str | None) -> datetime | None:

@@ -6,7 +6,8 @@ from typing import Any
 from django.core.management.base import CommandError, CommandParser
 
 from keys_app.management.base import HierarchyCommand, key_by_id
-from keys_app.services.rotation import deks_rotate
+from secrets_app.models import Secret
+from secrets_app.services.dek_rotation import deks_rotate
 
 
 class Command(HierarchyCommand):
@@ -22,8 +23,6 @@ class Command(HierarchyCommand):
         scope.add_argument("--all", action="store_true", help="every secret version")
 
     def run(self, **options: Any) -> dict[str, Any]:
-        from secrets_app.models import Secret
-
         key = key_by_id(options["key"]) if options.get("key") else None
         secret_id = None
         if options.get("secret"):

@@ -9,8 +9,8 @@ from django.core.management.base import CommandError, CommandParser
 
 from keys_app.management.base import HierarchyCommand, key_by_id
 from keys_app.management.confirm import add_yes_argument, confirm
-from keys_app.services.revocation_summary import revocation_summary, revocation_summary_text
-from keys_app.services.rotation import key_exposure_report, key_revoke
+from keys_app.services.exposure import key_exposure_report
+from secrets_app.services.revocation import key_revoke, revocation_summary, revocation_summary_text
 
 
 class Command(HierarchyCommand):

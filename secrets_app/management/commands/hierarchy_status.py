@@ -3,7 +3,7 @@ from __future__ import annotations
 from typing import Any
 
 from keys_app.management.base import HierarchyCommand
-from keys_app.services.inspection import hierarchy_status
+from secrets_app.services.verification import hierarchy_status
 
 
 class Command(HierarchyCommand):

@@ -7,7 +7,7 @@ from typing import Any
 from django.core.management.base import CommandError, CommandParser
 
 from keys_app.management.base import HierarchyCommand
-from keys_app.services.inspection import REPAIR_GRACE, hierarchy_repair, hierarchy_verify
+from secrets_app.services.verification import REPAIR_GRACE, hierarchy_repair, hierarchy_verify
 
 
 class Command(HierarchyCommand):

@@ -1,7 +1,7 @@
 """One seal state for the cluster: ``seal`` on any node seals every node within a bounded delay.
 
 Nodes share no process, so the signal travels through the default database: ``seal``
-bumps :class:`~hkms_core.cluster.models.SealEpoch` (committed) and then seals its own
+bumps :class:`~hkms_core.cluster.models.SealEpoch` (committed, :mod:`hkms_core.cluster.epoch`) and then seals its own
 node.  A shamir provider records the epoch current when it started holding keys
 (``unsealed_epoch``, read from this row at unseal, authorisation or creation).  Every
 request on a node with ``HKMS_ROOT_KEY_PROVIDER=shamir`` runs :func:`cluster_seal_check`
@@ -28,32 +28,14 @@ from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
-from django.db.models import F
 from django.http import HttpRequest, HttpResponse
-from django.utils import timezone
+
+from hkms_core.cluster.epoch import seal_epoch_current
+from keys_app.providers import get_provider
 
 log = logging.getLogger("hkms.cluster")
 _lock = threading.Lock()
 _state: dict[str, Any] = {"seen": None, "checked_at": float("-inf")}
-
-
-def seal_epoch_current() -> int:
-    """The cluster's seal epoch (0 before the first seal)."""
-    from hkms_core.cluster.models import SealEpoch
-
-    value = SealEpoch.objects.using("default").filter(id=1).values_list("epoch", flat=True).first()
-    return int(value or 0)
-
-
-def seal_epoch_bump() -> int:
-    """Add one to the seal epoch, committed, and return it."""
-    from hkms_core.cluster.models import SealEpoch
-
-    with transaction.atomic(using="default"):
-        SealEpoch.objects.using("default").get_or_create(id=1)
-        SealEpoch.objects.using("default").filter(id=1).update(epoch=F("epoch") + 1, changed_at=timezone.now())
-        return int(SealEpoch.objects.using("default").values_list("epoch", flat=True).get(id=1))
 
 
 def forget_seen_epoch() -> None:
@@ -77,8 +59,6 @@ def cluster_seal_check(*, now: float | None = None) -> None:
         if seen is not None and epoch <= seen:
             return
     if epoch > 0:
-        from keys_app.providers import get_provider
-
         provider: Any = get_provider("shamir")
         if provider.seal_if_unsealed_before(epoch):
             log.warning("sealed: the cluster seal epoch is now %s (a seal on another node)", epoch)
