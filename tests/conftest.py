@@ -69,14 +69,14 @@ def hierarchy(db, django_db_blocker):
 
 @pytest.fixture
 def project(hierarchy):
-    from secrets_app.storage import project_create
+    from keys_app.services.projects import project_create_with_default_key as project_create
 
     return project_create(name="acme")
 
 
 @pytest.fixture
 def other_project(hierarchy):
-    from secrets_app.storage import project_create
+    from keys_app.services.projects import project_create_with_default_key as project_create
 
     return project_create(name="globex")
 

@@ -235,13 +235,15 @@ def cmd_seed(args: list[str]) -> dict[str, Any]:
     from django.db import transaction
 
     from keys_app.services.material import key_create_with_material
-    from secrets_app.storage import project_create, secret_create, secret_version_create
+    from keys_app.services.projects import project_create_with_default_key as project_create
+    from keys_app.services.projects import project_default_key
+    from secrets_app.storage import secret_create, secret_version_create
 
     out, n_projects, n_secrets, per_secret = args[0], int(args[1]), int(args[2]), int(args[3])
     extra_keys = int(args[4]) if len(args) > 4 else 0
     prefix = args[5] if len(args) > 5 else "payload"
     projects = [project_create(name=f"project-{i}") for i in range(n_projects)]
-    keys = [p.default_key for p in projects]
+    keys = [project_default_key(p) for p in projects]
     for i in range(extra_keys):
         project = projects[i % n_projects]
         keys.append(key_create_with_material(project=project, name=f"extra-{i}"))

@@ -186,7 +186,8 @@ def cmd_seed(args: list[str]) -> dict[str, Any]:
     """``seed OUT KEYS``: one project, KEYS keys, one secret with one version per key."""
     _setup()
     from keys_app.services.material import key_create_with_material
-    from secrets_app.storage import project_create, secret_create, secret_version_create
+    from keys_app.services.projects import project_create_with_default_key as project_create
+    from secrets_app.storage import secret_create, secret_version_create
 
     out, count = args[0], int(args[1])
     project = project_create(name="migration")
