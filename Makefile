@@ -50,6 +50,7 @@ run: bootstrap
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports  # the layer contracts in pyproject.toml (docs/architecture.md, "Layers")
 
 typecheck: $(STAMP)
 	$(BIN)/mypy hkms_core keys_app secrets_app hkms_site

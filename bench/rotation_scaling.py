@@ -186,13 +186,15 @@ def _seed(size: int, n_keys: int) -> list[Any]:
     from keys_app import crypto
     from keys_app.models import Dek
     from keys_app.services.material import dek_wrap
+    from keys_app.services.projects import project_create_with_default_key as project_create
+    from keys_app.services.projects import project_default_key
     from keys_app.services.root import hierarchy_init
     from secrets_app.models import Secret, SecretVersion
-    from secrets_app.storage import payload_seal, project_create
+    from secrets_app.storage import payload_seal
 
     hierarchy_init()
     projects = [project_create(name=f"bench-{i}") for i in range(n_keys)]
-    keys = [p.default_key for p in projects]
+    keys = [project_default_key(p) for p in projects]
     n_secrets = -(-size // VERSIONS_PER_SECRET)
     done = 0
     for first in range(0, n_secrets, SEED_BATCH // VERSIONS_PER_SECRET):

@@ -64,6 +64,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "guardian",
     "hkms_site.apps.HkmsSiteConfig",
+    "hkms_core.tenancy",  # the project (tenant), below access, keys and secrets
     "hkms_core.access",
     "hkms_core.audit",
     "hkms_site.backup",

@@ -1,5 +1,6 @@
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
+from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView
 from rest_framework.permissions import AllowAny
 
@@ -13,6 +14,11 @@ urlpatterns = [
     path("metrics", metrics, name="metrics"),
     path("health/ready", views.health, name="health-ready"),
     path("health/live", views.health_live, name="health-live"),
+    # The project model moved to hkms_core.tenancy (issue 13): old model-admin links still work.
+    re_path(
+        r"^admin/secrets_app/project/(?P<rest>.*)$",
+        RedirectView.as_view(url="/admin/tenancy/project/%(rest)s", permanent=True, query_string=True),
+    ),
     path("admin/", admin.site.urls),
     path("api/whoami", WhoAmIView.as_view(), name="whoami"),
     path("api/seal-status", SealStatusView.as_view(), name="seal-status"),

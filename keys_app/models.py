@@ -36,7 +36,7 @@ class Key(models.Model):
     """A Key Manager key: the metadata of one KEK and its versions."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    project = models.ForeignKey("secrets_app.Project", on_delete=models.PROTECT, related_name="keys")
+    project = models.ForeignKey("tenancy.Project", on_delete=models.PROTECT, related_name="keys")
     name = models.CharField(max_length=255)
     description = models.TextField(blank=True, default="")
     tags = models.JSONField(default=list, blank=True)

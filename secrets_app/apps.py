@@ -9,10 +9,9 @@ class SecretsAppConfig(AppConfig):
     def ready(self) -> None:
         from hkms_core.access.kinds import register_kind
         from keys_app.services.exposure import register_key_usage
-        from secrets_app.models import Project, Secret
+        from secrets_app.models import Secret
         from secrets_app.services.key_usage import key_named_by_secrets, secrets_under_key
 
         register_kind("secret", Secret)  # grant_role --secret
-        register_kind("project", Project)  # list_projects (Project moves to the foundation: issue 13)
         # keys_app's exposure reports and purge ask what the secrets above it still need.
         register_key_usage(secrets_under_key, references=key_named_by_secrets)

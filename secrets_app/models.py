@@ -1,4 +1,4 @@
-"""Projects, secrets and secret versions (default database).
+"""Secrets and secret versions (default database); their project is hkms_core.tenancy's.
 
 A secret version's payload is stored only as ``ciphertext``: ``crypto.seal``
 output under the version's own DEK with context
@@ -13,38 +13,7 @@ import uuid
 
 from django.db import models
 
-
-class Project(models.Model):
-    """The tenant: every secret and key belongs to one."""
-
-    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    organization_id = models.UUIDField(default=uuid.uuid4, db_index=True)
-    name = models.CharField(max_length=255)
-    description = models.TextField(blank=True, default="")
-    #: The Key Manager key used as the KEK of secrets that name no key.
-    default_key = models.ForeignKey("keys_app.Key", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
-    created_at = models.DateTimeField(auto_now_add=True)
-
-    class Meta:
-        ordering = ["name", "id"]
-        constraints = [
-            models.UniqueConstraint(fields=["organization_id", "name"], name="project_name_unique_per_organization")
-        ]
-        # Project-wide grants of every role (see hkms_core.access.roles).
-        permissions = [
-            ("view_secret_metadata", "View secret metadata in the project"),
-            ("read_secret_payload", "Read secret payloads in the project"),
-            ("write_secret", "Add versions and edit secrets in the project"),
-            ("admin_secret", "Delete, protect and manage secrets in the project"),
-            ("view_key_metadata", "View key metadata in the project"),
-            ("use_key", "Use keys of the project"),
-            ("manage_key", "Create, rotate and manage keys in the project"),
-            ("view_audit_log", "Read the project's audit log"),
-            ("manage_roles", "Grant and revoke roles in the project"),
-        ]
-
-    def __str__(self) -> str:
-        return f"{self.name} ({self.id})"
+from hkms_core.tenancy.models import Project
 
 
 class SecretType(models.TextChoices):

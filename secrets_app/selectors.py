@@ -24,9 +24,10 @@ from hkms_core.access.services import project_ids_with, visible
 from hkms_core.errors import InvalidArgument
 from hkms_core.lifecycle import ORDERINGS
 from hkms_core.queries import filter_json_list_contains
+from hkms_core.tenancy.models import Project
 from keys_app.models import Key
 from secrets_app import validation
-from secrets_app.models import Project, Secret, SecretType, SecretVersion, VersionStatus
+from secrets_app.models import Secret, SecretType, SecretVersion, VersionStatus
 from secrets_app.services.lookups import parse_id
 
 

@@ -1,4 +1,6 @@
-"""Encrypted secret storage (internal): projects, secrets, versions and their payloads.
+"""Encrypted secret storage (internal): secrets, versions and their payloads.
+
+(A project and its default key are created by keys_app.services.projects.)
 
 These functions do no authorization and write no audit event: they are the
 storage layer under ``secrets_app.services`` (which takes the acting principal,
@@ -25,11 +27,13 @@ from django.utils import timezone
 from hkms_core.cluster.revisions import revision_next
 from hkms_core.errors import HkmsError, PreconditionFailed, invalid_arguments_body
 from hkms_core.queries import insert_row
+from hkms_core.tenancy.models import Project
 from keys_app import crypto
 from keys_app.errors import IntegrityCheckFailed, KeyMaterialUnavailable
 from keys_app.models import Dek, Key, KeyState
-from keys_app.services.material import dek_create, dek_material, deks_destroy, key_create_with_material
-from secrets_app.models import Project, Secret, SecretVersion, VersionStatus
+from keys_app.services.material import dek_create, dek_material, deks_destroy
+from keys_app.services.projects import project_default_key
+from secrets_app.models import Secret, SecretVersion, VersionStatus
 
 #: Secret ciphertexts are sealed by single-version DEKs; the header's key version is constant.
 DEK_KEY_VERSION = 1
@@ -87,22 +91,9 @@ def payload_open(*, material: crypto.SecretBytes, version: SealedPayload) -> byt
         ) from None
 
 
-# --- projects ------------------------------------------------------------------------------
-@transaction.atomic
-def project_create(*, name: str, organization_id: uuid.UUID | None = None, description: str = "") -> Project:
-    """A project and its default key (the KEK of secrets that name no key)."""
-    project = Project.objects.create(
-        name=name, organization_id=organization_id or uuid.uuid4(), description=description
-    )
-    key = key_create_with_material(project=project, name=f"{name}-default", description="Project default key")
-    project.default_key = key
-    project.save(update_fields=["default_key"])
-    return project
-
-
 # --- secrets -------------------------------------------------------------------------------
 def secret_create(*, project: Project, name: str, path: str = "/", key: Key | None = None, **fields: Any) -> Secret:
-    key = key or project.default_key
+    key = key or project_default_key(project)
     if key is None:
         raise SecretError(f"project {project.id} has no default key")
     if key.project_id != project.id:

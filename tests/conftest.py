@@ -6,6 +6,37 @@ import pytest
 
 ALL_DATABASES = ["default", "kek", "dek"]
 
+# The longest test files, longest first.  scripts/run-tests.sh spreads the suite over pytest-xdist
+# workers one file at a time in collection order (--dist loadfile --no-loadscope-reorder): these
+# start first, so that none of them starts last and leaves one worker running it alone at the end.
+# Only the order changes; a file missing here simply runs in its usual place.
+LONGEST_FIRST = (
+    "tests/keys_app/test_crash.py",
+    "tests/test_bench_read_path_quick.py",
+    "tests/providers/test_migration.py",
+    "tests/test_make_run_server.py",
+    "tests/race/test_races.py",
+    "tests/keys_app/test_concurrent_reads.py",
+    "tests/keys_app/test_plaintext_scan.py",
+    "tests/keys_app/test_job_nodes.py",
+    "tests/console/test_browser.py",
+    "tests/test_api_live_fuzz.py",
+    "tests/providers/test_multiworker.py",
+    "tests/race/test_shredding.py",
+    "tests/acceptance/test_secret_sdk.py",
+    "tests/acceptance/test_key_sdk.py",
+    "tests/multinode/test_shared_limits.py",
+    "tests/test_bench_quick.py",
+    "tests/operations/test_quickstart.py",
+    "tests/multinode/test_failover_drill.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the files of ``LONGEST_FIRST`` first, in that order; every other test keeps its place."""
+    rank = {path: index for index, path in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::", 1)[0], len(rank)))
+
 
 @pytest.fixture(autouse=True)
 def _isolated_root_key(settings, tmp_path):
@@ -38,14 +69,14 @@ def hierarchy(db, django_db_blocker):
 
 @pytest.fixture
 def project(hierarchy):
-    from secrets_app.storage import project_create
+    from keys_app.services.projects import project_create_with_default_key as project_create
 
     return project_create(name="acme")
 
 
 @pytest.fixture
 def other_project(hierarchy):
-    from secrets_app.storage import project_create
+    from keys_app.services.projects import project_create_with_default_key as project_create
 
     return project_create(name="globex")
 

@@ -1,8 +1,9 @@
 """A real HKMS server process for acceptance tests (gunicorn on a free 127.0.0.1 port).
 
 Each ``LiveServer`` has its own data directory and, when ``HKMS_TEST_POSTGRES=1``,
-its own three fresh PostgreSQL databases (dropped at ``stop``).  It migrates the
-three databases, initialises the hierarchy and serves with two workers.
+its own three fresh PostgreSQL databases (dropped at ``stop``).  It puts migrated copies of
+the three databases in place (``tests.dbtemplate``), initialises the hierarchy and serves
+with two workers.
 ``create_api_key(...)`` runs the real command with ``--json``.
 """
 
@@ -19,6 +20,8 @@ import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
+
+from tests import dbtemplate
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -109,8 +112,8 @@ class LiveServer:
 
     def setup(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        for alias in ("default", "kek", "dek"):
-            self.manage("migrate", "--noinput", "--database", alias, "-v", "0")
+        # The three databases migrated once per test process and copied (tests/dbtemplate.py).
+        dbtemplate.install(self.data_dir, self.pg_names)
         self.manage("init_hierarchy")
 
     def start(self) -> LiveServer:

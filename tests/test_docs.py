@@ -39,7 +39,22 @@ def test_every_relative_link_resolves(doc):
 
 def test_the_code_cites_only_documents_of_the_repository():
     cited = set()
-    for source in [*ROOT.glob("*_app/**/*.py"), *ROOT.glob("hkms_site/**/*.py"), *ROOT.glob("bench/*.py")]:
+    for source in [*ROOT.glob("*_app/**/*.py"), *ROOT.glob("hkms_site/**/*.py"), *ROOT.glob("hkms_core/**/*.py"), *ROOT.glob("bench/*.py")]:
         cited.update(re.findall(r"\b([A-Z_]+\.md|docs/[\w\-/]+\.md)\b", source.read_text()))
     missing = sorted(name for name in cited if not (ROOT / name).exists())
     assert not missing, f"cited but not in the repository: {missing}"
+
+
+CODE_PATH = re.compile(r"\b((?:hkms_core|hkms_site|keys_app|secrets_app|tests|bench|scripts)(?:/[\w.*\-]+)+)")
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_cited_source_file_exists(doc):
+    """A path of the repository named in the docs (``keys_app/services/material.py``) exists: code
+    that moves takes its documentation along.  Globs (``tests/test_bench_*quick.py``) match a file."""
+    missing = []
+    for path in set(CODE_PATH.findall(doc.read_text())):
+        path = path.rstrip(".")
+        if not (list(ROOT.glob(path)) if "*" in path else (ROOT / path).exists()):
+            missing.append(path)
+    assert not missing, missing

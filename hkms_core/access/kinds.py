@@ -1,11 +1,12 @@
-"""The kinds of object roles are granted on (``project``, ``secret``, ``key``), registered by their apps.
+"""The kinds of object roles are granted on above the foundation (``secret``, ``key``), registered by their apps.
 
 Access control lives in the foundation, but keys and secrets are models of the
 apps above it.  So each app registers the models it owns with
 :func:`register_kind` in its ``AppConfig.ready()`` (``keys_app``: ``key``;
-``secrets_app``: ``secret`` and ``project``), and the operator commands and
-listings that take an object by kind (``grant_role --key ID``,
-``list_projects``) look the model up with :func:`kind_model`.  A kind nobody
+``secrets_app``: ``secret``), and the operator commands that take an object by
+kind (``grant_role --key ID``) look the model up with :func:`kind_model`.  The
+third kind, ``project``, is the foundation's own model (hkms_core.tenancy) and
+is imported directly.  A kind nobody
 registered is a ``LookupError`` naming it: a configuration error, not a client's.
 """
 

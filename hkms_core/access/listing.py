@@ -11,11 +11,11 @@ from typing import Any
 
 from django.db.models import Count
 
-from hkms_core.access.kinds import kind_model
 from hkms_core.access.models import RoleGrant
 from hkms_core.access.principal import Principal
 from hkms_core.access.projects import project_get
 from hkms_core.access.services import visible
+from hkms_core.tenancy.models import Project
 
 
 def iso(value: Any) -> str | None:
@@ -24,7 +24,7 @@ def iso(value: Any) -> str | None:
 
 def projects_list(*, principal: Principal) -> list[dict[str, Any]]:
     """Projects with their organisation, default key and how many secrets and keys they hold."""
-    qs = visible(principal, kind_model("project")._default_manager.all()).annotate(
+    qs = visible(principal, Project.objects.all()).annotate(
         n_secrets=Count("secrets", distinct=True), n_keys=Count("keys", distinct=True)
     )
     return [

@@ -25,7 +25,7 @@ class ApiKey(models.Model):
     secret_digest = models.CharField(max_length=64, unique=True, editable=False)
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_keys")
     default_project = models.ForeignKey(
-        "secrets_app.Project", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        "tenancy.Project", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     description = models.CharField(max_length=255, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)

@@ -42,14 +42,14 @@ ROLE_NAMES = tuple(ROLES)
 
 #: Which permission codenames exist on each content type (``app_label.model``).
 PERMISSIONS_BY_MODEL: dict[str, frozenset[Action]] = {
-    "secrets_app.project": frozenset(Action),
+    "tenancy.project": frozenset(Action),
     "secrets_app.secret": frozenset({A.SECRET_VIEW, A.SECRET_READ, A.SECRET_WRITE, A.SECRET_ADMIN}),
     "keys_app.key": frozenset({A.KEY_VIEW, A.KEY_USE, A.KEY_ADMIN}),
 }
 
 #: Roles that may be granted on a single secret or key (the rest only on a project).
 ROLES_FOR_MODEL: dict[str, tuple[str, ...]] = {
-    "secrets_app.project": ROLE_NAMES,
+    "tenancy.project": ROLE_NAMES,
     "secrets_app.secret": ("secret_reader", "secret_writer", "secret_admin", "auditor"),
     "keys_app.key": ("key_user", "key_admin", "auditor"),
 }

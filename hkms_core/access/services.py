@@ -35,11 +35,11 @@ from hkms_core.audit.services import audit_denied, audit_record
 from hkms_core.errors import InvalidArgument, ObjectNotFound, PermissionDenied
 
 _VIEW_ACTION = {
-    "secrets_app.project": Action.PROJECT_VIEW,
+    "tenancy.project": Action.PROJECT_VIEW,
     "secrets_app.secret": Action.SECRET_VIEW,
     "keys_app.key": Action.KEY_VIEW,
 }
-_RESOURCE = {"secrets_app.project": "project", "secrets_app.secret": "secret", "keys_app.key": "key"}
+_RESOURCE = {"tenancy.project": "project", "secrets_app.secret": "secret", "keys_app.key": "key"}
 
 
 def _label(obj_or_model: Any) -> str:
@@ -47,7 +47,7 @@ def _label(obj_or_model: Any) -> str:
 
 
 def _project_id(obj: Any) -> uuid.UUID:
-    return uuid.UUID(str(obj.id if _label(obj) == "secrets_app.project" else obj.project_id))
+    return uuid.UUID(str(obj.id if _label(obj) == "tenancy.project" else obj.project_id))
 
 
 def user_grants(user: Any | None) -> Grants:
@@ -86,9 +86,9 @@ def can(principal: Principal, action: Action, obj: Any) -> bool:
     label = _label(obj)
     if action in grants.get((_ct_id(label), str(obj.pk)), frozenset()):
         return True
-    if label == "secrets_app.project":
+    if label == "tenancy.project":
         return False
-    return action in grants.get((_ct_id("secrets_app.project"), str(_project_id(obj))), frozenset())
+    return action in grants.get((_ct_id("tenancy.project"), str(_project_id(obj))), frozenset())
 
 
 def can_see(principal: Principal, obj: Any) -> bool:
@@ -146,7 +146,7 @@ def not_found_audited(
 
 def project_ids_with(principal: Principal, action: Action) -> set[str]:
     """Projects on which the principal holds ``action`` project-wide."""
-    ct = _ct_id("secrets_app.project")
+    ct = _ct_id("tenancy.project")
     return {pk for (ct_id, pk), codes in principal_grants(principal).items() if ct_id == ct and action in codes}
 
 
@@ -157,7 +157,7 @@ def visible(principal: Principal, queryset: QuerySet[Any], action: Action | None
     label = _label(queryset.model)
     action = action or _VIEW_ACTION[label]
     project_ids = project_ids_with(principal, action)
-    if label == "secrets_app.project":
+    if label == "tenancy.project":
         return queryset.filter(pk__in=[uuid.UUID(p) for p in project_ids])
     ct = _ct_id(label)
     own = [

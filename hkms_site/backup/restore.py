@@ -79,8 +79,8 @@ def installation_contents() -> dict[str, int]:
     from django.contrib.auth import get_user_model
 
     from hkms_core.audit.models import AuditEvent
+    from hkms_core.tenancy.models import Project
     from keys_app.models import Dek, RootKeyVersion
-    from secrets_app.models import Project
 
     found = {}
     for label, model, alias in (

@@ -66,8 +66,9 @@ def engine() -> str:
 
 def _tables() -> dict[str, str]:
     from hkms_core.audit.models import AuditChainHead, AuditEvent
+    from hkms_core.tenancy.models import Project
     from keys_app.models import Dek, KekVersion, Key, RootKeyVersion
-    from secrets_app.models import Project, Secret, SecretVersion
+    from secrets_app.models import Secret, SecretVersion
 
     models = {
         "project": Project,

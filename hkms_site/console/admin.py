@@ -18,8 +18,9 @@ from guardian.admin import GuardedModelAdmin
 
 from hkms_core.access.models import ApiKey, RoleGrant
 from hkms_core.audit.models import AuditEvent
+from hkms_core.tenancy.models import Project
 from keys_app.models import Key
-from secrets_app.models import Project, Secret
+from secrets_app.models import Secret
 
 
 class SuperuserReadOnly:

@@ -25,9 +25,10 @@ from hkms_core.access.roles import Action
 from hkms_core.access.services import can, principal_grants, project_ids_with
 from hkms_core.audit.models import AuditEvent
 from hkms_core.audit.services import audit_verify
+from hkms_core.tenancy.models import Project
 from keys_app.models import Key
 from keys_app.selectors import hierarchy_overview, keys_due_for_rotation, keys_visible
-from secrets_app.models import Project, Secret
+from secrets_app.models import Secret
 from secrets_app.selectors import projects_visible, secrets_overview, secrets_visible
 
 EXPIRING_WITHIN = timedelta(days=7)

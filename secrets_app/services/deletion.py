@@ -21,8 +21,9 @@ from hkms_core.access.principal import Principal
 from hkms_core.access.roles import Action
 from hkms_core.access.services import authorize_audited, grants_forget
 from hkms_core.lifecycle import DELETION_DELAY
+from hkms_core.tenancy.models import Project
 from secrets_app import states, storage
-from secrets_app.models import EphemeralAction, Project, Secret, SecretVersion, VersionStatus
+from secrets_app.models import EphemeralAction, Secret, SecretVersion, VersionStatus
 
 
 # --- destruction (THREAT_MODEL.md, "Destruction") ---------------------------------------------

@@ -18,8 +18,9 @@ from hkms_core.access.principal import Principal
 from hkms_core.access.roles import Action
 from hkms_core.access.services import authorize_audited, not_found_audited
 from hkms_core.errors import InvalidArgument, ObjectNotFound, PreconditionFailed, parse_uuid
+from hkms_core.tenancy.models import Project
 from secrets_app import storage, validation
-from secrets_app.models import Project, Secret, SecretVersion, VersionStatus
+from secrets_app.models import Secret, SecretVersion, VersionStatus
 
 
 def parse_id(raw: Any, resource: str) -> uuid.UUID:
@@ -59,7 +60,7 @@ def secret_authorized(
 
 def project_authorized(principal: Principal, project_id: Any, action: Action, event: str) -> Project:
     pid = parse_id(project_id, "project")
-    project = Project.objects.select_related("default_key").filter(id=pid).first()
+    project = Project.objects.filter(id=pid).first()
     if project is None:
         raise not_found_audited(principal, event, "project", pid)
     authorize_audited(principal, action, project, event)

@@ -16,12 +16,13 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+from hkms_core.tenancy.models import Project
 from keys_app.models import Key, RotationJob
 from keys_app.services.exposure import key_exposure_report
 from keys_app.services.jobs import Progress, job_advance, job_claim, job_finish, job_heartbeat
 from keys_app.services.material import key_cache
 from keys_app.services.rotation.kek import kek_rotate, kek_versions_destroy
-from secrets_app.models import Project, Secret
+from secrets_app.models import Secret
 from secrets_app.services.dek_rotation import deks_rotate
 
 

@@ -25,9 +25,11 @@ from hkms_core.access.roles import Action
 from hkms_core.access.services import authorize_audited, not_found_audited
 from hkms_core.audit.services import audit_record
 from hkms_core.errors import Conflict, InvalidArgument, ObjectNotFound, PreconditionFailed
+from hkms_core.tenancy.models import Project
 from keys_app.models import Key, KeyState
+from keys_app.services.projects import project_default_key
 from secrets_app import states, validation
-from secrets_app.models import Project, Secret, SecretVersion, VersionStatus
+from secrets_app.models import Secret, SecretVersion, VersionStatus
 from secrets_app.services.deletion import (
     deletion_window_passed,
     require_destruction_right,
@@ -55,9 +57,10 @@ def _key_for(principal: Principal, project: Project, key_id: Any) -> Key:
     only told to those who may use it: ids and states of hidden keys cannot be probed.
     """
     if key_id in (None, ""):
-        if project.default_key is None:
+        default_key = project_default_key(project)
+        if default_key is None:
             raise PreconditionFailed("default_key", f"project {project.id} has no default key")
-        return project.default_key
+        return default_key
     try:
         kid = uuid.UUID(str(key_id))
     except ValueError:

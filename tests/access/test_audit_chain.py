@@ -101,7 +101,7 @@ def test_detail_refuses_bytes_so_payloads_cannot_leak(db):
 
 @pytest.mark.django_db(databases=["default", "kek", "dek"])
 def test_failed_audit_write_fails_the_operation_and_leaves_nothing(hierarchy):
-    from secrets_app.storage import project_create
+    from keys_app.services.projects import project_create_with_default_key as project_create
 
     project = project_create(name="p")
     alice = get_user_model().objects.create_user("alice")

@@ -270,10 +270,10 @@ PREPARE.update(
 
 
 def _world() -> World:
-    from hkms_core.access.projects import project_create
     from keys_app.services.keys.key_material import key_import_key_material
     from keys_app.services.keys.metadata import key_create
     from keys_app.services.keys.use import key_encrypt, key_sign, key_wrap
+    from keys_app.services.projects import project_create
     from secrets_app.services.secrets import secret_create
     from secrets_app.services.versions import secret_version_create
 
@@ -485,7 +485,7 @@ def _destruction_target(project: Any) -> Any:
 @pytest.mark.parametrize("route", sorted(DESTRUCTION_ROUTES))
 @pytest.mark.parametrize("role", sorted(ROLES))
 def test_no_destruction_without_the_delete_permission(hierarchy, role, route):
-    from hkms_core.access.projects import project_create
+    from keys_app.services.projects import project_create
     from secrets_app.models import SecretVersion, VersionStatus
 
     project = project_create(principal=SYSTEM, name="alpha")
@@ -516,7 +516,7 @@ def test_no_destruction_without_the_delete_permission(hierarchy, role, route):
 
 
 def test_a_writer_may_still_set_disable_policies(hierarchy):
-    from hkms_core.access.projects import project_create
+    from keys_app.services.projects import project_create
     from secrets_app.models import SecretVersion, VersionStatus
     from secrets_app.services.secrets import secret_create, secret_update
     from secrets_app.services.versions import secret_version_update
@@ -561,9 +561,9 @@ MAY_GRANT_TO_OTHERS = {
 @pytest.mark.parametrize("granter_role", sorted(ROLES))
 def test_grant_matrix(hierarchy, granter_role):
     """Every role grants every role, to itself and to someone else, then revokes it."""
-    from hkms_core.access.projects import project_create
     from hkms_core.access.services import role_revoke
     from hkms_core.audit.models import AuditEvent
+    from keys_app.services.projects import project_create
 
     project = project_create(principal=SYSTEM, name="alpha")
     users = get_user_model().objects
@@ -591,7 +591,7 @@ def test_grant_matrix(hierarchy, granter_role):
 
 
 def test_superuser_does_not_grant_itself_but_an_operator_may(hierarchy):
-    from hkms_core.access.projects import project_create
+    from keys_app.services.projects import project_create
 
     project = project_create(principal=SYSTEM, name="alpha")
     root = get_user_model().objects.create_superuser("root")
@@ -601,7 +601,7 @@ def test_superuser_does_not_grant_itself_but_an_operator_may(hierarchy):
 
 
 def test_secret_admin_on_one_secret_cannot_grant_itself_reader(hierarchy):
-    from hkms_core.access.projects import project_create
+    from keys_app.services.projects import project_create
     from secrets_app.services.secrets import secret_create
 
     project = project_create(principal=SYSTEM, name="alpha")

@@ -26,12 +26,12 @@ from rest_framework.test import APIClient
 
 from hkms_core.access.apikeys import api_key_create
 from hkms_core.access.principal import Principal
-from hkms_core.access.projects import project_create
 from hkms_core.access.services import role_grant
 from hkms_core.audit.models import AuditEvent
 from keys_app.models import Key
 from keys_app.services.keys.metadata import key_create
 from keys_app.services.keys.use import key_encrypt
+from keys_app.services.projects import project_create
 from secrets_app.models import Secret
 from secrets_app.services.secrets import EphemeralPolicy, secret_create
 from secrets_app.services.versions import secret_version_create

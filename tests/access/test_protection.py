@@ -14,11 +14,11 @@ import pytest
 from django.utils import timezone
 
 from hkms_core.access.principal import Principal
-from hkms_core.access.projects import project_create
 from keys_app.models import Key, KeyState
 from keys_app.services.keys.lifecycle import key_delete, key_protect, key_restore
 from keys_app.services.keys.metadata import key_create, key_get
 from keys_app.services.keys.scheduling import keys_purge_deleted
+from keys_app.services.projects import project_create
 from secrets_app.models import SecretVersion, VersionStatus
 from secrets_app.services import access as access_services
 from secrets_app.services import expiry as expiry_services

@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 
+from keys_app.services.projects import project_default_key
+
 ROLE_USERS = {
     "reader": "secret_reader",
     "writer": "secret_writer",
@@ -85,8 +87,8 @@ def world(project, other_project, make_secret) -> World:
         other_project=other_project,
         secret=secret,
         other_secret=other_secret,
-        key=project.default_key,
-        other_key=other_project.default_key,
+        key=project_default_key(project),
+        other_key=project_default_key(other_project),
         users=made,
     )
 

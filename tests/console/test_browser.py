@@ -45,7 +45,7 @@ import json
 import zlib
 from django.contrib.auth import get_user_model
 from hkms_core.access.principal import Principal
-from hkms_core.access.projects import project_create
+from keys_app.services.projects import project_create, project_default_key
 from hkms_core.access.services import role_grant
 from secrets_app.storage import secret_create, secret_version_create, secret_version_transition
 op = Principal.for_command()
@@ -71,7 +71,7 @@ billing = project_create(principal=op, name="billing")
 for i in range(6):
     s = secret_create(project=billing, name=f"invoice-signer-{i}", path="/billing")
     secret_version_create(secret=s, data=b"y")
-kek_rotate(key=billing.default_key)
+kek_rotate(key=project_default_key(billing))
 for i in range(2):
     secret_version_create(secret=s, data=b"z")
 # For the confirmation tests: a spare key with one secret, a secret to destroy, an API key, a grant.
@@ -196,7 +196,7 @@ def test_log_in_and_see_the_dashboard(console, browser):
         ("/admin/api-keys/", "api-keys"),
         ("/admin/audit-log/", "audit-log"),
         ("/admin/2fa/?enrol=1", "two-factor"),
-        ("/admin/secrets_app/project/", "model-admin-projects"),
+        ("/admin/tenancy/project/", "model-admin-projects"),
         ("/admin/projects/", "projects"),
         ("/admin/root-key/", "root-key"),
     ]:

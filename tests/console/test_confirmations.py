@@ -10,7 +10,8 @@ from django.urls import reverse
 
 from hkms_core.access.models import ApiKey, RoleGrant
 from hkms_core.audit.models import AuditEvent
-from secrets_app.models import Project, Secret
+from hkms_core.tenancy.models import Project
+from secrets_app.models import Secret
 from tests.console.conftest import confirm_post, confirm_token_of
 
 pytestmark = pytest.mark.django_db(databases=["default", "kek", "dek"])
@@ -166,7 +167,7 @@ def test_one_navigation(world, as_user):
     for nav in ("projects", "secrets", "keys", "records", "custody"):
         assert f'data-nav="{nav}"' in page
     records = as_user("admin").get(reverse("admin:records")).content.decode()
-    assert "secrets_app/project/" in records
+    assert "tenancy/project/" in records
     assert as_user("reader").get(reverse("admin:records")).status_code == 404
 
 

@@ -55,7 +55,7 @@ def test_model_admin_pages_are_for_superusers_only(as_user, world):
         "/admin/auth/group/",
         "/admin/secrets_app/secret/",
         f"/admin/secrets_app/secret/{world.secret.id}/change/",
-        "/admin/secrets_app/project/",
+        "/admin/tenancy/project/",
         "/admin/keys_app/key/",
         "/admin/audit/auditevent/",
         "/admin/access/apikey/",

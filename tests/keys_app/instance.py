@@ -5,8 +5,8 @@ databases cannot give: files on disk (SQLite) or databases that other
 processes can open, and processes that can be killed.  :class:`Instance`
 makes a fresh ``HKMS_DATA_DIR`` with three SQLite files — or, when
 ``HKMS_TEST_POSTGRES=1``, three freshly created PostgreSQL databases with
-unique names (dropped again by :meth:`Instance.close`) — migrates each alias
-and initialises the hierarchy.
+unique names (dropped again by :meth:`Instance.close`) — puts migrated copies of
+the three databases in place (``tests.dbtemplate``) and initialises the hierarchy.
 
 The same module is also the helper *script* those tests run inside the
 instance (``python -m tests.keys_app.instance <command> …``): ``seed`` writes
@@ -30,6 +30,8 @@ import traceback
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from tests import dbtemplate
 
 REPO = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
@@ -164,8 +166,8 @@ class Instance:
 
     # -- set-up ---------------------------------------------------------------------------
     def bootstrap(self) -> None:
-        for alias in ALIASES:
-            self.manage("migrate", "--noinput", "--database", alias, "-v", "0")
+        # The three databases migrated once per test process and copied (tests/dbtemplate.py).
+        dbtemplate.install(self.data_dir, self.pg_names)
         self.manage("init_hierarchy")
 
     def sqlite_files(self) -> list[Path]:
@@ -233,13 +235,15 @@ def cmd_seed(args: list[str]) -> dict[str, Any]:
     from django.db import transaction
 
     from keys_app.services.material import key_create_with_material
-    from secrets_app.storage import project_create, secret_create, secret_version_create
+    from keys_app.services.projects import project_create_with_default_key as project_create
+    from keys_app.services.projects import project_default_key
+    from secrets_app.storage import secret_create, secret_version_create
 
     out, n_projects, n_secrets, per_secret = args[0], int(args[1]), int(args[2]), int(args[3])
     extra_keys = int(args[4]) if len(args) > 4 else 0
     prefix = args[5] if len(args) > 5 else "payload"
     projects = [project_create(name=f"project-{i}") for i in range(n_projects)]
-    keys = [p.default_key for p in projects]
+    keys = [project_default_key(p) for p in projects]
     for i in range(extra_keys):
         project = projects[i % n_projects]
         keys.append(key_create_with_material(project=project, name=f"extra-{i}"))

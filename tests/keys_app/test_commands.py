@@ -14,6 +14,7 @@ from django.core.management.base import CommandError
 
 from keys_app.models import Dek, KekVersion, Key, RootKeyVersion, RotationJob
 from keys_app.services import material
+from keys_app.services.projects import project_default_key
 from secrets_app.models import SecretVersion
 from secrets_app.storage import secret_version_payload
 
@@ -100,7 +101,7 @@ def test_rotate_root_key_dry_run_changes_nothing(secrets):
 
 # --- rotate_kek / rewrap_deks ---------------------------------------------------------------
 def test_rotate_kek_then_rewrap_deks(secrets, project):
-    key = project.default_key
+    key = project_default_key(project)
     before = all_payloads()
     result = run_json("rotate_kek", str(key.id))
     assert result == {"key_id": str(key.id), "previous_version": 1, "primary_version": 2, "rotation_count": 1}
@@ -126,7 +127,7 @@ def test_rotate_kek_then_rewrap_deks(secrets, project):
 
 
 def test_rewrap_deks_of_one_key_only(secrets, project, other_project):
-    mine, theirs = project.default_key, other_project.default_key
+    mine, theirs = project_default_key(project), project_default_key(other_project)
     run("rotate_kek", str(mine.id))
     run("rotate_kek", str(theirs.id))
     assert run_json("rewrap_deks", "--key", str(theirs.id))["deks_rewrapped"] == 1
@@ -135,7 +136,7 @@ def test_rewrap_deks_of_one_key_only(secrets, project, other_project):
 
 
 def test_rotate_kek_dry_run_changes_nothing(secrets, project):
-    key = project.default_key
+    key = project_default_key(project)
     assert run_json("rotate_kek", str(key.id), "--dry-run")["new_version"] == 2
     key.refresh_from_db()
     assert key.primary_version == 1
@@ -173,7 +174,7 @@ def test_rotate_deks_dry_run_changes_nothing(secrets):
 
 # --- revoke_key -----------------------------------------------------------------------------
 def test_revoke_key_prints_a_summary_keeps_the_report_and_destroys_the_material(secrets, project, tmp_path):
-    key = project.default_key
+    key = project_default_key(project)
     gamma = secrets[2]
     before = all_payloads()
     old_deks = dek_ids(secret__key_id=key.id)
@@ -210,7 +211,7 @@ def test_revoke_key_json_is_the_full_report(secrets, project):
 
 
 def test_revoke_key_without_a_terminal_or_yes_refuses_and_changes_nothing(secrets, project):
-    key = project.default_key
+    key = project_default_key(project)
     before = dek_ids(secret__key_id=key.id)
     message = one_sentence_error("revoke_key", str(key.id), "--reason", "x")
     assert message.startswith("refusing without confirmation: this would revoke key") and "--yes" in message
@@ -226,7 +227,7 @@ def test_revoke_key_on_a_terminal_asks_and_a_no_aborts(secrets, project, monkeyp
         def isatty(self):
             return True
 
-    key = project.default_key
+    key = project_default_key(project)
     monkeypatch.setattr(sys, "stdin", Tty("no\n"))
     monkeypatch.setattr(sys, "stderr", Tty())
     assert one_sentence_error("revoke_key", str(key.id), "--reason", "x") == "aborted: nothing was changed"
@@ -238,7 +239,7 @@ def test_revoke_key_on_a_terminal_asks_and_a_no_aborts(secrets, project, monkeyp
 
 
 def test_revoke_key_dry_run_reports_without_changing(secrets, project):
-    key = project.default_key
+    key = project_default_key(project)
     result = run_json("revoke_key", str(key.id), "--reason", "audit", "--dry-run")
     assert result["dry_run"] is True
     assert result["exposure"]["secret_versions"] == 3

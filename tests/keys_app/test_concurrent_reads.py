@@ -21,6 +21,7 @@ import pytest
 
 from keys_app.models import KekVersion
 from keys_app.services import material, root
+from keys_app.services.projects import project_default_key
 from keys_app.services.rotation.kek import deks_rewrap, kek_rotate
 from keys_app.services.rotation.rek import rek_rotate
 from secrets_app.models import SecretVersion
@@ -80,7 +81,7 @@ def test_dek_row_read_just_before_a_rewrap_and_revocation(make_secret, project, 
 
     def revoke_then_unwrap(row):
         if not fired:
-            fired.append(key_revoke(key=project.default_key, reason="race"))
+            fired.append(key_revoke(key=project_default_key(project), reason="race"))
             forget_everything()
         return real_unwrap(row)
 
@@ -91,7 +92,7 @@ def test_dek_row_read_just_before_a_rewrap_and_revocation(make_secret, project, 
 
 def test_reads_between_rewrap_batches(make_secret, project):
     secrets = [make_secret(f"batch-{i}".encode()) for i in range(6)]
-    kek_rotate(key=project.default_key)
+    kek_rotate(key=project_default_key(project))
     seen = []
 
     def read_all(done, total):

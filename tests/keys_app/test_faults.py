@@ -33,11 +33,12 @@ from keys_app.models import Dek, KekVersion, KeyState, RootKeyVersion
 from keys_app.providers import reset_providers
 from keys_app.services import material, root
 from keys_app.services.material import dek_unwrap, kek_material, key_set_state
+from keys_app.services.projects import project_create_with_default_key as project_create
+from keys_app.services.projects import project_default_key
 from keys_app.services.rotation.rek import rek_rotate
 from secrets_app.models import SecretVersion
 from secrets_app.services.revocation import key_revoke
 from secrets_app.storage import (
-    project_create,
     secret_version_create,
     secret_version_destroy,
     secret_version_payload,
@@ -281,7 +282,7 @@ def test_dek_of_another_key_is_refused(secret, other_project, sensitive):
 
 # --- disabled, destroyed, missing ------------------------------------------------------------
 def test_disabled_key_refuses_reads_and_writes_until_enabled(secret, project, sensitive):
-    key = project.default_key
+    key = project_default_key(project)
     version = versions_of(secret)[0]
     assert read(version) == PAYLOADS[0]  # the DEK is now cached in this process
     key_set_state(key, KeyState.DISABLED)
@@ -320,7 +321,7 @@ def test_missing_dek_row_names_the_dek(secret, sensitive):
 
 
 def test_destroyed_kek_version_is_unavailable(secret, project, sensitive):
-    key = project.default_key
+    key = project_default_key(project)
     key_revoke(key=key, reason="test")
     forget_everything()
     with pytest.raises(KeyMaterialUnavailable) as info:

@@ -21,6 +21,7 @@ from django.db import connections
 from keys_app.models import Dek, KekVersion, Key, RootKeyVersion
 from keys_app.services import material, root
 from keys_app.services.material import kek_material, key_create_with_material
+from keys_app.services.projects import project_default_key
 from keys_app.services.rotation.kek import kek_rotate
 from keys_app.services.rotation.rek import rek_rotate
 from secrets_app.models import SecretVersion
@@ -82,7 +83,7 @@ def assert_verified() -> None:
 
 @pytest.mark.parametrize("creator", ["create_key", "rotate_kek"])
 def test_kek_version_created_during_root_rotation_stays_usable(project, monkeypatch, creator):
-    key = project.default_key
+    key = project_default_key(project)
     secret = secret_create(project=project, name="s", key=key)
     secret_version_create(secret=secret, data=b"before")
     slow = SlowWrap(monkeypatch, "rek_wrap")
@@ -120,7 +121,7 @@ def test_crashed_creator_leftover_is_not_reused_and_is_repaired(project, monkeyp
     blindly (the key would be unusable), root rotations must go on, and
     ``--repair`` removes it.
     """
-    key = project.default_key
+    key = project_default_key(project)
     slow = SlowWrap(monkeypatch, "rek_wrap")
 
     def crash(row: KekVersion, secret: Any) -> None:
@@ -165,7 +166,7 @@ def test_crashed_creator_leftover_is_not_reused_and_is_repaired(project, monkeyp
 
 
 def test_dek_created_during_revocation_stays_readable(project, monkeypatch):
-    key = project.default_key
+    key = project_default_key(project)
     secret = secret_create(project=project, name="s", key=key)
     for i in range(3):
         secret_version_create(secret=secret, data=b"old-%d" % i)

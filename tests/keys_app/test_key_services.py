@@ -315,6 +315,17 @@ def test_purge_deletes_unreferenced_keys(admin, operator, key):
     assert keys_purge_deleted(principal=operator, now=later)["purged"] == []
 
 
+def test_purge_keeps_the_row_of_a_project_default_key(admin, operator, project):
+    """key_delete refuses a default key; were one due anyway, purge keeps its row (as PROTECT did)."""
+    scheduled = timezone.now() - timedelta(days=8)
+    Key.objects.filter(id=project.default_key_id).update(
+        protected=False, state=KeyState.SCHEDULED_FOR_DELETION, deletion_requested_at=scheduled
+    )
+    (purged,) = keys_purge_deleted(principal=operator)["purged"]
+    assert purged["key_id"] == str(project.default_key_id) and purged["row_kept"] is True
+    assert Key.objects.filter(id=project.default_key_id).exists()
+
+
 # --- imported material -------------------------------------------------------------------------
 def test_import_key_material_lifecycle(admin, project, make_secret):
     key = key_create(principal=admin, project_id=project.id, origin="external")

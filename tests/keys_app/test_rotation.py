@@ -6,6 +6,7 @@ import pytest
 from django.db import connections
 
 from keys_app.models import Dek, KekVersion, RootKeyVersion
+from keys_app.services.projects import project_default_key
 from keys_app.services.rotation.kek import deks_rewrap, kek_rotate
 from keys_app.services.rotation.rek import rek_rotate
 from secrets_app.models import SecretVersion
@@ -54,7 +55,7 @@ def test_rek_rotation_touches_neither_dek_nor_default(make_secret, django_assert
 
 def test_kek_rotation_then_rewrap(make_secret, project):
     secret = make_secret(b"one", b"two")
-    key = project.default_key
+    key = project_default_key(project)
     kek_rotate(key=key)
     assert key.primary_version == 2 and key.rotation_count == 1
     secret_version_new = make_secret(b"three")
@@ -84,7 +85,7 @@ def test_dek_rotation_replaces_every_dek(make_secret):
 
 def test_revoke_destroys_old_material_and_reports_exposure(make_secret, project):
     secret = make_secret(b"one", b"two", name="db-password")
-    key = project.default_key
+    key = project_default_key(project)
     report = key_revoke(key=key, reason="laptop stolen")
     assert report["secret_versions"] == 2
     assert report["secrets"][0]["name"] == "db-password"
@@ -100,7 +101,7 @@ def test_revoke_destroys_old_material_and_reports_exposure(make_secret, project)
 
 def test_status_counts(make_secret, project):
     make_secret(b"one")
-    kek_rotate(key=project.default_key)
+    kek_rotate(key=project_default_key(project))
     status = hierarchy_status()
     assert status["root"]["current_version"] == 1
     assert status["dek"]["wrapped_by_older_kek_versions"] == 1

@@ -11,8 +11,10 @@ from django.apps import apps
 from django.db import connections, router
 
 from hkms_core.routers import HierarchyRouter, database_for
+from hkms_core.tenancy.models import Project
 from keys_app.models import Dek, KekVersion, Key, RootKeyVersion, RotationJob
-from secrets_app.models import Project, Secret, SecretVersion
+from keys_app.services.projects import project_default_key
+from secrets_app.models import Secret, SecretVersion
 
 ALIASES = ["default", "kek", "dek"]
 pytestmark = pytest.mark.django_db(databases=ALIASES)
@@ -108,12 +110,12 @@ def test_router_refuses_relations_across_databases(project):
     routing = HierarchyRouter()
     dek = Dek(key_id=project.default_key_id, kek_version=1, wrapped=b"")
     kek = KekVersion(key_id=project.default_key_id, version=1, rek_version=1)
-    assert routing.allow_relation(project, project.default_key) is True
+    assert routing.allow_relation(project, project_default_key(project)) is True
     assert routing.allow_relation(kek, RootKeyVersion(version=1)) is True
-    assert routing.allow_relation(project.default_key, kek) is False
+    assert routing.allow_relation(project_default_key(project), kek) is False
     assert routing.allow_relation(kek, dek) is False
     assert routing.allow_relation(project, dek) is False
-    assert router.allow_relation(project.default_key, dek) is False
+    assert router.allow_relation(project_default_key(project), dek) is False
 
 
 def test_migrations_are_allowed_only_on_the_home_database():

@@ -17,6 +17,7 @@ from rest_framework.test import APIClient
 from hkms_core.access.apikeys import api_key_create
 from hkms_core.access.principal import Principal
 from hkms_core.access.services import role_grant
+from keys_app.services.projects import project_default_key
 
 BASE = "/secret-manager/v1beta1/regions/fr-par"
 TOKEN = "metrics-token-for-tests"
@@ -106,8 +107,8 @@ def test_rotation_jobs_and_database_errors(client, settings, project, make_secre
     settings.HKMS_METRICS_TOKEN = TOKEN
     make_secret(b"x")
     make_secret(b"y")
-    kek_rotate(key=project.default_key)
-    deks_rewrap(key=project.default_key)
+    kek_rotate(key=project_default_key(project))
+    deks_rewrap(key=project_default_key(project))
     before = scrape(client)
     assert value(before, "hkms_rotation_jobs", kind="rewrap_deks", state="done") == 1
     with pytest.raises(DatabaseError), transaction.atomic(using="dek"), connections["dek"].cursor() as cursor:

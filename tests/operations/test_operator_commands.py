@@ -18,7 +18,7 @@ from hkms_core.access.principal import Principal, command_context, redact_comman
 from hkms_core.access.services import role_grant
 from hkms_core.audit.models import AuditEvent
 from hkms_core.audit.services import audit_verify
-from secrets_app.models import Project
+from hkms_core.tenancy.models import Project
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.django_db(databases=["default", "kek", "dek"])

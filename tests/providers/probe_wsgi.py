@@ -34,8 +34,9 @@ def _respond(start_response: Callable[..., Any], status: str, body: dict[str, An
 
 def _probe(path: str, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
     from keys_app.errors import HierarchyError
+    from keys_app.services.projects import project_create_with_default_key as project_create
     from secrets_app.models import Secret, SecretVersion
-    from secrets_app.storage import project_create, secret_create, secret_version_create, secret_version_payload
+    from secrets_app.storage import secret_create, secret_version_create, secret_version_payload
 
     try:
         if path == "/_probe/seed" and environ["REQUEST_METHOD"] == "POST":

@@ -22,6 +22,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from tests import dbtemplate
 from tests.live import _pg_admin, free_port, postgres_enabled
 
 REPO = Path(__file__).resolve().parents[2]
@@ -101,8 +102,8 @@ class Site:
         return process
 
     def migrate(self) -> None:
-        for alias in ("default", "kek", "dek"):
-            self.manage("migrate", "--noinput", "--database", alias, "-v", "0")
+        """Migrated databases: copies of ones migrated once per test process (tests/dbtemplate.py)."""
+        dbtemplate.install(self.data_dir, self.pg_names)
 
     def start_keeper(self) -> subprocess.Popen[bytes]:
         process = self.start([PYTHON, "manage.py", "seal_keeper"], "keeper.log")
@@ -185,7 +186,8 @@ def cmd_seed(args: list[str]) -> dict[str, Any]:
     """``seed OUT KEYS``: one project, KEYS keys, one secret with one version per key."""
     _setup()
     from keys_app.services.material import key_create_with_material
-    from secrets_app.storage import project_create, secret_create, secret_version_create
+    from keys_app.services.projects import project_create_with_default_key as project_create
+    from secrets_app.storage import secret_create, secret_version_create
 
     out, count = args[0], int(args[1])
     project = project_create(name="migration")

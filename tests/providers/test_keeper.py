@@ -87,7 +87,8 @@ def init_through_keeper() -> list[str]:
 
 
 def seed() -> None:
-    from secrets_app.storage import project_create, secret_create, secret_version_create
+    from keys_app.services.projects import project_create_with_default_key as project_create
+    from secrets_app.storage import secret_create, secret_version_create
 
     project = project_create(name="acme")
     secret = secret_create(project=project, name="token")

@@ -55,7 +55,7 @@ def shamir_hierarchy(settings, shamir_in_process):
 
 @pytest.fixture
 def shamir_project(shamir_hierarchy):
-    from secrets_app.storage import project_create
+    from keys_app.services.projects import project_create_with_default_key as project_create
 
     return project_create(name="vault")
 

@@ -49,7 +49,8 @@ def test_without_a_seal_keeper_the_answer_is_a_clear_503(hierarchy):
 
 
 def test_seal_then_unseal_share_by_share_over_the_api(settings, shamir_in_process):
-    from secrets_app.storage import project_create, secret_create, secret_version_create
+    from keys_app.services.projects import project_create_with_default_key as project_create
+    from secrets_app.storage import secret_create, secret_version_create
     from tests.providers.test_shamir import cold_read, init_shamir
 
     settings.HKMS_ROOT_KEY_PROVIDER = "shamir"

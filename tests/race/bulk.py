@@ -22,6 +22,7 @@ from keys_app import crypto
 from keys_app.errors import HierarchyError
 from keys_app.models import Dek
 from keys_app.services.material import dek_unwrap_raw, dek_wrap
+from keys_app.services.projects import project_create_with_default_key, project_default_key
 from secrets_app import storage
 from secrets_app.models import Secret, SecretVersion, VersionStatus
 
@@ -31,8 +32,8 @@ PAYLOAD = b"shred-me-%d"
 def populate(*, secrets: int, versions: int, scheduled: int, deleted_secrets: int) -> None:
     """``secrets`` live secrets of ``versions`` versions each, the first ``scheduled`` of each
     scheduled for deletion 8 days ago, plus ``deleted_secrets`` secrets scheduled whole."""
-    project = storage.project_create(name=f"shred-{uuid.uuid4().hex[:6]}")
-    key = project.default_key
+    project = project_create_with_default_key(name=f"shred-{uuid.uuid4().hex[:6]}")
+    key = project_default_key(project)
     assert key is not None
     past = timezone.now() - timedelta(days=8)
     deks: list[Dek] = []

@@ -213,7 +213,7 @@ import json
 from django.contrib.auth import get_user_model
 from hkms_core.access.apikeys import api_key_create
 from hkms_core.access.principal import Principal
-from secrets_app.models import Project
+from hkms_core.tenancy.models import Project
 user = get_user_model().objects.get(username="racer")
 project = Project.objects.get(id="{project}")
 keys = [api_key_create(principal=Principal.for_command(), user=user, project=project) for _ in range({n})]

@@ -8,6 +8,10 @@ from django.db import migrations
 
 from hkms_core.access.roles import PERMISSIONS_BY_MODEL, ROLES
 
+#: Content types as they were named when this migration was written: the project moved to
+#: hkms_core.tenancy later, and tenancy.0001 renames its content type in place.
+_LABEL_AT_THIS_MIGRATION = {"tenancy.project": "secrets_app.project"}
+
 
 def create_roles(apps, schema_editor):
     if schema_editor.connection.alias != "default":
@@ -23,7 +27,7 @@ def create_roles(apps, schema_editor):
         group, _ = group_model.objects.get_or_create(name=role)
         permissions = []
         for label, available in PERMISSIONS_BY_MODEL.items():
-            app_label, model = label.split(".")
+            app_label, model = _LABEL_AT_THIS_MIGRATION.get(label, label).split(".")
             content_type = content_type_model.objects.get(app_label=app_label, model=model)
             codenames = [str(action) for action in actions if action in available]
             permissions += list(permission_model.objects.filter(content_type=content_type, codename__in=codenames))

@@ -1,5 +1,5 @@
 """Projects: the list of the projects a principal may see, and (superusers) a new project
-with its default key, through ``access.projects.project_create``."""
+with its default key, through ``keys_app.services.projects.project_create``."""
 
 from __future__ import annotations
 
@@ -7,22 +7,31 @@ from django.contrib import messages
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
 
-from hkms_core.access.projects import project_create
 from hkms_core.errors import PermissionDenied, ServiceError
 from hkms_site.console.forms import ProjectCreateForm, attach_service_error
 from hkms_site.console.principal import console_principal
 from hkms_site.console.selectors import principal_can_grant
 from hkms_site.console.views.common import denied, page
 from keys_app.selectors import key_counts_by_project
+from keys_app.services.projects import project_create, project_default_keys
 from secrets_app.selectors import projects_visible, secret_counts_by_project
 
 
 def project_list(request: HttpRequest) -> HttpResponse:
     principal = console_principal(request)
-    projects = list(projects_visible(principal).select_related("default_key"))
+    projects = list(projects_visible(principal))
+    default_keys = project_default_keys(projects)
     secrets = secret_counts_by_project(principal)
     keys = key_counts_by_project(principal)
-    rows = [{"project": p, "secrets": secrets.get(p.id, 0), "keys": keys.get(p.id, 0)} for p in projects]
+    rows = [
+        {
+            "project": p,
+            "default_key": default_keys.get(p.id),
+            "secrets": secrets.get(p.id, 0),
+            "keys": keys.get(p.id, 0),
+        }
+        for p in projects
+    ]
     context = {"rows": rows, "can_create": principal.is_superuser, "can_grant": principal_can_grant(principal)}
     return page(request, "console/project_list.html", context, title="Projects")
 

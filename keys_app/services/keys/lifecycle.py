@@ -24,6 +24,7 @@ from keys_app.services.material import (
     key_cache,
     key_set_state,
 )
+from keys_app.services.projects import key_is_a_project_default
 from keys_app.services.rotation.kek import kek_rotate
 
 
@@ -35,15 +36,13 @@ def key_delete(*, principal: Principal, key_id: Any, region: str | None = None, 
     and, once the deletion is final and ``purge_deleted_keys`` ran, are
     crypto-shredded.
     """
-    from secrets_app.models import Project
-
     key = key_for(principal, key_id, Action.KEY_ADMIN, "key.delete", region=region, now=now)
     now = current_time(now)
     with failures_audited(principal, "key.delete", key), transaction.atomic():
         key = key_lock(key)
         if key.protected:
             raise PreconditionFailed("key_protected", f"key {key.id} is protected: unprotect it before deleting it")
-        if Project.objects.filter(default_key_id=key.id).exists():
+        if key_is_a_project_default(key.id):
             raise PreconditionFailed("project_default_key", f"key {key.id} is its project's default key")
         if key.state != KeyState.SCHEDULED_FOR_DELETION:
             key.pre_deletion_state = key.state

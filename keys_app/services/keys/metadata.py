@@ -38,7 +38,7 @@ from keys_app.services.material import (
 
 
 def _project_for(principal: Principal, project_id: Any) -> Any:
-    from secrets_app.models import Project  # secrets_app builds on keys_app
+    from hkms_core.tenancy.models import Project
 
     if project_id in (None, ""):
         api_key = principal.api_key

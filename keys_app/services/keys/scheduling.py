@@ -29,6 +29,7 @@ from keys_app.services.exposure import key_exposure_report, key_is_referenced
 from keys_app.services.jobs import Progress, job_running
 from keys_app.services.keys.key_material import shred_key_material
 from keys_app.services.keys.permissions import current_time, require_operator
+from keys_app.services.projects import key_is_a_project_default
 from keys_app.services.rotation.kek import deks_rewrap, kek_rotate_cas
 
 
@@ -150,9 +151,11 @@ def keys_purge_deleted(*, principal: Principal, now: datetime | None = None, dry
     the versions are destroyed on kek and the DEKs deleted on dek (``shred_key_material``,
     committed there), then on default its role grants go and the row is
     deleted -- or kept, invisible, while a secret still names it (the reference
-    check of ``keys_app.services.exposure``) -- with the
-    audit event.  A crash after the shredding leaves a due key that the next
-    run purges again.  Idempotent.
+    check of ``keys_app.services.exposure``) or a project names it as its default
+    key (``key_delete`` refuses to schedule a default key; this keeps the rule of
+    keys_app.services.projects even for a key scheduled some other way, as the
+    old ``PROTECT`` foreign key did) -- with the audit event.  A crash after the
+    shredding leaves a due key that the next run purges again.  Idempotent.
     """
     require_operator(principal, "key.purge")
     now = current_time(now)
@@ -176,7 +179,9 @@ def keys_purge_deleted(*, principal: Principal, now: datetime | None = None, dry
                 continue
             shredded = shred_key_material(key)
             grants_forget(key)
-            kept = key_is_referenced(key.id)  # a secret still names it (keys_app.services.exposure)
+            # a secret still names it (keys_app.services.exposure), or a project names it as its default
+            # key (keys_app.services.projects: a default key id always resolves to a row, as PROTECT did)
+            kept = key_is_referenced(key.id) or key_is_a_project_default(key.id)
             audit_record(
                 principal,
                 "key.purge",

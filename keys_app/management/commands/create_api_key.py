@@ -10,10 +10,11 @@ from django.db import transaction
 from hkms_core.access.apikeys import api_key_create
 from hkms_core.access.management.commands._common import parse_expiry
 from hkms_core.access.principal import Principal
-from hkms_core.access.projects import project_create, project_get
+from hkms_core.access.projects import project_get
 from hkms_core.access.roles import ROLE_NAMES
 from hkms_core.access.services import role_grant
 from hkms_core.errors import HkmsError, ObjectNotFound
+from keys_app.services.projects import project_create
 
 
 class Command(BaseCommand):

@@ -7,9 +7,9 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from hkms_core.access.principal import Principal
-from hkms_core.access.projects import project_create
 from hkms_core.errors import ServiceError
 from keys_app.errors import HierarchyError
+from keys_app.services.projects import project_create
 
 
 class Command(BaseCommand):
