@@ -76,7 +76,7 @@ def keys_rotate_due(
         }
     rotated: list[dict[str, Any]] = []
     skipped: list[str] = []
-    errors: list[dict[str, str]] = []
+    errors: list[dict[str, Any]] = []
     for key in due:
         try:
             with transaction.atomic():
