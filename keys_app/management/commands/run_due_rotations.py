@@ -1,26 +1,14 @@
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 from django.core.management.base import CommandError, CommandParser
-from django.utils import timezone
-from django.utils.dateparse import parse_datetime
 
 from hkms_core.access.principal import Principal
+from hkms_core.cli import parse_now
 from keys_app.management.base import HierarchyCommand
 from keys_app.services.jobs import EXIT_BUSY
 from keys_app.services.keys.scheduling import keys_rotate_due
-
-
-def parse_now(raw: str | None) -> datetime | None:
-    """``--now`` as an ISO 8601 instant (UTC when it names no offset)."""
-    if raw is None:
-        return None
-    value = parse_datetime(raw)
-    if value is None:
-        raise CommandError(f"--now {raw!r} is not an ISO 8601 date and time")
-    return value if timezone.is_aware(value) else value.replace(tzinfo=UTC)
 
 
 class Command(HierarchyCommand):
