@@ -39,7 +39,12 @@ def test_every_relative_link_resolves(doc):
 
 def test_the_code_cites_only_documents_of_the_repository():
     cited = set()
-    for source in [*ROOT.glob("*_app/**/*.py"), *ROOT.glob("hkms_site/**/*.py"), *ROOT.glob("hkms_core/**/*.py"), *ROOT.glob("bench/*.py")]:
+    for source in [
+        *ROOT.glob("*_app/**/*.py"),
+        *ROOT.glob("hkms_site/**/*.py"),
+        *ROOT.glob("hkms_core/**/*.py"),
+        *ROOT.glob("bench/*.py"),
+    ]:
         cited.update(re.findall(r"\b([A-Z_]+\.md|docs/[\w\-/]+\.md)\b", source.read_text()))
     missing = sorted(name for name in cited if not (ROOT / name).exists())
     assert not missing, f"cited but not in the repository: {missing}"

@@ -4,6 +4,14 @@ The one guarded, audited path over ``keys_app.services.seal`` used by the REST
 endpoints and the console page.  Superusers only; anyone else gets
 ``ObjectNotFound`` (the page does not exist for them), recorded as denied.
 Share words never reach an audit event, a log or an exception message.
+
+Audit ordering, deliberately not one transaction with the action: the action
+happens outside the databases (the seal keeper, the provider), so no database
+transaction could undo it.  A seal is recorded *after* it happened because
+sealing must never depend on the database (a seal whose event cannot be written
+still seals, and the operator sees the error); an unseal is recorded after the
+keeper answered, since only then is its outcome (progress, sealed) known, and a
+refused share is recorded as ``failed``.  Each event is one committed append.
 """
 
 from __future__ import annotations

@@ -291,7 +291,7 @@ def _world() -> World:
     kem = key_create(
         principal=SYSTEM, project_id=project.id, name="kem", usage="asymmetric_encryption", algorithm="ml_kem_768"
     )
-    external = key_create(principal=SYSTEM, project_id=project.id, name="external", origin="external")
+    external = key_create(principal=SYSTEM, project_id=project.id, name="external", origin="external", unprotected=True)
     key_import_key_material(principal=SYSTEM, key_id=external.id, key_material=bytes(range(32)))
     digest = hashlib.sha256(b"message").digest()
     return World(

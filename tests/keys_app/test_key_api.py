@@ -133,7 +133,7 @@ def test_sign_verify_and_public_key(api, project):
 
 
 def test_import_and_delete_key_material(api, project):
-    key_id = create(api, project, origin="external")["id"]
+    key_id = create(api, project, origin="external", unprotected=True)["id"]
     assert api.get(f"{BASE}/keys/{key_id}").json()["state"] == "pending_key_material"
     body = {"key_material": b64(b"k" * 32), "salt": b64(b"salt")}
     imported = post(api, f"/keys/{key_id}/import-key-material", body).json()

@@ -90,6 +90,32 @@ def test_rewrap_moves_the_deks_of_rotated_keys(project, make_secret, capsys):
 
 
 @pytest.mark.django_db(databases=ALL)
+def test_a_rewrap_busy_elsewhere_exits_75_and_keeps_the_rotation(project, make_secret, capsys):
+    """Another process re-wraps the key (a live lease): the key is still rotated, its re-wrap is
+    left to the next run, and the command exits 75 (EX_TEMPFAIL) like every busy command."""
+    from keys_app.models import RotationJob
+    from keys_app.services.jobs import EXIT_BUSY
+
+    key = make_key(project, timezone.now() - 2 * DAY)
+    make_secret(b"one", key=key)
+    now = timezone.now()
+    RotationJob.objects.using("kek").create(
+        kind=RotationJob.Kind.REWRAP_DEKS,
+        scope=f"key:{key.id}",
+        started_at=now,
+        lease_owner="elsewhere:0123456789ab:4026531836:1:abcdefabcdef",
+        lease_until=now + timedelta(seconds=300),
+    )
+    with pytest.raises(CommandError) as caught:
+        call_command("run_due_rotations", "--rewrap", "--json")
+    assert caught.value.returncode == EXIT_BUSY == 75
+    (error,) = json.loads(capsys.readouterr().out)["errors"]
+    assert error["busy"] is True and error["key_id"] == str(key.id)
+    key.refresh_from_db()
+    assert key.primary_version == 2
+
+
+@pytest.mark.django_db(databases=ALL)
 def test_bad_now_is_a_clear_error(hierarchy):
     with pytest.raises(CommandError, match="ISO 8601"):
         call_command("run_due_rotations", "--now", "yesterday")

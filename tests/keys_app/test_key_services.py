@@ -328,7 +328,7 @@ def test_purge_keeps_the_row_of_a_project_default_key(admin, operator, project):
 
 # --- imported material -------------------------------------------------------------------------
 def test_import_key_material_lifecycle(admin, project, make_secret):
-    key = key_create(principal=admin, project_id=project.id, origin="external")
+    key = key_create(principal=admin, project_id=project.id, origin="external", unprotected=True)
     assert key.state == "pending_key_material"
     assert not KekVersion.objects.using("kek").filter(key_id=key.id).exists()
     with pytest.raises(PreconditionFailed):
@@ -363,6 +363,24 @@ def test_import_key_material_lifecycle(admin, project, make_secret):
         key_decrypt(principal=admin, key_id=key.id, ciphertext=blob)
     with pytest.raises(KeyMaterialUnavailable):
         payload_of(SecretVersion.objects.get(secret=secret).id)
+
+
+def test_protection_blocks_deleting_key_material(admin, project):
+    """Deleting an external key's material crypto-shreds everything under it: like deleting the
+    key, it is refused while the key is protected, and nothing is shredded."""
+    key = key_create(principal=admin, project_id=project.id, origin="external")
+    key = key_import_key_material(principal=admin, key_id=key.id, key_material=os.urandom(32))
+    key_protect(principal=admin, key_id=key.id)
+    with pytest.raises(PreconditionFailed) as refused:
+        key_delete_key_material(principal=admin, key_id=key.id)
+    assert "protected" in str(refused.value)
+    key.refresh_from_db()
+    assert key.state == "enabled"
+    assert KekVersion.objects.using("kek").get(key_id=key.id, version=1).wrapped_material is not None
+    key_unprotect(principal=admin, key_id=key.id)
+    key_delete_key_material(principal=admin, key_id=key.id)
+    key.refresh_from_db()
+    assert key.state == "pending_key_material"
 
 
 def test_material_import_is_only_for_external_symmetric_keys(admin, key, project):
@@ -681,7 +699,7 @@ def test_destroyed_versions_stay_dead_despite_another_process_cache(admin, proje
     """Another worker may still cache a version that delete_key_material destroyed: decrypt asks kek."""
     from keys_app.services.material import key_cache
 
-    key = key_create(principal=admin, project_id=project.id, origin="external")
+    key = key_create(principal=admin, project_id=project.id, origin="external", unprotected=True)
     key_import_key_material(principal=admin, key_id=key.id, key_material=os.urandom(32))
     blob = key_encrypt(principal=admin, key_id=key.id, plaintext=b"x").data
     stale = kek_material(key.id, 1)

@@ -5,8 +5,8 @@ from typing import Any
 from django.core.management.base import CommandParser
 
 from hkms_core.access.principal import Principal
+from hkms_core.cli import parse_now
 from keys_app.management.base import HierarchyCommand
-from keys_app.management.commands.run_due_rotations import parse_now
 from keys_app.management.confirm import add_yes_argument, confirm
 from keys_app.services.keys.scheduling import keys_purge_deleted
 

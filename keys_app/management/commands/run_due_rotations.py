@@ -1,25 +1,14 @@
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 from django.core.management.base import CommandError, CommandParser
-from django.utils import timezone
-from django.utils.dateparse import parse_datetime
 
 from hkms_core.access.principal import Principal
+from hkms_core.cli import parse_now
 from keys_app.management.base import HierarchyCommand
+from keys_app.services.jobs import EXIT_BUSY
 from keys_app.services.keys.scheduling import keys_rotate_due
-
-
-def parse_now(raw: str | None) -> datetime | None:
-    """``--now`` as an ISO 8601 instant (UTC when it names no offset)."""
-    if raw is None:
-        return None
-    value = parse_datetime(raw)
-    if value is None:
-        raise CommandError(f"--now {raw!r} is not an ISO 8601 date and time")
-    return value if timezone.is_aware(value) else value.replace(tzinfo=UTC)
 
 
 class Command(HierarchyCommand):
@@ -44,12 +33,19 @@ class Command(HierarchyCommand):
             dry_run=options["dry_run"],
             batch_size=options["batch_size"],
         )
-        self.failed = bool(result.get("errors"))
+        errors = result.get("errors") or []
+        self.failed = bool(errors)
+        self.only_busy = bool(errors) and all(e.get("busy") for e in errors)
         return result
 
     def handle(self, *args: Any, **options: Any) -> None:
-        self.failed = False
+        """Exit 0 when everything due was done; 75 (EX_TEMPFAIL, like every command whose job is
+        busy) when the only failures are re-wraps another process is running — the keys were
+        rotated and the next run re-wraps them; 1 on any other failure."""
+        self.failed = self.only_busy = False
         super().handle(*args, **options)
+        if self.only_busy:
+            raise CommandError("some re-wraps are running in another process: try again later", returncode=EXIT_BUSY)
         if self.failed:
             raise CommandError("some keys could not be rotated or re-wrapped (see errors above)")
 

@@ -99,7 +99,9 @@ def key_delete_key_material(*, principal: Principal, key_id: Any, region: str | 
     carrying the exposure summary) on default first, so nothing uses the key
     any more; then the versions are destroyed on kek and the DEKs deleted on
     dek.  A crash in between leaves an unusable key; running this again, or
-    importing new material, finishes the shredding.
+    importing new material, finishes the shredding.  Refused (412 ``key_protected``)
+    while the key is protected, like ``key_delete``: protection blocks every route to
+    destruction.
     """
     key = key_for(principal, key_id, Action.KEY_ADMIN, "key.delete_key_material", region=region)
     with failures_audited(principal, "key.delete_key_material", key):
@@ -109,6 +111,10 @@ def key_delete_key_material(*, principal: Principal, key_id: Any, region: str | 
             key = key_lock(key)
             if key.state == KeyState.SCHEDULED_FOR_DELETION:
                 raise PreconditionFailed("key_state", f"key {key.id} is scheduled for deletion: restore it first")
+            if key.protected:  # protection blocks every route to destruction (THREAT_MODEL.md)
+                raise PreconditionFailed(
+                    "key_protected", f"key {key.id} is protected: unprotect it before deleting its material"
+                )
             key_set_state(key, KeyState.PENDING_KEY_MATERIAL)
             audit_record(principal, "key.delete_key_material", key, **_exposure_detail(key))
         shred_key_material(key)

@@ -26,7 +26,7 @@ from hkms_core.lifecycle import DELETION_DELAY
 from keys_app.errors import HierarchyError
 from keys_app.models import Key, KeyOrigin, KeyState, KeyUsage, RotationJob
 from keys_app.services.exposure import key_exposure_report, key_is_referenced
-from keys_app.services.jobs import Progress, job_running
+from keys_app.services.jobs import JobBusy, Progress, job_running
 from keys_app.services.keys.key_material import shred_key_material
 from keys_app.services.keys.permissions import current_time, require_operator
 from keys_app.services.projects import key_is_a_project_default
@@ -76,7 +76,7 @@ def keys_rotate_due(
         }
     rotated: list[dict[str, Any]] = []
     skipped: list[str] = []
-    errors: list[dict[str, str]] = []
+    errors: list[dict[str, Any]] = []
     for key in due:
         try:
             with transaction.atomic():
@@ -99,6 +99,8 @@ def keys_rotate_due(
         if rewrap:
             try:
                 entry["deks_rewrapped"] = deks_rewrap(key=key, batch_size=batch_size)["deks_rewrapped"]
+            except JobBusy as exc:  # another process re-wraps this key now: the rotation stands
+                errors.append({"key_id": str(key.id), "error": f"rotated, but not re-wrapped: {exc}", "busy": True})
             except HierarchyError as exc:
                 errors.append({"key_id": str(key.id), "error": f"rotated, but re-wrapping failed: {exc}"})
         rotated.append(entry)

@@ -6,9 +6,9 @@ from django.core.management.base import CommandError, CommandParser
 from django.utils import timezone
 
 from hkms_core.access.principal import Principal
+from hkms_core.cli import parse_now
 from hkms_core.errors import ServiceError
 from keys_app.management.base import HierarchyCommand
-from keys_app.management.commands.run_due_rotations import parse_now
 from keys_app.management.confirm import add_yes_argument, confirm
 from secrets_app.services.expiry import secret_versions_expire
 
