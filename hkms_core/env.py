@@ -90,7 +90,7 @@ def parse_database_url(name: str, url: str, *, conn_max_age: int) -> dict[str, A
     Django passes to libpq as connection parameters.  dj-database-url alone refuses a
     comma-separated host list with ports.
     """
-    import dj_database_url
+    import dj_database_url  # local: only settings that name a database URL need it
 
     hosts: list[tuple[str, str]] = []
     scheme, sep, rest = url.partition("://")
@@ -125,7 +125,7 @@ def cache_from_url(name: str, url: str, *, key_prefix: str) -> dict[str, Any]:
     scheme = url.partition("://")[0].lower() if url else "locmem"
     if scheme in ("redis", "rediss", "unix"):
         try:
-            import redis  # noqa: F401 - RedisCache needs it
+            import redis  # noqa: F401 - local: RedisCache needs it, and only a redis:// URL needs redis
         except ImportError:
             raise ImproperlyConfigured(f"{name}={scheme}://… needs the redis package: pip install redis") from None
         locations = [item.strip() for item in url.split(",") if item.strip()]

@@ -48,6 +48,8 @@ from typing import Any
 from django.db import connections
 from django.db.utils import InterfaceError as DjangoInterfaceError
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views.defaults import server_error as default_server_error
+from rest_framework.response import Response
 
 log = logging.getLogger("hkms.outage")
 
@@ -63,7 +65,7 @@ _MARK = "_hkms_dependency_unavailable"
 
 def _redis_errors() -> tuple[type[BaseException], ...]:
     try:
-        from redis import exceptions as redis_exceptions
+        from redis import exceptions as redis_exceptions  # local: optional, absent without a redis cache
     except ImportError:  # redis is only needed with HKMS_CACHE_URL=redis://…
         return ()
     return (redis_exceptions.ConnectionError, redis_exceptions.TimeoutError)
@@ -79,7 +81,7 @@ def _one_unavailable(exc: BaseException) -> bool:
         message = str(exc).lower()
         return any(text in message for text in _SQLITE_MESSAGES)
     try:
-        import psycopg
+        import psycopg  # local: the PostgreSQL driver is loaded only when an error needs classifying
     except ImportError:  # pragma: no cover - psycopg is a dependency
         return False
     if isinstance(exc, psycopg.InterfaceError):
@@ -120,8 +122,6 @@ def api_outage_response(exc: BaseException, context: dict[str, Any]) -> Any:
     """The REST API's 503 for an outage, or ``None`` when ``exc`` is not one (for the API exception handler)."""
     if not dependency_unavailable(exc):
         return None
-    from rest_framework.response import Response
-
     body = {"type": "service_unavailable", "message": "the service is temporarily unavailable; retry later"}
     return _mark(Response(body, status=503), exc)
 
@@ -143,8 +143,6 @@ def server_error(request: HttpRequest) -> HttpResponse:
                 content_type="text/plain; charset=utf-8",
             )
         return _mark(response, exc)
-    from django.views.defaults import server_error as default_server_error
-
     return default_server_error(request)
 
 

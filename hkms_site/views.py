@@ -27,7 +27,9 @@ from django.http import HttpRequest, JsonResponse
 
 from hkms_core.outage import close_connections, dependency_unavailable
 from keys_app.errors import HierarchyError
+from keys_app.models import RootKeyVersion
 from keys_app.providers import get_provider
+from keys_app.services.root import rek_check
 
 log = logging.getLogger("hkms.health")
 ALIASES = ("default", "kek", "dek")
@@ -46,9 +48,6 @@ def _database_state(alias: str) -> str:
 
 def _root_key_state() -> tuple[bool, dict[str, Any]]:
     """(initialised, {"version", "available"}) for the current REK version, as this node sees it."""
-    from keys_app.models import RootKeyVersion
-    from keys_app.services.root import rek_check
-
     current = RootKeyVersion.objects.using("kek").filter(state=RootKeyVersion.State.ACTIVE).order_by("-version").first()
     if current is None:
         return False, {"version": None, "available": False}

@@ -116,6 +116,7 @@ ALGORITHMS: dict[str, Algorithm] = _table()
 
 
 def _backend_supports(family: str) -> bool:
+    # local: the OpenSSL backend is probed only when an ML-KEM/ML-DSA algorithm is asked for
     from cryptography.hazmat.backends.openssl.backend import backend
 
     if family == "ml_kem":

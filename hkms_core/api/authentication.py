@@ -14,6 +14,7 @@ from hkms_core.access.cache import principal_authenticate
 from hkms_core.access.models import ApiKey
 from hkms_core.access.principal import Principal
 from hkms_core.api.throttling import auth_failure_record, client_address
+from hkms_core.audit.services import audit_denied
 
 TOKEN_HEADER = "HTTP_X_AUTH_TOKEN"
 
@@ -53,8 +54,6 @@ class ApiKeyAuthentication(BaseAuthentication):
 
         Past the limit one ``throttled`` refusal is audited per address and minute, not every
         attempt, so a flood cannot fill the audit log."""
-        from hkms_core.audit.services import audit_denied
-
         address = client_ip(request)
         limit = settings.HKMS_AUTH_FAILURES_PER_MINUTE
         count, wait = auth_failure_record(address)

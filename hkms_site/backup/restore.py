@@ -17,12 +17,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.db import connections, transaction
 
 from hkms_core.access.principal import Principal
+from hkms_core.audit.models import AuditEvent
+from hkms_core.audit.services import audit_record, audit_verify
+from hkms_core.tenancy.models import Project
 from hkms_site.backup import envelope, snapshot
 from hkms_site.backup.services import FORMAT, FORMAT_VERSION, BackupError, provider_check, sha256_file
+from keys_app.models import Dek, RootKeyVersion
+from keys_app.services import material, root
+from secrets_app.services.verification import hierarchy_verify
 
 
 def _open_archive(path: Path, private_key: bytes | None, workdir: Path) -> Path:
@@ -76,12 +83,6 @@ def _extract(archive: Path, workdir: Path) -> tuple[dict[str, Any], dict[str, Pa
 
 def installation_contents() -> dict[str, int]:
     """Rows that make an installation non-empty (missing tables count as empty)."""
-    from django.contrib.auth import get_user_model
-
-    from hkms_core.audit.models import AuditEvent
-    from hkms_core.tenancy.models import Project
-    from keys_app.models import Dek, RootKeyVersion
-
     found = {}
     for label, model, alias in (
         ("root key versions", RootKeyVersion, "kek"),
@@ -109,10 +110,6 @@ def backup_restore(
     before anything is written, unless the provider is sealed: then
     ``verify_hierarchy`` after unsealing is the check).
     """
-    from hkms_core.audit.services import audit_record, audit_verify
-    from keys_app.services import material, root
-    from secrets_app.services.verification import hierarchy_verify
-
     say = progress or (lambda _message: None)
     if not archive.is_file():
         raise BackupError(f"{archive} does not exist")

@@ -23,7 +23,13 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
+from hkms_core.audit.services import audit_record
+from hkms_core.errors import ObjectNotFound
 from hkms_site.backup.models import BackupRecord
+from keys_app.errors import RootKeyError
+from keys_app.models import RootKeyVersion
+from keys_app.providers import RootKeyUnavailable, get_provider
+from keys_app.services.root import forget_verified_root_keys
 
 
 def rek_versions_retained(*, excluding: Any = None) -> set[int]:
@@ -47,10 +53,6 @@ def rek_release_unneeded(*, dry_run: bool = False, excluding: Any = None) -> lis
     Idempotent (a version whose material is already gone is skipped), so a crash
     part-way is finished by the next ``forget_backup``.  Returns the versions destroyed.
     """
-    from keys_app.models import RootKeyVersion
-    from keys_app.providers import RootKeyUnavailable, get_provider
-    from keys_app.services.root import forget_verified_root_keys
-
     retained = rek_versions_retained(excluding=excluding)
     destroyed = []
     for row in RootKeyVersion.objects.using("kek").filter(state=RootKeyVersion.State.RETIRED).order_by("version"):
@@ -63,8 +65,6 @@ def rek_release_unneeded(*, dry_run: bool = False, excluding: Any = None) -> lis
             if not dry_run:
                 provider.destroy_version(row.version)
         except RootKeyUnavailable as exc:
-            from keys_app.errors import RootKeyError
-
             raise RootKeyError(str(exc)) from None
         destroyed.append(row.version)
     if destroyed and not dry_run:
@@ -78,9 +78,6 @@ def backup_forget(*, principal: Any, backup_id: Any, dry_run: bool = False) -> d
     The record is marked forgotten (and audited) first, then material is
     destroyed: a crash in between leaves material that the next run destroys.
     """
-    from hkms_core.audit.services import audit_record
-    from hkms_core.errors import ObjectNotFound
-
     record = BackupRecord.objects.using("kek").filter(id=backup_id).first()
     if record is None:
         raise ObjectNotFound("backup", backup_id)

@@ -38,8 +38,11 @@ from django.db import transaction
 from django.utils import timezone
 
 from hkms_core.access.principal import Principal
+from hkms_core.audit.services import audit_record
 from hkms_site.backup import envelope, snapshot
 from hkms_site.backup.models import BackupRecord
+from keys_app.models import RootKeyVersion
+from keys_app.providers import RootKeyUnavailable, get_provider
 
 FORMAT = "hkms-backup"
 FORMAT_VERSION = 1
@@ -63,8 +66,6 @@ def provider_check(versions: list[dict[str, Any]], needed: list[int]) -> list[st
 
     Returns notes (a sealed provider cannot be checked now); raises ``BackupError`` on a mismatch.
     """
-    from keys_app.providers import RootKeyUnavailable, get_provider
-
     notes = []
     by_version = {v["version"]: v for v in versions}
     for version in needed:
@@ -105,9 +106,6 @@ def backup_create(
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Write a consistent backup archive to ``output``; returns its manifest plus the archive's SHA-256."""
-    from hkms_core.audit.services import audit_record
-    from keys_app.models import RootKeyVersion
-
     say = progress or (lambda _message: None)
     recipient = envelope.load_public_key(public_key) if public_key is not None else None
     kind = snapshot.engine()
@@ -198,6 +196,7 @@ def _snapshot_until_consistent(
 def _manifest(
     kind: str, record: BackupRecord, files: dict[str, Path], facts: dict[str, Any], attempts: int, notes: list[str]
 ) -> dict[str, Any]:
+    # local: only a backup's manifest reads the installed version (importlib.metadata scans distributions)
     from importlib.metadata import PackageNotFoundError, version
 
     try:

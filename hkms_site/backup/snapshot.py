@@ -37,6 +37,11 @@ from typing import Any
 
 from django.db import connections
 
+from hkms_core.audit.models import AuditChainHead, AuditEvent
+from hkms_core.tenancy.models import Project
+from keys_app.models import Dek, KekVersion, Key, RootKeyVersion
+from secrets_app.models import Secret, SecretVersion
+
 ALIASES = ("default", "kek", "dek")
 #: Snapshot order: the referencing database before the one it references.
 ORDER = ("default", "dek", "kek")
@@ -65,11 +70,6 @@ def engine() -> str:
 
 
 def _tables() -> dict[str, str]:
-    from hkms_core.audit.models import AuditChainHead, AuditEvent
-    from hkms_core.tenancy.models import Project
-    from keys_app.models import Dek, KekVersion, Key, RootKeyVersion
-    from secrets_app.models import Secret, SecretVersion
-
     models = {
         "project": Project,
         "secret": Secret,
@@ -250,6 +250,7 @@ def postgres_snapshot(workdir: Path) -> Iterator[tuple[dict[str, Path], Query]]:
     caller's block has checked the snapshots and returns without error; the
     exporting transactions stay open until then.
     """
+    # local: the PostgreSQL driver is needed only to back up PostgreSQL (SQLite installations never load it)
     import psycopg
     from psycopg.conninfo import make_conninfo
 

@@ -21,6 +21,18 @@ from hkms_site.console import nav
 from hkms_site.console.forms import ConsoleLoginForm
 from hkms_site.console.login import logout_recorded
 from hkms_site.console.principal import console_principal
+from hkms_site.console.views import (
+    account,
+    apikeys,
+    audit,
+    custody,
+    dashboard,
+    keys,
+    projects,
+    roles,
+    secrets,
+)
+from hkms_site.console.views.account import ConsoleLoginView
 
 
 class ConsoleSite(admin.AdminSite):
@@ -46,8 +58,6 @@ class ConsoleSite(admin.AdminSite):
 
     @method_decorator(never_cache)
     def login(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
-        from hkms_site.console.views.account import ConsoleLoginView
-
         if request.method == "GET" and self.has_permission(request):
             return HttpResponseRedirect(reverse("admin:index", current_app=self.name))
         context = {**self.each_context(request), "title": "Log in", "site_header": self.site_header}
@@ -68,18 +78,6 @@ class ConsoleSite(admin.AdminSite):
         return _logout(request)
 
     def get_urls(self) -> list[URLResolver | URLPattern]:
-        from hkms_site.console.views import (
-            account,
-            apikeys,
-            audit,
-            custody,
-            dashboard,
-            keys,
-            projects,
-            roles,
-            secrets,
-        )
-
         view = self.admin_view
         console = [
             path("", view(dashboard.dashboard), name="index"),

@@ -98,6 +98,6 @@ def totp_disable(*, principal: Principal, token: str) -> None:
 
 def totp_qr_svg(device: TOTPDevice) -> str:
     """The ``otpauth://`` URI as an inline SVG QR code (no script, no external request)."""
-    import segno
+    import segno  # local: the QR code library is loaded only when someone enrols a TOTP device
 
     return str(segno.make(device.config_url, error="m").svg_inline(scale=4, dark="#1f2933", light="#ffffff"))

@@ -41,8 +41,14 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
+from django.db import connections
+from django.db.models import Count, Sum
 
+from hkms_core.access.cache import principal_cache
+from keys_app.models import RotationJob
 from keys_app.processes import pid_alive
+from keys_app.providers import get_provider
+from keys_app.services.material import key_cache
 
 
 def _server_worker() -> str | None:
@@ -268,8 +274,6 @@ class StateCollector(Collector):
 
     def _databases(self) -> Iterator[GaugeMetricFamily]:
         """``SELECT 1`` on each database: a connection refused is an error no query wrapper sees."""
-        from django.db import connections
-
         up = GaugeMetricFamily(
             "hkms_database_up", "1 when the database answered SELECT 1 at this scrape.", labels=["database"]
         )
@@ -286,8 +290,6 @@ class StateCollector(Collector):
         yield up
 
     def _seal(self) -> Iterator[GaugeMetricFamily]:
-        from keys_app.providers import get_provider
-
         sealed = GaugeMetricFamily("hkms_root_key_sealed", "1 when the root key provider is sealed, else 0.")
         info = GaugeMetricFamily(
             "hkms_root_key_provider", "The root key provider in use (value 1).", labels=["provider"]
@@ -302,10 +304,6 @@ class StateCollector(Collector):
         yield from (sealed, info, up)
 
     def _jobs(self) -> Iterator[GaugeMetricFamily]:
-        from django.db.models import Count, Sum
-
-        from keys_app.models import RotationJob
-
         jobs = GaugeMetricFamily("hkms_rotation_jobs", "Rotation jobs, by kind and state.", labels=["kind", "state"])
         processed = GaugeMetricFamily(
             "hkms_rotation_jobs_processed", "Items done by the running rotation jobs, by kind.", labels=["kind"]
@@ -328,9 +326,6 @@ class StateCollector(Collector):
         yield from (jobs, processed, total)
 
     def _caches(self) -> Iterator[GaugeMetricFamily]:
-        from hkms_core.access.cache import principal_cache
-        from keys_app.services.material import key_cache
-
         size = GaugeMetricFamily(
             "hkms_cache_entries", "Entries in the caches of the worker that answered.", labels=["cache"]
         )

@@ -17,6 +17,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from hkms_core.access.principal import Principal
+from hkms_core.audit.services import audit_record
 from keys_app.errors import HierarchyError
 from keys_app.models import Key
 
@@ -64,9 +66,6 @@ class HierarchyCommand(BaseCommand):
         """Record the operator's command in the audit log (read-only commands are not recorded)."""
         if not self.audited:
             return
-        from hkms_core.access.principal import Principal
-        from hkms_core.audit.services import audit_record
-
         audit_record(Principal.for_command(), f"command.{self.command_name()}", None, outcome=outcome, **detail)
 
     def command_name(self) -> str:

@@ -23,6 +23,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from django.conf import settings
+
 from keys_app.providers.base import RootKeyProvider, RootKeyUnavailable, Sealed
 
 __all__ = ["RootKeyProvider", "RootKeyUnavailable", "Sealed", "get_provider", "on_seal", "reset_providers"]
@@ -35,6 +37,8 @@ _seal_callbacks: list[Callable[[], None]] = []
 
 
 def _create(name: str, options: dict[str, Any]) -> RootKeyProvider:
+    # Local imports on purpose: only the configured provider's module is loaded (importing
+    # them all would load python-pkcs11 and shamir-mnemonic on every installation).
     if name == "file":
         from keys_app.providers.file import FileRootKeyProvider
 
@@ -68,8 +72,6 @@ def drop_unwrapped_keys() -> None:
 
 def get_provider(name: str | None = None) -> RootKeyProvider:
     """The process-wide instance of provider ``name`` (default: the configured one)."""
-    from django.conf import settings
-
     name = name or settings.HKMS_ROOT_KEY_PROVIDER
     with _lock:
         if name not in _instances:

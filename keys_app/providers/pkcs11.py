@@ -68,7 +68,7 @@ T = TypeVar("T")
 
 def _pkcs11() -> Any:
     try:
-        import pkcs11
+        import pkcs11  # local: python-pkcs11 (and the HSM's module) load only when this provider is used
     except ImportError:  # pragma: no cover - the dependency is declared
         raise RootKeyUnavailable("python-pkcs11 is not installed: pip install python-pkcs11") from None
     return pkcs11

@@ -34,9 +34,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from django.db import transaction
 from shamir_mnemonic.share import Share
 
+from hkms_core.cluster.epoch import seal_epoch_current
 from keys_app import crypto
+from keys_app.models import RootKeyVersion
 from keys_app.providers.base import RootKeyProvider, RootKeyUnavailable, Sealed
 from keys_app.providers.slip39 import (
     ShareRefused,
@@ -61,17 +64,11 @@ class StoredCheckValues:
     """Reads and updates the check values of active ``shamir`` REK versions (kek database)."""
 
     def active(self) -> dict[int, bytes]:
-        from keys_app.models import RootKeyVersion
-
         rows = RootKeyVersion.objects.using("kek").filter(provider="shamir", state=RootKeyVersion.State.ACTIVE)
         return {row.version: bytes(row.check_value) for row in rows}
 
     def replace(self, version: int, old: bytes, new: bytes) -> bool:
         """Compare-and-set one version's check value; False if it changed meanwhile."""
-        from django.db import transaction
-
-        from keys_app.models import RootKeyVersion
-
         with transaction.atomic(using="kek"):
             updated = (
                 RootKeyVersion.objects.using("kek")
@@ -82,8 +79,6 @@ class StoredCheckValues:
 
     def seal_epoch(self) -> int:
         """The cluster's seal epoch (:mod:`keys_app.cluster_seal`), read when keys start being held."""
-        from hkms_core.cluster.epoch import seal_epoch_current
-
         return seal_epoch_current()
 
 

@@ -79,6 +79,7 @@ def _unb64(text: str) -> bytes:
 # --- server ----------------------------------------------------------------------------------
 def harden_process() -> None:
     """No core dumps, no ptrace by other processes of the same user (Linux; best effort)."""
+    # local: only the keeper process hardens itself; resource is POSIX-only and ctypes loads libc
     import ctypes
     import resource
 

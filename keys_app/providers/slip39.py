@@ -26,6 +26,7 @@ import hmac
 import unicodedata
 
 import shamir_mnemonic
+from shamir_mnemonic.shamir import DIGEST_INDEX, RawShare, ShareGroup, _interpolate, recover_ems
 from shamir_mnemonic.share import Share
 
 from keys_app import crypto
@@ -85,8 +86,6 @@ def _set_tag(shares: list[Share]) -> bytes:
     # The digest share (x = 254) of the set, recomputed from K shares.  It is a full share
     # in its own right, so only its hash leaves this function.  shamir-mnemonic 0.3 keeps the
     # interpolation private; the version pin (<0.4) and the tests guard this use.
-    from shamir_mnemonic.shamir import DIGEST_INDEX, RawShare, _interpolate
-
     digest_share = _interpolate([RawShare(s.index, s.value) for s in shares], DIGEST_INDEX)
     return hashlib.sha256(SET_LABEL + digest_share).digest()
 
@@ -101,8 +100,6 @@ def split(key: crypto.SecretBytes, total: int, threshold: int) -> tuple[list[str
 
 def combine(shares: list[Share]) -> tuple[crypto.SecretBytes, bytes]:
     """Rebuild the key from exactly K shares of one set; :class:`ShareRefused` if they disagree."""
-    from shamir_mnemonic.shamir import ShareGroup, recover_ems
-
     group = ShareGroup()
     try:
         for share in shares:

@@ -22,6 +22,7 @@ from typing import Any, Protocol
 from hkms_core.cluster.epoch import seal_epoch_bump
 from hkms_core.errors import invalid_arguments_body
 from keys_app.errors import HierarchyError, RootKeyError
+from keys_app.models import RootKeyVersion
 from keys_app.providers import get_provider
 from keys_app.providers.base import RootKeyUnavailable
 from keys_app.providers.shamir import ShareSink
@@ -126,8 +127,6 @@ def seal() -> dict[str, Any]:
 
 def shamir_threshold(version: int | None = None) -> int | None:
     """K of the newest (or given) active shamir REK version, read from its check value."""
-    from keys_app.models import RootKeyVersion
-
     rows = RootKeyVersion.objects.using("kek").filter(provider="shamir", state=RootKeyVersion.State.ACTIVE)
     if version is not None:
         rows = rows.filter(version=version)

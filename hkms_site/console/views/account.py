@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from base64 import b32encode
 from typing import Any
 
 from django.contrib import messages
@@ -10,6 +11,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_protect
+from django_otp import login as otp_login
 
 from hkms_core.errors import ServiceError
 from hkms_site.console.forms import ConsoleLoginForm, TokenForm, attach_service_error
@@ -32,8 +34,6 @@ class ConsoleLoginView(LoginView):
         assert isinstance(form, ConsoleLoginForm)
         response = super().form_valid(form)  # rotates the session key (fixation)
         if form.otp_device is not None:
-            from django_otp import login as otp_login
-
             otp_login(self.request, form.otp_device)
         self.request._hkms_principal = None  # type: ignore[attr-defined]  # now someone else
         principal = console_principal(self.request)
@@ -80,6 +80,4 @@ def two_factor(request: HttpRequest) -> HttpResponse:
 
 
 def _b32(device: Any) -> str:
-    from base64 import b32encode
-
     return b32encode(device.bin_key).decode()

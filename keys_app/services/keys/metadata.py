@@ -20,6 +20,7 @@ from hkms_core.audit.services import audit_record
 from hkms_core.errors import InvalidArgument, PreconditionFailed, parse_uuid
 from hkms_core.lifecycle import ORDERINGS
 from hkms_core.queries import filter_json_list_contains
+from hkms_core.tenancy.models import Project
 from keys_app import asymmetric
 from keys_app.models import KekVersion, Key, KeyOrigin, KeyState
 from keys_app.services.keys.permissions import current_time, failures_audited, key_for, key_lock, live_keys
@@ -38,8 +39,6 @@ from keys_app.services.material import (
 
 
 def _project_for(principal: Principal, project_id: Any) -> Any:
-    from hkms_core.tenancy.models import Project
-
     if project_id in (None, ""):
         api_key = principal.api_key
         if api_key is None or api_key.default_project_id is None:
