@@ -65,7 +65,7 @@ _MARK = "_hkms_dependency_unavailable"
 
 def _redis_errors() -> tuple[type[BaseException], ...]:
     try:
-        from redis import exceptions as redis_exceptions  # local: optional, absent without a redis cache
+        from redis import exceptions as redis_exceptions  # local: only a redis:// cache loads the client
     except ImportError:  # redis is only needed with HKMS_CACHE_URL=redis://…
         return ()
     return (redis_exceptions.ConnectionError, redis_exceptions.TimeoutError)
@@ -81,7 +81,7 @@ def _one_unavailable(exc: BaseException) -> bool:
         message = str(exc).lower()
         return any(text in message for text in _SQLITE_MESSAGES)
     try:
-        import psycopg  # local: the PostgreSQL driver is loaded only when an error needs classifying
+        import psycopg  # local: the PostgreSQL driver loads only when an error must be classified
     except ImportError:  # pragma: no cover - psycopg is a dependency
         return False
     if isinstance(exc, psycopg.InterfaceError):
