@@ -45,7 +45,12 @@ payload leaves (``audit_record_committed``: group commit; if it fails the answer
 the general path's exception handler gives, a 503 in an outage, else a 500, and no
 payload).  The response has the general path's body and headers (``tests/secrets_app/test_hot_path.py`` compares them).
 
-``HKMS_HOT_PATH=0`` turns it off (every request then takes the general path).
+The same middleware hands ``POST …/secrets/{id}/versions`` to the write hot path,
+:mod:`secrets_app.api.hot_write` (same rule: it decides before any side effect, then calls
+the general path's service and answers for it); both share :mod:`secrets_app.api.hot_common`
+(principal, throttle, responses rendered with the general path's bytes and headers).
+
+``HKMS_HOT_PATH=0`` turns both off (every request then takes the general path).
 Nothing here logs; payloads and tokens never reach an exception message.
 """
 
@@ -305,7 +310,8 @@ def _access_view() -> Any:
 
 
 class HotPathMiddleware:
-    """Answers plain payload reads with :func:`serve`; hands everything else down the chain.
+    """Answers plain payload reads with :func:`serve` and plain version creations with
+    :func:`secrets_app.api.hot_write.serve`; hands everything else down the chain.
 
     Sits after the security-header middleware (whose headers every response gets)
     and before the session, CSRF, authentication, OTP and message middleware.
