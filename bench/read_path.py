@@ -401,7 +401,8 @@ def hkms_seed(server: Hkms, n: int) -> dict[str, Any]:
 # --- instructions per read (callgrind) ---------------------------------------------------
 #: Phases of the instruction count: (label, HKMS_HOT_PATH, which request).  ``access_unaudited``
 #: replaces the audit append by a no-op, in the bench's process only: what the append costs.
-#: ``create_version`` is the write (POST …/versions, 1 KiB, audited), counted the same way.
+#: ``create_version`` is the write (POST …/versions, 1 KiB, audited), counted the same way, by the
+#: write hot path (``secrets_app.api.hot_write``) and by the general path (``create_version_general``).
 INSTRUCTION_PHASES = (
     ("access", True, "access"),
     ("access_general", False, "access"),
@@ -409,6 +410,7 @@ INSTRUCTION_PHASES = (
     ("get_secret", True, "get_secret"),
     ("access_unaudited", True, "access"),
     ("create_version", True, "create_version"),
+    ("create_version_general", False, "create_version"),
 )
 
 
@@ -723,6 +725,9 @@ def report_instructions(instructions: dict[str, float]) -> None:
     if instructions.get("access") and instructions.get("create_version"):
         ratio = instructions["access"] / instructions["create_version"]
         print(f"  access / create_version {ratio:5.2f} (the CPU of this process only)")
+    if instructions.get("create_version") and instructions.get("create_version_general"):
+        ratio = instructions["create_version_general"] / instructions["create_version"]
+        print(f"  write: general / hot path {ratio:5.2f} x")
 
 
 def run(args: argparse.Namespace) -> int:

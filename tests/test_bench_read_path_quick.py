@@ -34,6 +34,7 @@ def test_read_path_quick_runs(tmp_path):
             "get_secret",
             "access_unaudited",
             "create_version",
+            "create_version_general",
         }
         # Two reads per phase (--quick): one-time costs weigh on each phase differently, so only the
         # order that is large enough to hold then is asserted (the hot path does far less than the

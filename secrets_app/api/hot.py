@@ -45,13 +45,17 @@ payload leaves (``audit_record_committed``: group commit; if it fails the answer
 the general path's exception handler gives, a 503 in an outage, else a 500, and no
 payload).  The response has the general path's body and headers (``tests/secrets_app/test_hot_path.py`` compares them).
 
-``HKMS_HOT_PATH=0`` turns it off (every request then takes the general path).
+The same middleware hands ``POST …/secrets/{id}/versions`` to the write hot path,
+:mod:`secrets_app.api.hot_write` (same rule: it decides before any side effect, then calls
+the general path's service and answers for it); both share :mod:`secrets_app.api.hot_common`
+(principal, throttle, responses rendered with the general path's bytes and headers).
+
+``HKMS_HOT_PATH=0`` turns both off (every request then takes the general path).
 Nothing here logs; payloads and tokens never reach an exception message.
 """
 
 from __future__ import annotations
 
-import json
 import re
 import uuid
 from collections.abc import Callable
@@ -64,27 +68,25 @@ from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 
 from hkms_core.access.cache import principal_authenticate
-from hkms_core.access.principal import Principal
 from hkms_core.access.roles import Action
 from hkms_core.access.services import can
-from hkms_core.api.authentication import TOKEN_HEADER, client_ip, request_id
+from hkms_core.api.authentication import TOKEN_HEADER
 from hkms_core.api.common import b64encode
-from hkms_core.api.throttling import PrincipalThrottle
 from hkms_core.audit.services import audit_record_committed
 from keys_app import crypto
 from keys_app.models import Key
 from keys_app.services.material import dek_material
 from secrets_app import states, storage, validation
+from secrets_app.api import hot_write
+from secrets_app.api.hot_common import PLAIN_ACCEPT, api_principal, error_response, json_response, throttle_allows
 from secrets_app.models import Secret, SecretVersion, VersionStatus
 
 _PREFIX = "/secret-manager/v1beta1/regions/"
 # Django's ``<str:…>`` converter is ``[^/]+``: the same paths as secrets_app/api/urls.py.
 _BY_ID = re.compile(r"/secret-manager/v1beta1/regions/([^/]+)/secrets/([^/]+)/versions/([^/]+)/access")
 _BY_PATH = re.compile(r"/secret-manager/v1beta1/regions/([^/]+)/secrets-by-path/versions/([^/]+)/access")
-#: ``Accept`` values DRF's negotiation maps to its JSON renderer without question.
-_PLAIN_ACCEPT = frozenset({"", "*/*", "application/json", "application/json, */*", "application/json, text/plain, */*"})
 _EVENT = "secret.version.access"
-_JSON = {"separators": (",", ":"), "ensure_ascii": False, "allow_nan": False}
+_ALLOW = "GET, OPTIONS"
 
 
 class _SecretRef:
@@ -132,16 +134,6 @@ class _VersionRow:
     ) -> None:
         self.revision, self.status, self.ciphertext, self.dek_id = revision, status, ciphertext, dek_id
         self.expires_once_accessed, self.expires_at, self.accessed_at = bool(once), expires_at, accessed_at
-
-
-class _ThrottleRequest:
-    """What ``PrincipalThrottle`` reads of a request: the user (and the address for its ident)."""
-
-    __slots__ = ("META", "user")
-
-    def __init__(self, user: Any, meta: dict[str, Any]) -> None:
-        self.user = user
-        self.META = meta
 
 
 # --- the one query ---------------------------------------------------------------------------
@@ -242,7 +234,7 @@ def serve(request: HttpRequest) -> HttpResponse | None:
     """The response to a plain successful payload read, or ``None``: the general path decides."""
     meta = request.META
     token = meta.get(TOKEN_HEADER)
-    if token is None or request.method != "GET" or meta.get("HTTP_ACCEPT", "") not in _PLAIN_ACCEPT:
+    if token is None or request.method != "GET" or meta.get("HTTP_ACCEPT", "") not in PLAIN_ACCEPT:
         return None
     if meta.get("HTTP_COOKIE"):  # a console session rides along: its middleware decides (2FA gate, …)
         return None
@@ -287,16 +279,7 @@ def _serve(request: HttpRequest, meta: Any, token: str, region: str, kind: str, 
     except Exception:
         return None
     dek_id = _as_uuid(dek_id)
-    api_key = entry.api_key
-    user = api_key.user
-    principal = Principal(
-        user=user,
-        api_key=api_key,
-        source_ip=client_ip(request),
-        request_id=request_id(request),
-        via="api",
-        _grants=entry.grants,
-    )
+    principal = api_principal(request, entry)
     if not can(principal, Action.SECRET_READ, _SecretRef(secret_id, project_id)):
         return None
     try:
@@ -304,12 +287,12 @@ def _serve(request: HttpRequest, meta: Any, token: str, region: str, kind: str, 
         data = crypto.open_(material, bytes(ciphertext), context=storage.payload_context(secret_id, revision, dek_id))
     except Exception:  # destroyed, rotated meanwhile, disabled, tampered, sealed: the general path
         return None
-    if not PrincipalThrottle().allow_request(_ThrottleRequest(user, meta), None):
+    if not throttle_allows(principal, meta):
         return None  # counted once more there: it answers the 429 with its wait
     try:
         audit_record_committed(principal, _EVENT, ("secret", secret_id, project_id), revision=revision)
     except Exception as exc:  # fail closed, as the general path: no event, no payload
-        return _error(exc)
+        return error_response(exc, _access_view(), allow=_ALLOW)
     body = {
         "secret_id": str(secret_id),
         "revision": revision,
@@ -317,43 +300,18 @@ def _serve(request: HttpRequest, meta: Any, token: str, region: str, kind: str, 
         "type": secret_type,
         "data_crc32": crc32,
     }
-    return _response(200, body)
+    return json_response(200, body, allow=_ALLOW, no_store=True)
 
 
-def _error(exc: Exception) -> HttpResponse:
-    """The general path's answer to ``exc`` (its exception handler: a 503 for an outage, else a 500)."""
-    from rest_framework.renderers import JSONRenderer
-
-    from hkms_core.api.exceptions import exception_handler
+def _access_view() -> Any:
     from secrets_app.api.views import AccessSecretVersionView
 
-    response = exception_handler(exc, {"view": AccessSecretVersionView()})
-    response.accepted_renderer = JSONRenderer()
-    response.accepted_media_type = "application/json"
-    response.renderer_context = {}  # type: ignore[attr-defined]
-    response.render()
-    response["Allow"] = "GET, OPTIONS"
-    response["X-Frame-Options"] = settings.X_FRAME_OPTIONS
-    response["Content-Length"] = str(len(response.content))
-    response["Vary"] = "Cookie"
-    return response
-
-
-def _response(status: int, body: dict[str, Any]) -> HttpResponse:
-    """What the DRF view and the middleware after this one would send (same bytes, same headers)."""
-    content = json.dumps(body, **_JSON).encode()  # type: ignore[arg-type]
-    response = HttpResponse(content, status=status, content_type="application/json")
-    if status == 200:
-        response["Cache-Control"] = "no-store"
-    response["Allow"] = "GET, OPTIONS"
-    response["X-Frame-Options"] = settings.X_FRAME_OPTIONS
-    response["Content-Length"] = str(len(content))
-    response["Vary"] = "Cookie"
-    return response
+    return AccessSecretVersionView()
 
 
 class HotPathMiddleware:
-    """Answers plain payload reads with :func:`serve`; hands everything else down the chain.
+    """Answers plain payload reads with :func:`serve` and plain version creations with
+    :func:`secrets_app.api.hot_write.serve`; hands everything else down the chain.
 
     Sits after the security-header middleware (whose headers every response gets)
     and before the session, CSRF, authentication, OTP and message middleware.
@@ -364,8 +322,12 @@ class HotPathMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         path = request.path_info
-        if path.startswith(_PREFIX) and path.endswith("/access") and settings.HKMS_HOT_PATH:
-            response = serve(request)
+        if path.startswith(_PREFIX) and settings.HKMS_HOT_PATH:
+            response = None
+            if path.endswith("/access"):
+                response = serve(request)
+            elif path.endswith("/versions"):
+                response = hot_write.serve(request)
             if response is not None:
                 return response
         return self.get_response(request)
