@@ -79,6 +79,7 @@ from keys_app.services.material import dek_material
 from secrets_app import states, storage, validation
 from secrets_app.api import hot_write
 from secrets_app.api.hot_common import PLAIN_ACCEPT, api_principal, error_response, json_response, throttle_allows
+from secrets_app.api.views import AccessSecretVersionView
 from secrets_app.models import Secret, SecretVersion, VersionStatus
 
 _PREFIX = "/secret-manager/v1beta1/regions/"
@@ -304,8 +305,6 @@ def _serve(request: HttpRequest, meta: Any, token: str, region: str, kind: str, 
 
 
 def _access_view() -> Any:
-    from secrets_app.api.views import AccessSecretVersionView
-
     return AccessSecretVersionView()
 
 

@@ -13,10 +13,12 @@ from typing import Any
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
+from rest_framework.renderers import JSONRenderer
 
 from hkms_core.access.cache import CachedPrincipal
 from hkms_core.access.principal import Principal
 from hkms_core.api.authentication import client_ip, request_id
+from hkms_core.api.exceptions import exception_handler
 from hkms_core.api.throttling import PrincipalThrottle
 
 #: ``Accept`` values DRF's negotiation maps to its JSON renderer without question.
@@ -68,10 +70,6 @@ def json_response(status: int, body: dict[str, Any], *, allow: str, no_store: bo
 def error_response(exc: Exception, view: Any, *, allow: str) -> HttpResponse:
     """The general path's answer to ``exc``: its exception handler (a 503 for an outage, else the
     error's own status, a 500 for the unexpected), rendered as its view would render it."""
-    from rest_framework.renderers import JSONRenderer
-
-    from hkms_core.api.exceptions import exception_handler
-
     response = exception_handler(exc, {"view": view})
     response.accepted_renderer = JSONRenderer()
     response.accepted_media_type = "application/json"

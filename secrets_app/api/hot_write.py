@@ -48,6 +48,7 @@ from hkms_core.api.authentication import TOKEN_HEADER
 from hkms_core.api.common import b64decode_field, timestamp
 from hkms_core.api.parsers import JSONParser
 from secrets_app.api.hot_common import PLAIN_ACCEPT, api_principal, error_response, json_response, throttle_allows
+from secrets_app.api.views import SecretVersionsView
 from secrets_app.models import SecretVersion
 from secrets_app.services.versions import secret_version_create
 from secrets_app.validation import MAX_PAYLOAD_BYTES
@@ -163,6 +164,4 @@ def version_body(version: SecretVersion) -> dict[str, Any]:
 
 
 def _versions_view() -> Any:
-    from secrets_app.api.views import SecretVersionsView  # the views import the services: loaded on demand
-
     return SecretVersionsView()

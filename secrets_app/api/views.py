@@ -22,6 +22,7 @@ from hkms_core.api.common import (
     page_params,
     paginate,
     parse_duration,
+    timestamp,
 )
 from hkms_core.errors import InvalidArgument
 from secrets_app import selectors
@@ -271,9 +272,6 @@ class BrowseSecretsView(ScalewayView):
 
 
 def _browse_item(item: selectors.BrowseItem) -> dict[str, Any]:
-    from hkms_core.api.common import timestamp
-    from secrets_app.api.serializers import ephemeral_policy_json
-
     secret = item.secret
     return {
         "name": item.name,
@@ -287,7 +285,7 @@ def _browse_item(item: selectors.BrowseItem) -> dict[str, Any]:
             "version_count": secret.version_count,
             "protected": secret.protected,
             "type": secret.type,
-            "ephemeral_policy": ephemeral_policy_json(secret),
+            "ephemeral_policy": s.ephemeral_policy_json(secret),
         },
         "folder": {} if secret is None else None,
     }

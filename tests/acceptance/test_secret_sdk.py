@@ -289,7 +289,7 @@ def test_list_filters_order_and_paging(api, credentials):
 
 def test_browse_tags_and_types(api, credentials):
     api.create_secret(name="root-level", protected=False, path="/browse", tags=["browse"])
-    api.create_secret(name="deep", protected=False, path="/browse/team/one", tags=["browse"])
+    api.create_secret(name="deep", protected=False, path="/browse/team/one", tags=["browse", "team-one"])
     api.create_secret(name="cert", protected=False, path="/browse/team", type_=SecretType.CERTIFICATE)
     top = api.browse_secrets(prefix="/browse", order_by=BrowseSecretsRequestOrderBy.NAME_ASC)
     assert top.current_path == "/browse" and top.total_count == 2
@@ -312,7 +312,7 @@ def test_browse_tags_and_types(api, credentials):
     assert paged.total_count == 2 and len(paged.items) == 1
 
     tags = api.list_tags()
-    assert {"browse", "prod"} <= set(tags.tags) and tags.total_count == len(tags.tags)
+    assert {"browse", "team-one"} <= set(tags.tags) and tags.total_count == len(tags.tags)  # its own tags only
     assert tags.tags == sorted(tags.tags)
     assert api.list_tags_all(page_size=1) == tags.tags
     first = api.list_tags(page=1, page_size=1)
