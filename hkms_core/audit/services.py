@@ -40,6 +40,7 @@ from hkms_core.audit.chain import (
 )
 from hkms_core.audit.keysource import AuditKeyMissing, AuditKeyRefused, AuditKeyUnavailable, key_source
 from hkms_core.audit.models import AuditChainHead, AuditEvent
+from hkms_core.audit.writer_queue import leader_turn
 from hkms_core.metrics import audit_appended
 
 _FIELDS = FIELDS_V1
@@ -191,7 +192,7 @@ class GroupCommit:
             if mine not in batch:  # more than max_batch queued ahead of us: they go first
                 batch, self._queue = [*batch[:-1], mine], [batch[-1], *self._queue]
         try:
-            with transaction.atomic(using="default"):
+            with leader_turn(), transaction.atomic(using="default"):  # leader_turn: before BEGIN
                 events = _append([p.content for p in batch])
             for pending, event in zip(batch, events, strict=True):
                 pending.event = event
