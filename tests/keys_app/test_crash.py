@@ -73,6 +73,10 @@ def crash_loop(inst, dump, args, kind, expected, rng, make_work=None):
         assert state["errors"] == [], f"unreadable after a kill of {args} (seed {SEED}): {state['errors']}"
         assert state["payloads"] == expected, f"payloads changed after a kill of {args} (seed {SEED})"
         job = next((j for j in state["running_jobs"] if j["kind"] == kind), None)
+        if job is None:
+            # Killed before its job existed (still starting up: start-up time swings with the
+            # load, under xdist beside the other engine's suite): aim the next kills later.
+            earliest = max(earliest, min(delay, typical * 0.9))
         if job and (last_job is None or job["id"] != last_job["id"] or job["processed"] > last_job["processed"]):
             mid_job += 1  # the killed process had committed part of its job
         last_job = job
@@ -106,7 +110,7 @@ def test_kill_9_during_rotations_loses_nothing(tmp_path):
                 "rewrap_deks": crash_loop(
                     inst,
                     dump,
-                    ["rewrap_deks", "--batch-size", "50"],
+                    ["rewrap_deks", "--batch-size", "20"],
                     "rewrap_deks",
                     expected,
                     rng,
