@@ -33,7 +33,7 @@ from contextlib import contextmanager
 
 from django.db import connections
 
-_fd: tuple[int, int] | None = None  # (pid, descriptor)
+_fd: tuple[int, int | None] | None = None  # (pid, descriptor or None: nothing to queue on), per process
 
 
 def _lock_path() -> str | None:
@@ -52,13 +52,13 @@ def _descriptor() -> int | None:
     if _fd is not None and _fd[0] == pid:
         return _fd[1]
     path = _lock_path()
-    if path is None:
-        return None
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    except OSError:
-        return None
-    _fd = (pid, fd)
+    fd: int | None = None
+    if path is not None:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError:
+            fd = None
+    _fd = (pid, fd)  # decided once per process: the read path asks on every group commit
     return fd
 
 
